@@ -1,0 +1,1 @@
+/* Being written for issue 2; replaced by the real implementation in the next commits. */

@@ -225,6 +225,8 @@ struct rx_http {
   void (*_close_cb)(struct rx_http *http);
   int _closing;
   unsigned _open_handles;
+  struct rx_fut _cancel_fut;        /* runs the deferred cancels from the ready list */
+  struct rx_http_req *_active_head; /* every started, not yet completed request (for close) */
 };
 
 /**
@@ -256,7 +258,10 @@ struct rx_http_req {
   void *_headers;
   size_t _cap;
   int _overflow;
+  int _cancel_queued;
   struct rx_http_req *_next_cancel;
+  struct rx_http_req *_prev_active;
+  struct rx_http_req *_next_active;
 };
 
 /** Starts the client on `loop`. `opts` may be NULL for defaults. */

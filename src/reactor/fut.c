@@ -22,6 +22,10 @@ int rx_fut_pending(const struct rx_fut *fut) {
   return fut->_state != FUT_IDLE;
 }
 
+static void on_idle(uv_idle_t *idle) {
+  /* Nothing to do: being active is the point (see rx_fut_resolve). */
+}
+
 int rx_fut_resolve(struct rx_fut *fut, int result) {
   if (fut->_state != FUT_PENDING)
     return UV_EALREADY;
@@ -36,7 +40,7 @@ int rx_fut_resolve(struct rx_fut *fut, int result) {
   loop->_ready_tail = fut;
   /* An active idle handle makes uv_run poll with a zero timeout, so the check runs this turn. */
   if (!uv_is_active((uv_handle_t *)&loop->_idle))
-    uv_idle_start(&loop->_idle, NULL);
+    uv_idle_start(&loop->_idle, on_idle);
   return 0;
 }
 

@@ -32,10 +32,10 @@ int rx_loop_init(struct rx_loop *loop, uv_loop_t *uv) {
     uv_close((uv_handle_t *)&loop->_check, NULL);
     return rc;
   }
-  /* The check handle must not keep the loop alive by itself; pending work is what does. */
+  /* The check handle must not keep the loop alive by itself. The idle handle does, but it is active
+   * only while futures wait on the ready list, so queued completions always get to run. */
   uv_check_start(&loop->_check, on_check);
   uv_unref((uv_handle_t *)&loop->_check);
-  uv_unref((uv_handle_t *)&loop->_idle);
   return 0;
 }
 

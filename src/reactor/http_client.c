@@ -15,6 +15,7 @@
  * CURLcode is converted to csurelay errors only here (map_curl_code); the raw code stays in
  * req->curl_code for the log.
  */
+#include <assert.h>
 #include <curl/curl.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -96,10 +97,7 @@ static long parse_retry_after(const char *value) {
 /* What we keep from a finished transfer; must run before the easy handle goes away. */
 static void capture_response(struct rx_http_req *req) {
   CURL *easy = req->_easy;
-  long conns = 0;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
-  if (curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
-    req->_http->new_conns += (uint64_t)conns;
   struct curl_header *h;
   if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
     req->retry_after_ms = parse_retry_after(h->value);
@@ -127,6 +125,10 @@ static void finish(struct rx_http_req *req, int result) {
     unlink_cancel(http, req);
     result = UV_ECANCELED;
   }
+  /* Count connections for every outcome: a cancelled transfer may have opened one too. */
+  long conns = 0;
+  if (curl_easy_getinfo(req->_easy, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
+    http->new_conns += (uint64_t)conns;
   curl_multi_remove_handle(http->_multi, req->_easy);
   curl_easy_cleanup(req->_easy);
   req->_easy = NULL;
@@ -485,6 +487,7 @@ int rx_http_start(struct rx_http *http, struct rx_http_req *req, rx_fut_cb cb) {
 }
 
 void rx_http_req_cleanup(struct rx_http_req *req) {
+  assert(req->_easy == NULL && "rx_http_req_cleanup on an active request");
   free(req->resp_body);
   free(req->odata_entity_id);
   free(req->location);

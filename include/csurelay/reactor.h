@@ -353,6 +353,8 @@ struct rx_http_server {
   int _listening;
   int _closing;
   void (*_close_cb)(struct rx_http_server *srv);
+  struct rx_timer _sweep;  /* one idle sweep for every connection, unref'd */
+  unsigned _open_handles;  /* listener + sweep timer not yet closed */
 };
 
 CSR_NODISCARD int rx_http_server_init(struct rx_http_server *srv, struct rx_loop *loop,

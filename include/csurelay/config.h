@@ -31,6 +31,8 @@ struct csr_identity {
   char *token_url;     /* {authority}/{tenant}/oauth2/v2.0/token, derived */
   char *secret;        /* resolved from the env variable or file; never log it */
   char *secret_source; /* "env CSU_CLIENT_SECRET" or "file /run/secrets/csu", for messages */
+  char *client_secret_env;  /* as configured; exactly one of the two is set */
+  char *client_secret_file; /* read at load time; relative paths from the working directory */
   int line;
 };
 
@@ -71,11 +73,14 @@ struct csr_sink_conf {
   char *topic; /* template: {csu} {channel} {type} {dataarea} {terminal} */
   int qos;     /* 0..2, default 1 */
   char *username;
-  char *password; /* from password_env / password_file */
-  uint64_t keepalive_s;
+  char *password;        /* from password_env / password_file, or NULL */
+  char *password_env;    /* as configured, or NULL */
+  char *password_file;   /* as configured, or NULL */
+  uint64_t keepalive_s;  /* default 60; 0 disables keep-alive */
   /* webhook */
-  char *url;
-  char *auth_header; /* a full "Authorization: ..." value from auth_header_env, or NULL */
+  char *url;             /* as written: an endpoint, so no '/' is appended */
+  char *auth_header;     /* a full "Authorization: ..." value from auth_header_env, or NULL */
+  char *auth_header_env; /* as configured, or NULL */
   int line;
 };
 
@@ -140,7 +145,7 @@ struct csr_config {
   size_t n_routes;
   struct {
     bool present;
-    struct csr_listen listen;
+    struct csr_listen listen; /* default 127.0.0.1:8687 */
     char *token_env;
     char *token; /* NULL when unset: the listener then starts only on loopback */
     char *csu_name;

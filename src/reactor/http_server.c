@@ -242,11 +242,13 @@ static int on_headers_complete(llhttp_t *p) {
 static int body_reserve(struct conn *c, size_t len) {
   if (len < c->body_cap)
     return 0;
+  /* Doubling, up to the ceiling plus the NUL; len is already known to be within the ceiling. */
+  size_t max = c->srv->opts.max_body_bytes;
   size_t cap = c->body_cap ? c->body_cap : 1024;
-  while (cap <= len)
+  while (cap <= len && cap < SIZE_MAX / 2)
     cap *= 2;
-  if (cap > c->srv->opts.max_body_bytes + 1)
-    cap = c->srv->opts.max_body_bytes + 1;
+  if (cap > max && max < SIZE_MAX)
+    cap = max + 1;
   char *body = realloc(c->body, cap);
   if (body == NULL)
     return UV_ENOMEM;
@@ -358,6 +360,20 @@ static char *put_uint(char *p, uint64_t v) {
   return p;
 }
 
+/* A rare big body or answer should not stay pinned to an idle keep-alive connection. */
+static void trim_buffers(struct conn *c) {
+  if (c->body_cap > BUF_KEEP) {
+    free(c->body);
+    c->body = NULL;
+    c->body_cap = 0;
+  }
+  if (c->wcap > BUF_KEEP && !c->writing) {
+    free(c->wbuf);
+    c->wbuf = NULL;
+    c->wcap = 0;
+  }
+}
+
 static void on_written(uv_write_t *req, int status) {
   struct conn *c = req->data;
   c->writing = 0;
@@ -365,11 +381,7 @@ static void on_written(uv_write_t *req, int status) {
     conn_close(c);
     return;
   }
-  if (c->wcap > BUF_KEEP) {
-    free(c->wbuf);
-    c->wbuf = NULL;
-    c->wcap = 0;
-  }
+  trim_buffers(c);
   drive(c);
 }
 
@@ -402,19 +414,20 @@ static int send_answer(struct conn *c, int status, const char *headers, const ch
   size_t blen = (c->head_only || no_body) ? 0 : len;
   size_t need = HEAD_SLACK + strlen(reason) + hlen + clen + blen;
   if (need > c->wcap) {
-    char *w = realloc(c->wbuf, need);
+    size_t cap = need < 1024 ? 1024 : need;
+    char *w = realloc(c->wbuf, cap);
     if (w == NULL)
       return UV_ENOMEM;
     c->wbuf = w;
-    c->wcap = need;
+    c->wcap = cap;
   }
   char *p = PUT_LIT(c->wbuf, "HTTP/1.1 ");
   p = put_uint(p, (uint64_t)status);
   *p++ = ' ';
   p = put(p, reason, strlen(reason));
-  if (status != 204) {
+  if (!no_body) {
     p = PUT_LIT(p, "\r\nContent-Length: ");
-    p = put_uint(p, no_body ? 0 : len);
+    p = put_uint(p, len);
   }
   if (ctype) {
     p = PUT_LIT(p, "\r\nContent-Type: ");
@@ -437,14 +450,6 @@ static int answer_self(struct conn *c, int status, const char *headers) {
   return send_answer(c, status, headers, "application/json", body, strlen(body));
 }
 
-static void free_big_body(struct conn *c) {
-  if (c->body_cap > BUF_KEEP) {
-    free(c->body);
-    c->body = NULL;
-    c->body_cap = 0;
-  }
-}
-
 void rx_http_respond(struct rx_http_request *req, int status, const char *headers,
                      const char *content_type, const void *body, size_t body_len) {
   struct conn *c = req->_conn;
@@ -464,7 +469,7 @@ void rx_http_respond(struct rx_http_request *req, int status, const char *header
     return;
   }
   c->srv->requests++;
-  free_big_body(c);
+  trim_buffers(c);
   drive(c);
 }
 
@@ -572,7 +577,7 @@ static void dispatch(struct conn *c) {
     conn_close(c);
   else
     c->srv->requests++;
-  free_big_body(c);
+  trim_buffers(c);
 }
 
 /* Parses what is buffered up to the end of the next message, and dispatches it. */

@@ -124,6 +124,17 @@ static struct cli *cli_open(struct fx *f) {
   return c;
 }
 
+/* Closes a client before the scenario ends (the rest are closed when it returns). */
+static void cli_close(struct fx *f, struct cli *c) {
+  for (int i = 0; i < MAX_CLIS; i++) {
+    if (f->clis[i] == c)
+      f->clis[i] = NULL;
+  }
+  if (c->fd >= 0)
+    close(c->fd);
+  free(c);
+}
+
 static int cli_sendn(struct cli *c, const char *data, size_t len) {
   while (len > 0) {
     ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
@@ -638,14 +649,23 @@ static void client_body_too_large(struct fx *f) {
     CHECK(f, cli_send(d, "\r\n") == 0);
   }
   CHECK(f, got(f, d, 413, "{\"error\":\"payload_too_large\"}") && cli_end(d) == 0);
+  /* A client that reads the 413 and sends its body anyway: drained, never answered with RST. */
+  struct cli *e = cli_open(f);
+  CHECK(f, e != NULL && cli_send(e, "POST /echo HTTP/1.1\r\nContent-Length: 65536\r\n\r\n") == 0);
+  CHECK(f, got(f, e, 413, NULL));
+  for (int i = 0; i < 32; i++) {
+    CHECK(f, cli_sendn(e, body, sizeof(body)) == 0);
+    sleep_ms(2);
+  }
+  CHECK(f, cli_end(e) == 0);
 }
 
 static void test_body_too_large(void **state) {
   struct fx *f = fx_new();
   struct rx_http_server_opts opts = {.max_body_bytes = 1024};
   fx_run(f, &opts, client_body_too_large);
-  assert_int_equal(f->srv.requests, 3);
-  assert_int_equal(f->srv.bad_requests, 2);
+  assert_int_equal(f->srv.requests, 4);
+  assert_int_equal(f->srv.bad_requests, 3);
   fx_free(f);
 }
 
@@ -667,6 +687,86 @@ static void test_garbage(void **state) {
   fx_run(f, NULL, client_garbage);
   assert_int_equal(f->srv.requests, 3);
   assert_int_equal(f->srv.bad_requests, 2);
+  fx_free(f);
+}
+
+/* Smuggling shapes and other malformed heads: each gets a 400 and a closed connection. */
+static const char *const malformed[] = {
+    "POST /echo HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+    "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nNoColonHere\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\nX-Bad: a\x01z\r\n\r\n",
+    "GET /health\x7fz HTTP/1.1\r\n\r\n",
+    "GET /healthz HTTP/1.1\r\n Folded: header\r\n\r\n",
+    "\r\n\r\n\r\n\r\nNOTAMETHOD / HTTP/1.1\r\n\r\n",
+};
+
+static void client_malformed(struct fx *f) {
+  for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
+    struct cli *c = cli_open(f);
+    CHECK(f, c != NULL && cli_send(c, malformed[i]) == 0);
+    if (!got(f, c, 400, "{\"error\":\"bad_request\"}") || cli_end(c) != 0) {
+      note_failure(f, __LINE__, malformed[i]);
+      return;
+    }
+    cli_close(f, c);
+  }
+}
+
+static void test_malformed(void **state) {
+  struct fx *f = fx_new();
+  fx_run(f, NULL, client_malformed);
+  size_t n = sizeof(malformed) / sizeof(malformed[0]);
+  assert_int_equal(f->srv.requests, n);
+  assert_int_equal(f->srv.bad_requests, n);
+  fx_free(f);
+}
+
+/* Fifty mixed requests in one stream, cut at random places: every answer intact and in order. */
+static void client_random_splits(struct fx *f) {
+  enum { N = 50 };
+  char *all = malloc(N * 160);
+  CHECK(f, all != NULL);
+  size_t n = 0;
+  for (int i = 0; i < N; i++) {
+    if (i % 3 == 0)
+      n += (size_t)sprintf(all + n, "GET /sync?%d HTTP/1.1\r\nHost: x\r\n\r\n", i);
+    else if (i % 3 == 1)
+      n += (size_t)sprintf(all + n, "POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\nbody%d",
+                           i < 10 ? 5 : 6, i);
+    else
+      n += (size_t)sprintf(all + n,
+                           "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           "2\r\nch\r\n%x\r\n%d\r\n0\r\n\r\n",
+                           i < 10 ? 1 : 2, i);
+  }
+  struct cli *c = cli_open(f);
+  uint64_t rng = 0x9e3779b97f4a7c15u;
+  int rc = c != NULL ? 0 : -1;
+  for (size_t off = 0; rc == 0 && off < n;) {
+    size_t len = 1 + rx_rand64(&rng) % 40;
+    len = len > n - off ? n - off : len;
+    rc = cli_sendn(c, all + off, len);
+    off += len;
+    if (rx_rand64(&rng) % 4 == 0)
+      sleep_ms(1);
+  }
+  free(all);
+  CHECK(f, rc == 0);
+  for (int i = 0; i < N; i++) {
+    char want[32];
+    snprintf(want, sizeof(want), i % 3 == 0 ? "sync:%d" : i % 3 == 1 ? "body%d" : "ch%d", i);
+    CHECK(f, got(f, c, 200, want));
+  }
+}
+
+static void test_random_splits(void **state) {
+  struct fx *f = fx_new();
+  fx_run(f, NULL, client_random_splits);
+  assert_int_equal(f->srv.requests, 50);
   fx_free(f);
 }
 
@@ -857,14 +957,24 @@ static void test_api_errors(void **state) {
 int main(void) {
   signal(SIGPIPE, SIG_IGN); /* a server writing to a vanished client must see EPIPE, not die */
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_api_errors),      cmocka_unit_test(test_get),
-      cmocka_unit_test(test_keepalive),       cmocka_unit_test(test_pipeline),
-      cmocka_unit_test(test_split_bytes),     cmocka_unit_test(test_post_body),
-      cmocka_unit_test(test_expect_continue), cmocka_unit_test(test_headers_too_large),
-      cmocka_unit_test(test_body_too_large),  cmocka_unit_test(test_garbage),
-      cmocka_unit_test(test_routes_404_405),  cmocka_unit_test(test_max_conns),
-      cmocka_unit_test(test_idle_timeout),    cmocka_unit_test(test_orphan),
-      cmocka_unit_test(test_reset),           cmocka_unit_test(test_server_close),
+      cmocka_unit_test(test_api_errors),
+      cmocka_unit_test(test_get),
+      cmocka_unit_test(test_keepalive),
+      cmocka_unit_test(test_pipeline),
+      cmocka_unit_test(test_split_bytes),
+      cmocka_unit_test(test_random_splits),
+      cmocka_unit_test(test_post_body),
+      cmocka_unit_test(test_expect_continue),
+      cmocka_unit_test(test_headers_too_large),
+      cmocka_unit_test(test_body_too_large),
+      cmocka_unit_test(test_garbage),
+      cmocka_unit_test(test_malformed),
+      cmocka_unit_test(test_routes_404_405),
+      cmocka_unit_test(test_max_conns),
+      cmocka_unit_test(test_idle_timeout),
+      cmocka_unit_test(test_orphan),
+      cmocka_unit_test(test_reset),
+      cmocka_unit_test(test_server_close),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

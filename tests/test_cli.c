@@ -270,7 +270,7 @@ static void test_run_serves_reloads_and_stops(void **state) {
   assert_int_equal(http(port, "GET", "/healthz", NULL, NULL, 0), 200);
   assert_int_equal(http(port, "POST", "/v1/reload", "s3cret-token", body, sizeof(body)), 400);
   assert_non_null(strstr(body, "bogus_section"));
-  write_config(path, port, "log: {level: warn}\n");
+  write_config(path, port, "log: {level: debug}\n");
   assert_int_equal(http(port, "POST", "/v1/reload", "s3cret-token", body, sizeof(body)), 200);
   assert_int_equal(http(port, "GET", "/metrics", "s3cret-token", body, sizeof(body)), 200);
   assert_non_null(strstr(body, "csurelay_config_reloads_total{result=\"ok\"} 1"));

@@ -176,6 +176,9 @@ static const char *config_arg(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  /* A peer that closes mid-write must cost one failed write, not the process: libuv writes with
+   * write(2), which raises SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return EXIT_USAGE;

@@ -1,0 +1,82 @@
+/* JSON for csurelay and csusim: a thin layer over yajl (chosen in bench/RESULTS.md because it keeps
+ * a number's text, so money like 184.2200000000000000 passes through with its digits intact).
+ *
+ * Reading: csr_json_parse() gives a yajl_val tree; look things up with csr_json_get() and read them
+ * with the typed accessors, which return NULL/defaults on a missing key or a wrong type so callers
+ * check once. Writing: struct csr_jw wraps a yajl generator; every body the relay sends is built here,
+ * never by string concatenation.
+ */
+#ifndef CSURELAY_JSON_H
+#define CSURELAY_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_tree.h>
+
+#include "csurelay/error.h"
+
+/**
+ * Parses `len` bytes (need not be NUL-terminated). Returns the tree (free with csr_json_free), or
+ * NULL with a one-line reason in `err` (may be NULL). Comments are rejected: yajl_tree_parse would
+ * accept them, the wire never carries them.
+ */
+yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen);
+void csr_json_free(yajl_val v);
+
+/** The member `key` of object `obj` (exact match), or NULL. */
+yajl_val csr_json_get(yajl_val obj, const char *key);
+/** Same, ignoring ASCII case (OData parameter names arrive in either casing). */
+yajl_val csr_json_get_ci(yajl_val obj, const char *key);
+/** Follows a dotted path of object keys ("OrderDetails.AmountPaid"); NULL when any step is absent. */
+yajl_val csr_json_path(yajl_val obj, const char *path);
+
+/** The string value, or NULL when `v` is not a string. */
+const char *csr_json_str(yajl_val v);
+/** The member's string value, or NULL. */
+const char *csr_json_get_str(yajl_val obj, const char *key);
+/** The number's original text, or NULL when `v` is not a number. */
+const char *csr_json_num_text(yajl_val v);
+/** Reads an integer member into *out: 0, or CSR_EPARSE when absent, not an integer or out of range. */
+CSR_NODISCARD int csr_json_get_int(yajl_val obj, const char *key, int64_t *out);
+/** Array length and element; 0 / NULL when `v` is not an array or i is out of range. */
+size_t csr_json_len(yajl_val v);
+yajl_val csr_json_at(yajl_val v, size_t i);
+
+/** A JSON writer. Errors are sticky: check once with csr_jw_finish(). */
+struct csr_jw {
+  /* private */
+  yajl_gen _g;
+  int _err;
+};
+
+CSR_NODISCARD int csr_jw_init(struct csr_jw *jw);
+void csr_jw_free(struct csr_jw *jw);
+/** The finished text (owned by jw, valid until csr_jw_free/reset); 0 or CSR_EPARSE on misuse. */
+CSR_NODISCARD int csr_jw_finish(struct csr_jw *jw, const char **text, size_t *len);
+/** Clears the buffer for the next document. */
+void csr_jw_reset(struct csr_jw *jw);
+
+void csr_jw_obj(struct csr_jw *jw);
+void csr_jw_obj_end(struct csr_jw *jw);
+void csr_jw_arr(struct csr_jw *jw);
+void csr_jw_arr_end(struct csr_jw *jw);
+void csr_jw_key(struct csr_jw *jw, const char *key);
+void csr_jw_str(struct csr_jw *jw, const char *s); /* NULL writes null */
+void csr_jw_strn(struct csr_jw *jw, const char *s, size_t len);
+void csr_jw_int(struct csr_jw *jw, int64_t v);
+void csr_jw_bool(struct csr_jw *jw, bool v);
+void csr_jw_null(struct csr_jw *jw);
+/** Writes a number from its text exactly as given (validated as a JSON number, else an error). */
+void csr_jw_num_text(struct csr_jw *jw, const char *text);
+/** Copies a parsed value (any type, recursively), keeping number texts. */
+void csr_jw_value(struct csr_jw *jw, yajl_val v);
+
+/* Key + value in one call, for the common case of building an object. */
+void csr_jw_kstr(struct csr_jw *jw, const char *key, const char *s);
+void csr_jw_kint(struct csr_jw *jw, const char *key, int64_t v);
+void csr_jw_kbool(struct csr_jw *jw, const char *key, bool v);
+void csr_jw_knum_text(struct csr_jw *jw, const char *key, const char *text);
+
+#endif

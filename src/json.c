@@ -1,0 +1,284 @@
+/* The yajl layer: the only file that sees yajl's status codes. */
+#include "csurelay/json.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <uv.h>
+#include <yajl/yajl_parse.h>
+
+/* yajl_tree_parse allows comments and wants a NUL-terminated copy; a quick scan rejects comments
+ * outside strings before the parse, so the tree is only ever built from strict JSON. */
+static int has_comment(const char *s, size_t len) {
+  int in_str = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (in_str) {
+      if (s[i] == '\\')
+        i++;
+      else if (s[i] == '"')
+        in_str = 0;
+    } else if (s[i] == '"') {
+      in_str = 1;
+    } else if (s[i] == '/') {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen) {
+  char dummy[1];
+  if (err == NULL) {
+    err = dummy;
+    errlen = sizeof(dummy);
+  }
+  if (text == NULL || has_comment(text, len) || memchr(text, '\0', len)) {
+    snprintf(err, errlen, "not strict JSON (comment or NUL byte)");
+    return NULL;
+  }
+  char *copy = malloc(len + 1);
+  if (copy == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  memcpy(copy, text, len);
+  copy[len] = '\0';
+  char why[256] = "";
+  yajl_val v = yajl_tree_parse(copy, why, sizeof(why));
+  free(copy);
+  if (v == NULL) {
+    /* yajl's message spans lines (it draws an arrow); keep the first one. */
+    why[strcspn(why, "\n")] = '\0';
+    snprintf(err, errlen, "%s", why[0] ? why : "malformed JSON");
+  }
+  return v;
+}
+
+void csr_json_free(yajl_val v) {
+  if (v)
+    yajl_tree_free(v);
+}
+
+static yajl_val get(yajl_val obj, const char *key, int ci) {
+  if (!YAJL_IS_OBJECT(obj) || key == NULL)
+    return NULL;
+  for (size_t i = 0; i < obj->u.object.len; i++) {
+    const char *k = obj->u.object.keys[i];
+    if (ci ? strcasecmp(k, key) == 0 : strcmp(k, key) == 0)
+      return obj->u.object.values[i];
+  }
+  return NULL;
+}
+
+yajl_val csr_json_get(yajl_val obj, const char *key) {
+  return get(obj, key, 0);
+}
+
+yajl_val csr_json_get_ci(yajl_val obj, const char *key) {
+  return get(obj, key, 1);
+}
+
+yajl_val csr_json_path(yajl_val obj, const char *path) {
+  char step[128];
+  while (obj && path && *path) {
+    size_t n = strcspn(path, ".");
+    if (n >= sizeof(step))
+      return NULL;
+    memcpy(step, path, n);
+    step[n] = '\0';
+    obj = get(obj, step, 0);
+    path += n + (path[n] == '.');
+  }
+  return obj;
+}
+
+const char *csr_json_str(yajl_val v) {
+  return YAJL_IS_STRING(v) ? v->u.string : NULL;
+}
+
+const char *csr_json_get_str(yajl_val obj, const char *key) {
+  return csr_json_str(get(obj, key, 0));
+}
+
+const char *csr_json_num_text(yajl_val v) {
+  return YAJL_IS_NUMBER(v) ? v->u.number.r : NULL;
+}
+
+int csr_json_get_int(yajl_val obj, const char *key, int64_t *out) {
+  yajl_val v = get(obj, key, 0);
+  if (!YAJL_IS_INTEGER(v))
+    return CSR_EPARSE;
+  *out = v->u.number.i;
+  return 0;
+}
+
+size_t csr_json_len(yajl_val v) {
+  return YAJL_IS_ARRAY(v) ? v->u.array.len : 0;
+}
+
+yajl_val csr_json_at(yajl_val v, size_t i) {
+  return YAJL_IS_ARRAY(v) && i < v->u.array.len ? v->u.array.values[i] : NULL;
+}
+
+int csr_jw_init(struct csr_jw *jw) {
+  jw->_err = 0;
+  jw->_g = yajl_gen_alloc(NULL);
+  if (jw->_g == NULL)
+    return UV_ENOMEM;
+  /* Emit "/" as is: Dataverse and OData URLs in bodies stay readable and byte-identical. */
+  yajl_gen_config(jw->_g, yajl_gen_escape_solidus, 0);
+  yajl_gen_config(jw->_g, yajl_gen_validate_utf8, 1);
+  return 0;
+}
+
+void csr_jw_free(struct csr_jw *jw) {
+  if (jw->_g)
+    yajl_gen_free(jw->_g);
+  jw->_g = NULL;
+}
+
+int csr_jw_finish(struct csr_jw *jw, const char **text, size_t *len) {
+  const unsigned char *buf = NULL;
+  if (jw->_err || yajl_gen_get_buf(jw->_g, &buf, len) != yajl_gen_status_ok)
+    return CSR_EPARSE;
+  *text = (const char *)buf;
+  return 0;
+}
+
+void csr_jw_reset(struct csr_jw *jw) {
+  yajl_gen_reset(jw->_g, NULL);
+  yajl_gen_clear(jw->_g);
+  jw->_err = 0;
+}
+
+static void check(struct csr_jw *jw, yajl_gen_status st) {
+  if (st != yajl_gen_status_ok)
+    jw->_err = 1;
+}
+
+void csr_jw_obj(struct csr_jw *jw) {
+  check(jw, yajl_gen_map_open(jw->_g));
+}
+
+void csr_jw_obj_end(struct csr_jw *jw) {
+  check(jw, yajl_gen_map_close(jw->_g));
+}
+
+void csr_jw_arr(struct csr_jw *jw) {
+  check(jw, yajl_gen_array_open(jw->_g));
+}
+
+void csr_jw_arr_end(struct csr_jw *jw) {
+  check(jw, yajl_gen_array_close(jw->_g));
+}
+
+void csr_jw_key(struct csr_jw *jw, const char *key) {
+  check(jw, yajl_gen_string(jw->_g, (const unsigned char *)key, strlen(key)));
+}
+
+void csr_jw_strn(struct csr_jw *jw, const char *s, size_t len) {
+  check(jw, yajl_gen_string(jw->_g, (const unsigned char *)s, len));
+}
+
+void csr_jw_str(struct csr_jw *jw, const char *s) {
+  if (s == NULL)
+    csr_jw_null(jw);
+  else
+    csr_jw_strn(jw, s, strlen(s));
+}
+
+void csr_jw_int(struct csr_jw *jw, int64_t v) {
+  check(jw, yajl_gen_integer(jw->_g, (long long)v));
+}
+
+void csr_jw_bool(struct csr_jw *jw, bool v) {
+  check(jw, yajl_gen_bool(jw->_g, v));
+}
+
+void csr_jw_null(struct csr_jw *jw) {
+  check(jw, yajl_gen_null(jw->_g));
+}
+
+/* JSON number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int is_json_number(const char *s) {
+  const char *p = s;
+  if (*p == '-')
+    p++;
+  if (*p == '0')
+    p++;
+  else if (isdigit((unsigned char)*p))
+    while (isdigit((unsigned char)*p))
+      p++;
+  else
+    return 0;
+  if (*p == '.') {
+    if (!isdigit((unsigned char)*++p))
+      return 0;
+    while (isdigit((unsigned char)*p))
+      p++;
+  }
+  if (*p == 'e' || *p == 'E') {
+    p++;
+    if (*p == '+' || *p == '-')
+      p++;
+    if (!isdigit((unsigned char)*p))
+      return 0;
+    while (isdigit((unsigned char)*p))
+      p++;
+  }
+  return *p == '\0';
+}
+
+void csr_jw_num_text(struct csr_jw *jw, const char *text) {
+  if (text == NULL || !is_json_number(text)) {
+    jw->_err = 1;
+    return;
+  }
+  check(jw, yajl_gen_number(jw->_g, text, strlen(text)));
+}
+
+void csr_jw_value(struct csr_jw *jw, yajl_val v) {
+  if (v == NULL || YAJL_IS_NULL(v)) {
+    csr_jw_null(jw);
+  } else if (YAJL_IS_STRING(v)) {
+    csr_jw_str(jw, v->u.string);
+  } else if (YAJL_IS_NUMBER(v)) {
+    csr_jw_num_text(jw, v->u.number.r);
+  } else if (YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v)) {
+    csr_jw_bool(jw, YAJL_IS_TRUE(v));
+  } else if (YAJL_IS_ARRAY(v)) {
+    csr_jw_arr(jw);
+    for (size_t i = 0; i < v->u.array.len; i++)
+      csr_jw_value(jw, v->u.array.values[i]);
+    csr_jw_arr_end(jw);
+  } else {
+    csr_jw_obj(jw);
+    for (size_t i = 0; i < v->u.object.len; i++) {
+      csr_jw_key(jw, v->u.object.keys[i]);
+      csr_jw_value(jw, v->u.object.values[i]);
+    }
+    csr_jw_obj_end(jw);
+  }
+}
+
+void csr_jw_kstr(struct csr_jw *jw, const char *key, const char *s) {
+  csr_jw_key(jw, key);
+  csr_jw_str(jw, s);
+}
+
+void csr_jw_kint(struct csr_jw *jw, const char *key, int64_t v) {
+  csr_jw_key(jw, key);
+  csr_jw_int(jw, v);
+}
+
+void csr_jw_kbool(struct csr_jw *jw, const char *key, bool v) {
+  csr_jw_key(jw, key);
+  csr_jw_bool(jw, v);
+}
+
+void csr_jw_knum_text(struct csr_jw *jw, const char *key, const char *text) {
+  csr_jw_key(jw, key);
+  csr_jw_num_text(jw, text);
+}

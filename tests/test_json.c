@@ -1,0 +1,127 @@
+/* The yajl layer: strict parsing, lookups, number texts kept exactly, and the writer. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "csurelay/json.h"
+
+static const char order[] =
+    "{\"Id\":\"HOUSTON-HOUSTON-2-16\",\"ReceiptEmail\":\"\",\"AmountPaid\":184.2200000000000000,"
+    "\"Big\":12345678901234.5678901234,\"ChannelId\":5637144592,\"Nested\":{\"Deep\":{\"X\":1}},"
+    "\"Lines\":[{\"LineId\":\"1\"},{\"LineId\":\"2\"}],\"Flag\":true,\"Nothing\":null}";
+
+static void test_lookup_and_types(void **state) {
+  char err[128];
+  yajl_val v = csr_json_parse(order, strlen(order), err, sizeof(err));
+  assert_non_null(v);
+  assert_string_equal(csr_json_get_str(v, "Id"), "HOUSTON-HOUSTON-2-16");
+  assert_string_equal(csr_json_get_str(v, "ReceiptEmail"), "");
+  assert_null(csr_json_get_str(v, "AmountPaid")); /* a number is not a string */
+  assert_null(csr_json_get(v, "receiptemail"));
+  assert_non_null(csr_json_get_ci(v, "receiptemail"));
+  int64_t ch = 0;
+  assert_int_equal(csr_json_get_int(v, "ChannelId", &ch), 0);
+  assert_true(ch == 5637144592LL);
+  assert_int_equal(csr_json_get_int(v, "AmountPaid", &ch), CSR_EPARSE);
+  assert_int_equal(csr_json_get_int(v, "Missing", &ch), CSR_EPARSE);
+  assert_string_equal(csr_json_num_text(csr_json_path(v, "Nested.Deep.X")), "1");
+  assert_null(csr_json_path(v, "Nested.Nope.X"));
+  assert_int_equal(csr_json_len(csr_json_get(v, "Lines")), 2);
+  assert_string_equal(csr_json_get_str(csr_json_at(csr_json_get(v, "Lines"), 1), "LineId"), "2");
+  assert_null(csr_json_at(csr_json_get(v, "Lines"), 2));
+  csr_json_free(v);
+}
+
+static void test_numbers_keep_their_digits(void **state) {
+  yajl_val v = csr_json_parse(order, strlen(order), NULL, 0);
+  assert_non_null(v);
+  struct csr_jw jw;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  csr_jw_obj(&jw);
+  csr_jw_key(&jw, "msdynmkt_amountpaid");
+  csr_jw_value(&jw, csr_json_get(v, "AmountPaid"));
+  csr_jw_key(&jw, "big");
+  csr_jw_value(&jw, csr_json_get(v, "Big"));
+  csr_jw_obj_end(&jw);
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_string_equal(text,
+                      "{\"msdynmkt_amountpaid\":184.2200000000000000,\"big\":12345678901234.5678901234}");
+  csr_jw_free(&jw);
+  csr_json_free(v);
+}
+
+static void test_round_trip_whole_document(void **state) {
+  yajl_val v = csr_json_parse(order, strlen(order), NULL, 0);
+  struct csr_jw jw;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  csr_jw_value(&jw, v);
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_int_equal(len, strlen(order));
+  assert_memory_equal(text, order, len);
+  csr_jw_free(&jw);
+  csr_json_free(v);
+}
+
+static void test_rejects_non_strict_input(void **state) {
+  char err[128];
+  const char *bad[] = {"{\"a\":1 /* c */}", "{\"a\":", "[1,2", "{\"a\":1} trailing", "", "nul\0l"};
+  size_t lens[] = {15, 5, 4, 17, 0, 5};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    err[0] = '\0';
+    assert_null(csr_json_parse(bad[i], lens[i], err, sizeof(err)));
+    assert_true(err[0] != '\0');
+    assert_null(strchr(err, '\n'));
+  }
+  /* A slash inside a string is data, not a comment. */
+  yajl_val v = csr_json_parse("{\"u\":\"http://x/y\"}", 18, err, sizeof(err));
+  assert_non_null(v);
+  assert_string_equal(csr_json_get_str(v, "u"), "http://x/y");
+  csr_json_free(v);
+}
+
+static void test_writer_escapes_and_validates(void **state) {
+  struct csr_jw jw;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  csr_jw_obj(&jw);
+  csr_jw_kstr(&jw, "name", "O'Bryan \"Al\"\n");
+  csr_jw_kint(&jw, "n", -42);
+  csr_jw_kbool(&jw, "ok", true);
+  csr_jw_kstr(&jw, "none", NULL);
+  csr_jw_kstr(&jw, "url", "https://org.crm.dynamics.com/api");
+  csr_jw_obj_end(&jw);
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_string_equal(text, "{\"name\":\"O'Bryan \\\"Al\\\"\\n\",\"n\":-42,\"ok\":true,\"none\":null,"
+                            "\"url\":\"https://org.crm.dynamics.com/api\"}");
+  csr_jw_reset(&jw);
+  csr_jw_obj(&jw);
+  csr_jw_knum_text(&jw, "amount", "12.5e"); /* not a number: the document is refused */
+  csr_jw_obj_end(&jw);
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), CSR_EPARSE);
+  csr_jw_reset(&jw);
+  csr_jw_arr(&jw);
+  csr_jw_num_text(&jw, "-0.5E+3");
+  csr_jw_num_text(&jw, "0");
+  csr_jw_arr_end(&jw);
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_string_equal(text, "[-0.5E+3,0]");
+  csr_jw_free(&jw);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_lookup_and_types),
+      cmocka_unit_test(test_numbers_keep_their_digits),
+      cmocka_unit_test(test_round_trip_whole_document),
+      cmocka_unit_test(test_rejects_non_strict_input),
+      cmocka_unit_test(test_writer_escapes_and_validates),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -58,6 +58,7 @@ struct sim_opts {
   uint64_t seed;           /* --seed, default 1 */
   const char *client_secret; /* --client-secret, default SIM_DEFAULT_SECRET */
   const char *faults_path; /* --faults FILE or NULL */
+  const char *faults_yaml; /* a plan as text (tests); used when faults_path is NULL */
   const char *events_path; /* --events FILE (scripted events) or NULL */
   bool print_config;       /* --print-config */
   const char *state_dir;   /* --print-config: state.dir, default ./var */

@@ -82,6 +82,8 @@ struct sim {
   /* private */
   uint64_t _started_mono_ms;
   struct sim_req *_held; /* requests held by a timeout fault or a latency delay */
+  struct rx_timer _sweep; /* releases held requests whose client has gone */
+  unsigned _closing;      /* close callbacks still to come during sim_stop */
   void (*_stop_cb)(struct sim *sim);
 };
 
@@ -119,9 +121,15 @@ struct sim_req {
   void *arg;            /* the handler's argument from sim_serve */
   int64_t received_ms;  /* wall clock at arrival */
   /* private */
-  bool _malformed;
   sim_handler _handler;
+  bool _malformed;
+  bool _timeout;
+  bool _reset;
+  bool _has_timer;
+  int _status;
+  uint64_t _retry_after_s;
   struct rx_timer _delay;
+  struct sim_req *_prev;
   struct sim_req *_next;
 };
 

@@ -286,6 +286,8 @@ int sim_entra_check(struct sim_req *r, enum sim_audience aud);
 
 int sim_csus_create(struct sim *sim, struct sim_csus **out);
 void sim_csus_destroy(struct sim_csus *c);
+/** Loads scripted events (--events FILE) into the stores; < 0 with a reason in `why`. */
+int sim_csus_load_events(struct sim_csus *c, const char *path, char *why, size_t whylen);
 /** Registers /csu* routes. */
 int sim_csus_routes(struct sim *sim);
 /** Starts the generators (after the server listens); stop them before closing the loop. */

@@ -6,7 +6,7 @@
  * duplicate keys (with a did-you-mean hint), substitutes ${VAR} in every scalar, converts and
  * range-checks values, applies defaults and reports missing required keys. Tables are processed in
  * table order, not document order, so a later table may refer to what an earlier one built.
- * Only src/config.c and src/config_yaml.c include this header.
+ * Only the src/config*.c files include this header.
  */
 #ifndef CSR_CONFIG_YAML_H
 #define CSR_CONFIG_YAML_H
@@ -21,6 +21,9 @@
 
 #define CSR__MAX_KEYS 32 /* per table */
 #define CSR__PATH_MAX 128
+
+/** The field of type `type` at byte offset `off` of the struct at `base` (a key's off or off2). */
+#define CSR__FIELD(base, off, type) ((type *)((char *)(base) + (off)))
 
 struct csr__arena;
 struct csr__ld;

@@ -511,19 +511,47 @@ int csr__check_keys(struct csr__ld *ld, yaml_node_t *map, const char *path) {
   return 0;
 }
 
-static int set_strlist(struct csr__ld *ld, const struct csr__key *key, yaml_node_t *node,
-                       const char *path, void *base) {
-  size_t n = 0;
-  yaml_node_item_t *items = NULL;
+/* The items of a list node, a null scalar being an empty one. `what` names an item in messages
+ * ("csu"), or is NULL for plain values. */
+static int list_items(struct csr__ld *ld, const struct csr__key *key, yaml_node_t *node,
+                      const char *path, const char *what, yaml_node_item_t **items, size_t *n) {
+  *items = NULL;
+  *n = 0;
   if (!is_null(node)) {
+    if (node->type != YAML_SEQUENCE_NODE && what != NULL)
+      return csr__fail(ld, csr__line(node), path, "expected a list of %ss, got a %s", what,
+                       node_kind(node));
     if (node->type != YAML_SEQUENCE_NODE)
       return csr__fail(ld, csr__line(node), path, "expected a list, got a %s", node_kind(node));
-    items = node->data.sequence.items.start;
-    n = (size_t)(node->data.sequence.items.top - items);
+    *items = node->data.sequence.items.start;
+    *n = (size_t)(node->data.sequence.items.top - *items);
   }
-  if (n == 0 && (key->flags & CKF_NONEMPTY))
-    return csr__fail(ld, csr__line(node), path, "must list at least one value");
-  char **arr = csr__arena_alloc(ld->arena, (n ? n : 1) * sizeof(char *));
+  if (*n == 0 && (key->flags & CKF_NONEMPTY))
+    return csr__fail(ld, csr__line(node), path, "must list at least one %s", what ? what : "value");
+  return 0;
+}
+
+/* The array of a list or dict key: `n` zeroed elements of `size` bytes, published at off with its
+ * count at off2 (NULL and 0 when empty) before they are filled, so a finish hook can compare an
+ * element with the earlier ones. NULL when out of memory. */
+static void *new_array(struct csr__ld *ld, const struct csr__key *key, void *base, size_t n,
+                       size_t size) {
+  void *arr = csr__arena_alloc(ld->arena, (n ? n : 1) * size);
+  if (arr != NULL) {
+    *CSR__FIELD(base, key->off, void *) = n ? arr : NULL;
+    *CSR__FIELD(base, key->off2, size_t) = n;
+  }
+  return arr;
+}
+
+static int set_strlist(struct csr__ld *ld, const struct csr__key *key, yaml_node_t *node,
+                       const char *path, void *base) {
+  size_t n;
+  yaml_node_item_t *items;
+  int rc = list_items(ld, key, node, path, NULL, &items, &n);
+  if (rc != 0)
+    return rc;
+  char **arr = new_array(ld, key, base, n, sizeof(*arr));
   if (arr == NULL)
     return csr__oom(ld);
   char child[CSR__PATH_MAX];
@@ -531,8 +559,7 @@ static int set_strlist(struct csr__ld *ld, const struct csr__key *key, yaml_node
     yaml_node_t *item = node_at(ld, items[i]);
     path_index(child, sizeof(child), path, i);
     const char *text;
-    int rc = csr__scalar(ld, item, child, &text);
-    if (rc != 0)
+    if ((rc = csr__scalar(ld, item, child, &text)) != 0)
       return rc;
     const char *problem = text[0] == '\0' ? "must not be empty"
                           : key->check    ? key->check(text)
@@ -544,8 +571,6 @@ static int set_strlist(struct csr__ld *ld, const struct csr__key *key, yaml_node
         return csr__fail(ld, csr__line(item), child, "'%.64s' is listed twice", text);
     arr[i] = (char *)text;
   }
-  *(char ***)((char *)base + key->off) = arr;
-  *(size_t *)((char *)base + key->off2) = n;
   return 0;
 }
 
@@ -556,23 +581,14 @@ static void set_line(const struct csr__table *t, void *elem, int line) {
 static int set_seq(struct csr__ld *ld, const struct csr__key *key, yaml_node_t *node,
                    const char *path, void *base) {
   const struct csr__table *t = key->sub;
-  size_t n = 0;
-  yaml_node_item_t *items = NULL;
-  if (!is_null(node)) {
-    if (node->type != YAML_SEQUENCE_NODE)
-      return csr__fail(ld, csr__line(node), path, "expected a list of %ss, got a %s", t->what,
-                       node_kind(node));
-    items = node->data.sequence.items.start;
-    n = (size_t)(node->data.sequence.items.top - items);
-  }
-  if (n == 0 && (key->flags & CKF_NONEMPTY))
-    return csr__fail(ld, csr__line(node), path, "must list at least one %s", t->what);
-  char *arr = csr__arena_alloc(ld->arena, (n ? n : 1) * t->size);
+  size_t n;
+  yaml_node_item_t *items;
+  int rc = list_items(ld, key, node, path, t->what, &items, &n);
+  if (rc != 0)
+    return rc;
+  char *arr = new_array(ld, key, base, n, t->size);
   if (arr == NULL)
     return csr__oom(ld);
-  /* Published before the walk, so a finish hook can compare an element with the earlier ones. */
-  *(void **)((char *)base + key->off) = n ? arr : NULL;
-  *(size_t *)((char *)base + key->off2) = n;
   char child[CSR__PATH_MAX];
   for (size_t i = 0; i < n; i++) {
     yaml_node_t *item = node_at(ld, items[i]);
@@ -581,8 +597,7 @@ static int set_seq(struct csr__ld *ld, const struct csr__key *key, yaml_node_t *
       return csr__fail(ld, csr__line(item), child, "expected a mapping, got a %s", node_kind(item));
     set_line(t, arr + i * t->size, csr__line(item));
     struct csr__walk w;
-    int rc = csr__walk_map(ld, item, 0, child, t, arr + i * t->size, base, &w);
-    if (rc != 0)
+    if ((rc = csr__walk_map(ld, item, 0, child, t, arr + i * t->size, base, &w)) != 0)
       return rc;
   }
   return 0;
@@ -593,23 +608,21 @@ static int set_dict(struct csr__ld *ld, const struct csr__key *key, yaml_node_t 
   const struct csr__table *t = key->sub;
   size_t n = 0;
   yaml_node_pair_t *pairs = NULL;
+  int rc;
   if (!is_null(node)) {
     if (node->type != YAML_MAPPING_NODE)
       return csr__fail(ld, csr__line(node), path, "expected a mapping of %s names, got a %s",
                        t->what, node_kind(node));
-    int rc = csr__check_keys(ld, node, path);
-    if (rc != 0)
+    if ((rc = csr__check_keys(ld, node, path)) != 0)
       return rc;
     pairs = node->data.mapping.pairs.start;
     n = (size_t)(node->data.mapping.pairs.top - pairs);
   }
   if (n == 0 && (key->flags & CKF_NONEMPTY))
     return csr__fail(ld, csr__line(node), path, "must define at least one %s", t->what);
-  char *arr = csr__arena_alloc(ld->arena, (n ? n : 1) * t->size);
+  char *arr = new_array(ld, key, base, n, t->size);
   if (arr == NULL)
     return csr__oom(ld);
-  *(void **)((char *)base + key->off) = n ? arr : NULL;
-  *(size_t *)((char *)base + key->off2) = n;
   char child[CSR__PATH_MAX];
   for (size_t i = 0; i < n; i++) {
     yaml_node_t *k = node_at(ld, pairs[i].key), *v = node_at(ld, pairs[i].value);
@@ -627,8 +640,7 @@ static int set_dict(struct csr__ld *ld, const struct csr__key *key, yaml_node_t 
     if (v->type != YAML_MAPPING_NODE)
       return csr__fail(ld, csr__line(v), child, "expected a mapping, got a %s", node_kind(v));
     struct csr__walk w;
-    int rc = csr__walk_map(ld, v, csr__line(k), child, t, elem, base, &w);
-    if (rc != 0)
+    if ((rc = csr__walk_map(ld, v, csr__line(k), child, t, elem, base, &w)) != 0)
       return rc;
   }
   return 0;

@@ -115,6 +115,33 @@ static int teardown(void **state) {
 /* Good configurations                                                                            */
 /* ---------------------------------------------------------------------------------------------- */
 
+/* SPEC section 7's defaults of state, admin.listen, limits and retry. */
+static void check_section_defaults(const struct csr_config *cfg) {
+  assert_string_equal(cfg->state.dir, "./var");
+  assert_int_equal(cfg->state.fsync, CSR_FSYNC_BATCH);
+  assert_int_equal(cfg->state.fsync_interval_ms, 5);
+  assert_string_equal(cfg->admin.listen.host, "127.0.0.1");
+  assert_int_equal(cfg->admin.listen.port, 8686);
+  assert_int_equal(cfg->limits.max_live_events, 20000);
+  assert_int_equal(cfg->limits.memory_mb, 256);
+  assert_int_equal(cfg->limits.http_timeout_ms, 10000);
+  assert_int_equal(cfg->retry.base_ms, 1000);
+  assert_int_equal(cfg->retry.cap_ms, 300000);
+  assert_int_equal(cfg->retry.max_attempts, 10);
+}
+
+/* SPEC section 7's defaults of a csu's polling keys. */
+static void check_csu_defaults(const struct csr_csu *csu) {
+  assert_int_equal(csu->poll_interval_ms, 1000);
+  assert_int_equal(csu->page_size, 250);
+  assert_int_equal(csu->overlap_s, 10);
+  assert_int_equal(csu->settle_ms, 2000);
+  assert_int_equal(csu->sweep_s, 900);
+  assert_int_equal(csu->sweep_every_s, 300);
+  assert_true(csu->start_relative);
+  assert_int_equal(csu->start_from_ms, -86400000LL);
+}
+
 static void test_good_full(void **state) {
   struct csr_config *cfg = NULL;
   struct csr_err err;
@@ -130,19 +157,9 @@ static void test_good_full(void **state) {
   }
   assert_string_equal(cfg->path, data_path("good_full.yaml"));
 
-  assert_string_equal(cfg->state.dir, "./var");
-  assert_int_equal(cfg->state.fsync, CSR_FSYNC_BATCH);
-  assert_int_equal(cfg->state.fsync_interval_ms, 5);
-  assert_string_equal(cfg->admin.listen.host, "127.0.0.1");
-  assert_int_equal(cfg->admin.listen.port, 8686);
+  check_section_defaults(cfg);
   assert_string_equal(cfg->admin.token_env, "CSURELAY_ADMIN_TOKEN");
   assert_string_equal(cfg->admin.token, "admin-token");
-  assert_int_equal(cfg->limits.max_live_events, 20000);
-  assert_int_equal(cfg->limits.memory_mb, 256);
-  assert_int_equal(cfg->limits.http_timeout_ms, 10000);
-  assert_int_equal(cfg->retry.base_ms, 1000);
-  assert_int_equal(cfg->retry.cap_ms, 300000);
-  assert_int_equal(cfg->retry.max_attempts, 10);
   assert_string_equal(cfg->log.level, "info");
 
   assert_int_equal(cfg->n_identities, 2);
@@ -183,14 +200,7 @@ static void test_good_full(void **state) {
   assert_int_equal(csu->n_event_types, 2);
   assert_string_equal(csu->event_types[0], "Checkout");
   assert_string_equal(csu->event_types[1], "AddCartLines");
-  assert_int_equal(csu->poll_interval_ms, 1000);
-  assert_int_equal(csu->page_size, 250);
-  assert_int_equal(csu->overlap_s, 10);
-  assert_int_equal(csu->settle_ms, 2000);
-  assert_int_equal(csu->sweep_s, 900);
-  assert_int_equal(csu->sweep_every_s, 300);
-  assert_true(csu->start_relative);
-  assert_int_equal(csu->start_from_ms, -86400000LL);
+  check_csu_defaults(csu);
   assert_int_equal(csu->line, 21);
 
   assert_int_equal(cfg->n_sinks, 3);
@@ -271,19 +281,9 @@ static void test_minimal_defaults(void **state) {
   struct csr_config *cfg = parse_ok("log: {level: warn}\n");
   assert_string_equal(cfg->path, "t.yaml");
   assert_string_equal(cfg->log.level, "warn");
-  assert_string_equal(cfg->state.dir, "./var");
-  assert_int_equal(cfg->state.fsync, CSR_FSYNC_BATCH);
-  assert_int_equal(cfg->state.fsync_interval_ms, 5);
-  assert_string_equal(cfg->admin.listen.host, "127.0.0.1");
-  assert_int_equal(cfg->admin.listen.port, 8686);
+  check_section_defaults(cfg);
   assert_null(cfg->admin.token_env);
   assert_null(cfg->admin.token);
-  assert_int_equal(cfg->limits.max_live_events, 20000);
-  assert_int_equal(cfg->limits.memory_mb, 256);
-  assert_int_equal(cfg->limits.http_timeout_ms, 10000);
-  assert_int_equal(cfg->retry.base_ms, 1000);
-  assert_int_equal(cfg->retry.cap_ms, 300000);
-  assert_int_equal(cfg->retry.max_attempts, 10);
   assert_int_equal(cfg->n_identities, 0);
   assert_int_equal(cfg->n_csus, 0);
   assert_int_equal(cfg->n_sinks, 0);
@@ -306,14 +306,7 @@ static void test_element_defaults(void **state) {
       parse_ok(IDS CSU SINKS "  - {event_type: Checkout, deliver: [{sink: audit}]}\n");
   struct csr_csu *csu = &cfg->csus[0];
   assert_string_equal(csu->url, "https://houston.example.com/"); /* '/' appended */
-  assert_int_equal(csu->poll_interval_ms, 1000);
-  assert_int_equal(csu->page_size, 250);
-  assert_int_equal(csu->overlap_s, 10);
-  assert_int_equal(csu->settle_ms, 2000);
-  assert_int_equal(csu->sweep_s, 900);
-  assert_int_equal(csu->sweep_every_s, 300);
-  assert_true(csu->start_relative);
-  assert_int_equal(csu->start_from_ms, -86400000LL);
+  check_csu_defaults(csu);
   assert_int_equal(csu->line, 8);
   struct csr_identity *id = &cfg->identities[0];
   assert_string_equal(id->authority, "https://login.microsoftonline.com");

@@ -253,7 +253,7 @@ void sim_event_id(const struct sim_event *ev, char *buf, size_t len);
 
 int sim_ledger_create(struct sim *sim, struct sim_ledger **out);
 void sim_ledger_destroy(struct sim_ledger *l);
-/** Registers GET /ledger, GET /ledger/events, GET /ledger/diff, POST /ledger/reset, POST /hooks/*. */
+/** Registers GET /ledger, GET /ledger/events, GET /ledger/diff, POST /ledger/reset, POST /hooks/{name}. */
 int sim_ledger_routes(struct sim *sim);
 
 void sim_ledger_generated(struct sim_ledger *l, const struct sim_event *ev);
@@ -300,7 +300,7 @@ void sim_csus_stop(struct sim_csus *c);
 
 int sim_dataverse_create(struct sim *sim, struct sim_dataverse **out);
 void sim_dataverse_destroy(struct sim_dataverse *d);
-/** Registers /dataverse/api/data/v9.2/* routes. */
+/** Registers /dataverse/api/data/v9.2/... routes. */
 int sim_dataverse_routes(struct sim *sim);
 
 #endif

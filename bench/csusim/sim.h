@@ -264,6 +264,44 @@ void sim_ledger_customer(struct sim_ledger *l, const char *email, const char *ac
 /** Counts one request per endpoint and answer status (for /ledger stats). */
 void sim_ledger_request(struct sim_ledger *l, const char *endpoint, int status);
 
+/* The ledger's numbers for in-process tests: the same as GET /ledger and GET /ledger/diff. */
+struct sim_ledger_counts {
+  uint64_t generated, checkout, addcartlines;
+  uint64_t repeated; /* an event id generated twice (recorded once) */
+  uint64_t dropped;  /* events not recorded (out of memory) */
+  uint64_t contacts_created, contact_emails, duplicate_emails;
+  uint64_t customers_created, customers_updated;
+};
+struct sim_ledger_sink_counts {
+  uint64_t received;   /* deliveries accepted, matched or not */
+  uint64_t unique;     /* events delivered at least once */
+  uint64_t duplicates; /* deliveries beyond the first per event */
+  uint64_t unknown;    /* deliveries that match no generated event */
+  uint64_t mismatched; /* matched deliveries whose fields differ from the event */
+  uint64_t rejected;   /* webhook: refused with 400 (no Idempotency-Key, bad body) */
+};
+struct sim_ledger_diff {
+  uint64_t expected, delivered, missing, duplicated;
+  uint64_t skipped_no_email; /* trigger: Checkouts without an email, which must not arrive */
+  uint64_t unexpected;       /* trigger: such Checkouts that arrived anyway */
+  int64_t p50, p90, p99, max; /* ms from EventDateTime to the first receipt; 0 when none */
+};
+void sim_ledger_counts(const struct sim_ledger *l, struct sim_ledger_counts *out);
+/** `sink` is "trigger" or "webhook:<name>"; -ENOENT (and zeros) when it never received anything. */
+int sim_ledger_sink_counts(const struct sim_ledger *l, const char *sink,
+                           struct sim_ledger_sink_counts *out);
+/**
+ * Generated versus delivered for `sink` ("trigger" or "webhook:<name>"), over events of `type`
+ * (-1 = any) committed before `until_ms` (wall ms; 0 = no limit). -EINVAL on a bad sink name,
+ * -ENOMEM.
+ */
+int sim_ledger_diff(const struct sim_ledger *l, const char *sink, int type, int64_t until_ms,
+                    struct sim_ledger_diff *out);
+/** Requests answered for `endpoint` with `status` (0 = reset or timed out). */
+uint64_t sim_ledger_requests(const struct sim_ledger *l, const char *endpoint, int status);
+/** Forgets everything (POST /ledger/reset). */
+int sim_ledger_reset(struct sim_ledger *l);
+
 /* ---------------------------------------------------------------------------------------------- */
 /* entra.c                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */

@@ -668,11 +668,9 @@ static int walk(const struct sim_ledger *l, const char *sink, struct walk *w) {
     return -ENOMEM;
   for (size_t i = 0; i < l->n; i++) {
     const struct rec *r = &l->recs[i];
-    bool wanted = w->trigger ? r->type == SIM_CHECKOUT : (w->type < 0 || r->type == w->type);
-    if (!wanted || (w->trigger && w->type == SIM_ADDCARTLINES) ||
-        (w->until_ms > 0 && r->commit_ms >= w->until_ms))
-      continue; /* the trigger is for Checkouts only */
-    walk_one(l, w, i);
+    bool type_ok = (w->type < 0 || r->type == w->type) && (!w->trigger || r->co != NULL);
+    if (type_ok && (w->until_ms <= 0 || r->commit_ms < w->until_ms))
+      walk_one(l, w, i); /* the trigger is for Checkouts only (those with a co block) */
   }
   size_t n = w->d.delivered;
   if (n > 0) {

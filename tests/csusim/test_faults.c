@@ -378,13 +378,27 @@ static void test_replace_at_run_time(void **state) {
   assert_int_equal(YAJL_GET_INTEGER(csr_json_path(r.json, "tokens.lifetime_s")), 60);
   st_resp_free(&r);
 
-  /* An empty body heals the endpoints and leaves the other sections alone. The control
-   * endpoints answer even while "*" fails everything. */
+  st_stop(&t);
+}
+
+static void test_heal_and_control_plane(void **state) {
+  struct st t;
+  st_start(&t, 1, 0, "tokens: {lifetime_s: 60}\n");
+  struct st_resp r;
+  /* The control endpoints answer even while "*" fails everything. */
   st_call(&t, "POST", "/sim/faults", NULL, "endpoints:\n  \"*\": {error_rate: 1.0}\n", 0, &r);
+  assert_int_equal(r.status, 200);
+  st_resp_free(&r);
+  assert_int_equal(hook(&t, 0, &r), 0);
+  assert_int_equal(r.status, 500);
+  st_resp_free(&r);
+  st_call(&t, "GET", "/sim/faults", NULL, NULL, 0, &r);
+  assert_int_equal(r.status, 200);
   st_resp_free(&r);
   st_call(&t, "GET", "/ledger", NULL, NULL, 0, &r);
   assert_int_equal(r.status, 200);
   st_resp_free(&r);
+  /* An empty body heals the endpoints and leaves the other sections alone. */
   st_call(&t, "POST", "/sim/faults", NULL, "", 0, &r);
   assert_int_equal(r.status, 200);
   st_resp_free(&r);
@@ -408,6 +422,7 @@ int main(void) {
       cmocka_unit_test(test_gate_timeout_reset_malformed),
       cmocka_unit_test(test_gate_latency),
       cmocka_unit_test(test_replace_at_run_time),
+      cmocka_unit_test(test_heal_and_control_plane),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

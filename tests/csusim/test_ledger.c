@@ -302,29 +302,34 @@ static long post_hook(struct st *t, const char *name, const char *key, const cha
   return status;
 }
 
-static void test_http_webhook_and_ledger(void **state) {
-  struct st t;
-  st_start(&t, 1, 0, NULL);
+/* A sim with one AddCartLines (delivered twice to "audit") and one Checkout (never delivered),
+ * one unknown delivery and three rejected ones. */
+static void webhook_fixture(struct st *t, char *id, char *co_id, size_t len) {
+  st_start(t, 1, 0, NULL);
   struct sim_event ev = make_event(0, SIM_ADDCARTLINES, 1, 0, NULL);
   struct sim_event co = make_event(0, SIM_CHECKOUT, 1, 10, "ann@example.com");
-  sim_ledger_generated(t.sim.ledger, &ev);
-  sim_ledger_generated(t.sim.ledger, &co);
-  char id[256], details[512];
-  sim_event_id(&ev, id, sizeof(id));
+  sim_ledger_generated(t->sim.ledger, &ev);
+  sim_ledger_generated(t->sim.ledger, &co);
+  sim_event_id(&ev, id, len);
+  sim_event_id(&co, co_id, len);
+  char details[512];
   snprintf(details, sizeof(details),
            "{\"EventTransactionId\":\"cart-1\",\"EventDateTime\":\"%s\",\"EventType\":"
            "\"AddCartLines\",\"EventDataAreaId\":\"usrt\"}",
            ev.time_text);
+  const char *stray = "csu0|usrt|Checkout|nope|x";
+  assert_int_equal(post_hook(t, "audit", id, id, details), 200);
+  assert_int_equal(post_hook(t, "audit", id, id, details), 200);      /* a duplicate */
+  assert_int_equal(post_hook(t, "audit", stray, stray, "{}"), 200);   /* counted unknown */
+  assert_int_equal(post_hook(t, "audit", NULL, id, details), 400);    /* no key */
+  assert_int_equal(post_hook(t, "audit", "other", id, details), 400); /* key != EventId */
+  assert_int_equal(post_hook(t, "audit", id, id, "[]"), 400);         /* no EventDetails */
+}
 
-  assert_int_equal(post_hook(&t, "audit", id, id, details), 200);
-  assert_int_equal(post_hook(&t, "audit", id, id, details), 200); /* a duplicate */
-  assert_int_equal(
-      post_hook(&t, "audit", "csu0|usrt|Checkout|nope|x", "csu0|usrt|Checkout|nope|x", "{}"),
-      200); /* accepted, counted unknown */
-  assert_int_equal(post_hook(&t, "audit", NULL, id, details), 400);
-  assert_int_equal(post_hook(&t, "audit", "other", id, details), 400);
-  assert_int_equal(post_hook(&t, "audit", id, id, "[]"), 400);
-
+static void test_http_webhook_counts(void **state) {
+  struct st t;
+  char id[256], co_id[256];
+  webhook_fixture(&t, id, co_id, sizeof(id));
   struct st_resp r;
   st_call(&t, "GET", "/ledger", NULL, NULL, 0, &r);
   assert_int_equal(r.status, 200);
@@ -336,20 +341,27 @@ static void test_http_webhook_and_ledger(void **state) {
   assert_int_equal(get_int(audit, "unique"), 1);
   assert_int_equal(get_int(audit, "duplicates"), 1);
   assert_int_equal(get_int(audit, "unknown"), 1);
+  assert_int_equal(get_int(audit, "mismatched"), 0);
   assert_int_equal(get_int(audit, "rejected"), 3);
   assert_int_equal(get_int(r.json, "trigger.received"), 0);
   assert_int_equal(get_int(r.json, "contacts.duplicate_emails"), 0);
+  assert_int_equal(get_int(r.json, "customers.created"), 0);
   assert_int_equal(get_int(r.json, "requests.webhook.200"), 3);
   assert_int_equal(get_int(r.json, "requests.webhook.400"), 3);
   st_resp_free(&r);
+  st_stop(&t);
+}
 
+static void test_http_diff(void **state) {
+  struct st t;
+  char id[256], co_id[256];
+  webhook_fixture(&t, id, co_id, sizeof(id));
+  struct st_resp r;
   st_call(&t, "GET", "/ledger/diff?sink=webhook%3Aaudit", NULL, NULL, 0, &r);
   assert_int_equal(r.status, 200);
   assert_int_equal(get_int(r.json, "expected"), 2);
   assert_int_equal(get_int(r.json, "delivered"), 1);
   assert_int_equal(get_int(r.json, "missing_count"), 1);
-  char co_id[256];
-  sim_event_id(&co, co_id, sizeof(co_id));
   assert_string_equal(csr_json_str(csr_json_at(csr_json_get(r.json, "missing"), 0)), co_id);
   yajl_val dup = csr_json_at(csr_json_get(r.json, "duplicated"), 0);
   assert_string_equal(csr_json_get_str(dup, "id"), id);
@@ -365,13 +377,17 @@ static void test_http_webhook_and_ledger(void **state) {
   st_call(&t, "GET", "/ledger/diff?sink=trigger", NULL, NULL, 0, &r);
   assert_int_equal(get_int(r.json, "expected"), 1);
   assert_int_equal(get_int(r.json, "missing_count"), 1);
+  assert_int_equal(get_int(r.json, "skipped_no_email"), 0);
   st_resp_free(&r);
-  st_call(&t, "GET", "/ledger/diff?sink=kafka", NULL, NULL, 0, &r);
-  assert_int_equal(r.status, 400);
-  st_resp_free(&r);
-  st_call(&t, "GET", "/ledger/diff?sink=trigger&type=Refund", NULL, NULL, 0, &r);
-  assert_int_equal(r.status, 400);
-  st_resp_free(&r);
+  const char *bad[] = {"/ledger/diff", "/ledger/diff?sink=kafka",
+                       "/ledger/diff?sink=trigger&type=Refund",
+                       "/ledger/diff?sink=trigger&until_ms=soon"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    st_call(&t, "GET", bad[i], NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 400);
+    assert_non_null(csr_json_get_str(r.json, "error"));
+    st_resp_free(&r);
+  }
   st_stop(&t);
 }
 
@@ -432,7 +448,8 @@ int main(void) {
       cmocka_unit_test(test_diff_filters),
       cmocka_unit_test(test_contacts_customers_requests_reset),
       cmocka_unit_test(test_many_events),
-      cmocka_unit_test(test_http_webhook_and_ledger),
+      cmocka_unit_test(test_http_webhook_counts),
+      cmocka_unit_test(test_http_diff),
       cmocka_unit_test(test_http_events_paging_and_reset),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -310,13 +310,31 @@ enum sim_audience { SIM_AUD_COMMERCE, SIM_AUD_DATAVERSE };
 
 int sim_entra_create(struct sim *sim, struct sim_entra **out);
 void sim_entra_destroy(struct sim_entra *e);
-/** Registers POST /{tenant}/oauth2/v2.0/token (and the v1 /{tenant}/oauth2/token). */
+/**
+ * Registers POST /{tenant}/oauth2/v2.0/token (and the v1 /{tenant}/oauth2/token). The tenant is any
+ * path segment, so this is a catch-all route (every other path gets 404 from it): call it after
+ * every other module's routes.
+ */
 int sim_entra_routes(struct sim *sim);
 /**
  * Checks the request's Authorization (Bearer, or id_token for the CSU) for `aud`. Returns 0 when
  * valid; otherwise answers 401 in the party's error shape itself and returns < 0 (r is then gone).
  */
 int sim_entra_check(struct sim_req *r, enum sim_audience aud);
+
+/** Counters of the token endpoint and the token checks (for tests). */
+struct sim_entra_stats {
+  uint64_t issued;            /* tokens issued, v1 and v2 */
+  uint64_t refused;           /* token requests answered with an Entra error */
+  uint64_t accepted;          /* sim_entra_check() passes */
+  uint64_t rejected;          /* sim_entra_check() 401s: the sum of the five below */
+  uint64_t rejected_missing;  /* no Authorization, or a scheme the party does not take */
+  uint64_t rejected_invalid;  /* malformed, forged or altered */
+  uint64_t rejected_audience; /* a token for the other resource */
+  uint64_t rejected_expired;
+  uint64_t rejected_revoked;  /* issued before sim_token_faults.revoke_at_s, checked after it */
+};
+void sim_entra_stats(const struct sim_entra *e, struct sim_entra_stats *out);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* events.c, orders.c, csu.c                                                                       */
@@ -340,5 +358,51 @@ int sim_dataverse_create(struct sim *sim, struct sim_dataverse **out);
 void sim_dataverse_destroy(struct sim_dataverse *d);
 /** Registers /dataverse/api/data/v9.2/... routes. */
 int sim_dataverse_routes(struct sim *sim);
+
+/** Custom API parameter types (customapirequestparameter.type, dynamics-api.md section 4.2). */
+enum sim_param_type {
+  SIM_PT_BOOLEAN = 0,
+  SIM_PT_DATETIME = 1, /* an ISO-8601 string with a zone */
+  SIM_PT_DECIMAL = 2,  /* a JSON number; a numeric string is not one */
+  SIM_PT_ENTITY = 3,
+  SIM_PT_ENTITYCOLLECTION = 4,
+  SIM_PT_ENTITYREFERENCE = 5,
+  SIM_PT_FLOAT = 6,
+  SIM_PT_INTEGER = 7,
+  SIM_PT_MONEY = 8,
+  SIM_PT_PICKLIST = 9,
+  SIM_PT_STRING = 10,
+  SIM_PT_STRINGARRAY = 11,
+  SIM_PT_GUID = 12,
+};
+
+/** One declared parameter of a custom-trigger action. */
+struct sim_trigger_param {
+  const char *name; /* uniquename, e.g. "msdynmkt_amountpaid" */
+  enum sim_param_type type;
+  bool optional; /* isoptional: may be absent or null */
+};
+
+/**
+ * Registers (or replaces) the unbound action `name` with its parameter list (copied). The default
+ * SIM_DEFAULT_TRIGGER is registered at create. -EINVAL on a bad name, -E2BIG over 29 parameters,
+ * -ENOMEM.
+ */
+int sim_dataverse_register_trigger(struct sim_dataverse *d, const char *name,
+                                   const struct sim_trigger_param *params, size_t n);
+
+/** Counters for tests. */
+struct sim_dataverse_stats {
+  uint64_t contacts;              /* contacts stored */
+  uint64_t contacts_created;      /* POST contacts that succeeded */
+  uint64_t lookups;               /* GET contacts with $filter answered 200 */
+  uint64_t triggers_accepted;     /* trigger calls answered 204 */
+  uint64_t triggers_rejected;     /* trigger calls refused by validation (4xx) */
+  uint64_t throttled_requests;    /* 429 0x80072322: over max_requests in the window */
+  uint64_t throttled_concurrency; /* 429 0x80072326: over max_concurrent at arrival */
+  unsigned inflight;              /* Dataverse requests arrived and not yet answered, now */
+  unsigned inflight_max;          /* the most admitted requests ever in flight at once */
+};
+void sim_dataverse_stats(const struct sim_dataverse *d, struct sim_dataverse_stats *out);
 
 #endif

@@ -397,6 +397,8 @@ static void test_http_events_paging_and_reset(void **state) {
   for (unsigned i = 0; i < 25; i++) {
     struct sim_event ev =
         make_event(i % 2, i % 5 ? SIM_ADDCARTLINES : SIM_CHECKOUT, i, i * 10, "e@example.com");
+    if (i == 24) /* a scripted event's text, kept exactly as written */
+      snprintf(ev.time_text, sizeof(ev.time_text), "2024-07-24T14:17:02.2400000Z");
     sim_ledger_generated(t.sim.ledger, &ev);
   }
   struct sim_event first = make_event(0, SIM_CHECKOUT, 0, 0, "e@example.com");
@@ -416,6 +418,10 @@ static void test_http_events_paging_and_reset(void **state) {
                       "csu0|usrt|Checkout|cart-20|2024-07-24T14:17:02.2Z");
   assert_string_equal(csr_json_get_str(e20, "committed"), "2024-07-24T14:17:02.205Z");
   assert_int_equal(get_int(e20, "deliveries.trigger"), 0);
+  assert_string_equal(csr_json_get_str(csr_json_at(evs, 4), "id"),
+                      "csu0|usrt|AddCartLines|cart-24|2024-07-24T14:17:02.2400000Z");
+  assert_string_equal(csr_json_get_str(csr_json_at(evs, 4), "time"),
+                      "2024-07-24T14:17:02.2400000Z");
   st_resp_free(&r);
 
   st_call(&t, "GET", "/ledger/events?limit=2", NULL, NULL, 0, &r);

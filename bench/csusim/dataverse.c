@@ -696,7 +696,7 @@ static void on_contacts_create(struct sim_req *r) {
   const char *seg = r->http->path + strlen(PREFIX);
   yajl_val body = NULL;
   struct query q = {0};
-  if (strcmp(seg, "contacts") != 0) {
+  if (strcmp(seg, "contacts") != 0 || strcmp(r->http->method, "POST") != 0) {
     fail(r, 405, E_SEGMENT, "The requested resource does not support http method '%s'.",
          r->http->method, NULL);
     return;
@@ -887,8 +887,10 @@ static void on_trigger(struct sim_req *r) {
          tr ? r->http->method : seg, NULL);
     return;
   }
-  if (!json_body(r) || (body = parse_body(r, tr->name)) == NULL)
+  if (!json_body(r) || (body = parse_body(r, tr->name)) == NULL) {
+    d->stats.triggers_rejected++;
     return;
+  }
   if (check_members(r, tr, body) == 0 && check_params(r, tr, body) == 0 &&
       check_contacts(r, d, body) == 0) {
     d->stats.triggers_accepted++;

@@ -553,10 +553,7 @@ static void on_token(struct sim_req *r) {
   free(f.buf);
 }
 
-/* The tenant is any path segment, so this route is a catch-all: it must be the last one
- * registered. Paths that are not a token endpoint get the server's own 404. */
-static void on_route(struct rx_http_request *req, void *arg) {
-  struct sim *sim = arg;
+void sim_entra_serve(struct sim *sim, struct rx_http_request *req) {
   char tenant[TENANT_MAX];
   if (token_path(req->path, tenant, sizeof(tenant)) == 0) {
     static const char body[] = "{\"error\":\"not_found\"}";
@@ -564,6 +561,12 @@ static void on_route(struct rx_http_request *req, void *arg) {
     return;
   }
   sim_serve(sim, req, "token", -1, on_token, sim->entra);
+}
+
+/* The tenant is any path segment, so this route is a catch-all: it must be the last one
+ * registered. Paths that are not a token endpoint get the server's own 404. */
+static void on_route(struct rx_http_request *req, void *arg) {
+  sim_entra_serve(arg, req);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

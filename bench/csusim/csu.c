@@ -844,8 +844,15 @@ static void on_request(struct rx_http_request *req, void *arg) {
     sim_serve(sim, req, rt->endpoint, (int)csu, rt->handler, c);
 }
 
+/* One prefix per first digit: a bare "/csu*" would also take the token route's tenants (e.g.
+ * /csusim.onmicrosoft.com/oauth2/v2.0/token), which come last. */
 int sim_csus_routes(struct sim *sim) {
-  return rx_http_server_route(&sim->server, NULL, "/csu*", on_request, sim);
+  static const char *const prefixes[] = {"/csu0*", "/csu1*", "/csu2*", "/csu3*", "/csu4*",
+                                         "/csu5*", "/csu6*", "/csu7*", "/csu8*", "/csu9*"};
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+    rc = rx_http_server_route(&sim->server, NULL, prefixes[i], on_request, sim);
+  return rc;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -112,7 +112,7 @@ struct sim__lastsync {
 struct sim__csu {
   unsigned index;
   char oun[16];
-  char store[12]; /* e.g. HOUSTON */
+  char store[16]; /* e.g. HOUSTON */
   int64_t channels[SIM_CHANNELS_PER_CSU];
   struct sim__pool pool;
   struct sim__store st[2]; /* by enum sim_event_type */

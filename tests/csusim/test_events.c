@@ -122,11 +122,10 @@ static void assert_unique_ids(const struct sim__csu *u) {
       sim_event_id(&ev, ids[k++], 256);
     }
   qsort(ids, n, sizeof(*ids), cmp_str);
-  for (size_t i = 0; i < n; i++) {
-    if (i > 0)
-      assert_string_not_equal(ids[i - 1], ids[i]);
+  for (size_t i = 1; i < n; i++)
+    assert_string_not_equal(ids[i - 1], ids[i]);
+  for (size_t i = 0; i < n; i++)
     free(ids[i]);
-  }
   free(ids);
 }
 

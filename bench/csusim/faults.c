@@ -258,7 +258,7 @@ static int int_list(struct ld *ld, const yaml_node_t *v, const struct key *k, co
   *n = 0;
   for (; it < end; it++) {
     const yaml_node_t *e = *it ? node(ld, *it) : v;
-    double d;
+    double d = 0;
     int rc = number(ld, e, name, true, k->min, k->max, &d);
     if (rc != 0)
       return rc;

@@ -432,6 +432,8 @@ static int query_split(struct sim_req *r, struct query *q) {
       *slot = eq ? eq : kv + strlen(kv);
     } else if (kv[0] == '$') {
       fail(r, 400, E_SEGMENT, "The query parameter '%s' is not supported by csusim.", kv, NULL);
+      free(q->buf);
+      q->buf = NULL;
       return -1;
     }
   }

@@ -340,7 +340,9 @@ static int token_path(const char *path, char *tenant, size_t cap) {
 static void refuse(struct sim_req *r, int status, const char *error, int aadsts, const char *fmt,
                    const char *a, const char *b) {
   char msg[512];
-  snprintf(msg, sizeof(msg), fmt, a, b ? b : "");
+  /* Echoed client input can be long; a cut message is still a valid answer. */
+  if (snprintf(msg, sizeof(msg), fmt, a, b ? b : "") >= (int)sizeof(msg))
+    msg[sizeof(msg) - 1] = '\0';
   r->sim->entra->stats.refused++;
   sim_reply_entra_error(r, status, error, aadsts, msg);
 }

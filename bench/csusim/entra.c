@@ -555,7 +555,10 @@ static void on_token(struct sim_req *r) {
   free(f.buf);
 }
 
-void sim_entra_serve(struct sim *sim, struct rx_http_request *req) {
+/* The tenant is any path segment, so this route is a catch-all: it must be the last one
+ * registered. Paths that are not a token endpoint get the server's own 404. */
+static void on_route(struct rx_http_request *req, void *arg) {
+  struct sim *sim = arg;
   char tenant[TENANT_MAX];
   if (token_path(req->path, tenant, sizeof(tenant)) == 0) {
     static const char body[] = "{\"error\":\"not_found\"}";
@@ -563,12 +566,6 @@ void sim_entra_serve(struct sim *sim, struct rx_http_request *req) {
     return;
   }
   sim_serve(sim, req, "token", -1, on_token, sim->entra);
-}
-
-/* The tenant is any path segment, so this route is a catch-all: it must be the last one
- * registered. Paths that are not a token endpoint get the server's own 404. */
-static void on_route(struct rx_http_request *req, void *arg) {
-  sim_entra_serve(arg, req);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

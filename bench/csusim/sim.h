@@ -317,13 +317,6 @@ void sim_entra_destroy(struct sim_entra *e);
  */
 int sim_entra_routes(struct sim *sim);
 /**
- * Serves `req` as the token endpoint when its path is /{tenant}/oauth2/v2.0/token or
- * /{tenant}/oauth2/token, else answers the server's plain 404. For a prefix route that catches a
- * tenant by accident: "/csu*" also matches /csusim.onmicrosoft.com/..., so csu.c hands paths that
- * are not /csu{i}/... here.
- */
-void sim_entra_serve(struct sim *sim, struct rx_http_request *req);
-/**
  * Checks the request's Authorization (Bearer, or id_token for the CSU) for `aud`. Returns 0 when
  * valid; otherwise answers 401 in the party's error shape itself and returns < 0 (r is then gone).
  */

@@ -452,49 +452,51 @@ struct rejection {
   const char *key, *value, *code, *message;
 };
 
+static const struct rejection rejections[] = {
+    {"msdynmkt_salesid", NULL, "0x80040203",
+     "The required parameter 'msdynmkt_salesid' is missing from the request to "
+     "'" SIM_DEFAULT_TRIGGER "'."},
+    {"msdynmkt_signaltimestamp", NULL, "0x80040203",
+     "The required parameter 'msdynmkt_signaltimestamp' is missing from the request to "
+     "'" SIM_DEFAULT_TRIGGER "'."},
+    {"msdynmkt_name", "null", "0x80040203",
+     "The required parameter 'msdynmkt_name' cannot be null."},
+    {"msdynmkt_amountpaid", "\"184.22\"", "0x80048d19",
+     "Cannot convert the value of parameter 'msdynmkt_amountpaid' to the expected type "
+     "'Edm.Decimal'."},
+    {"msdynmkt_amountpaid", "null", "0x80040203",
+     "The required parameter 'msdynmkt_amountpaid' cannot be null."},
+    {"msdynmkt_signaltimestamp", "\"15/05/2024 09:02\"", "0x80048d19",
+     "Cannot convert the value of parameter 'msdynmkt_signaltimestamp' to the expected type "
+     "'Edm.DateTimeOffset'."},
+    {"msdynmkt_signalingestiontimestamp", "\"2024-05-15T09:02:10\"", "0x80048d19",
+     "Cannot convert the value of parameter 'msdynmkt_signalingestiontimestamp' to the "
+     "expected type 'Edm.DateTimeOffset'."},
+    {"msdynmkt_signaltimestamp", "1715763730", "0x80048d19",
+     "Cannot convert the value of parameter 'msdynmkt_signaltimestamp' to the expected type "
+     "'Edm.DateTimeOffset'."},
+    {"msdynmkt_currencycode", "840", "0x80048d19",
+     "Cannot convert the value of parameter 'msdynmkt_currencycode' to the expected type "
+     "'Edm.String'."},
+    {"msdynmkt_extra", "\"x\"", "0x80048d19",
+     "The parameter 'msdynmkt_extra' in the request payload is not a valid parameter for the "
+     "operation '" SIM_DEFAULT_TRIGGER "'."},
+    {"msdynmkt_signaluserauthid", "\"00000000-0000-4000-8000-000000000000\"", "0x80040217",
+     "contact With Id = 00000000-0000-4000-8000-000000000000 Does Not Exist"},
+    {"msdynmkt_profileid", "\"not-a-guid\"", "0x80040217",
+     "contact With Id = not-a-guid Does Not Exist"},
+};
+
 static void test_trigger_rejections(void **state) {
   struct st t;
   st_start(&t, 1, 0, NULL);
   char cid[40];
   create_contact(&t, "alex@contoso.com", cid);
-  static const struct rejection cases[] = {
-      {"msdynmkt_salesid", NULL, "0x80040203",
-       "The required parameter 'msdynmkt_salesid' is missing from the request to "
-       "'" SIM_DEFAULT_TRIGGER "'."},
-      {"msdynmkt_signaltimestamp", NULL, "0x80040203",
-       "The required parameter 'msdynmkt_signaltimestamp' is missing from the request to "
-       "'" SIM_DEFAULT_TRIGGER "'."},
-      {"msdynmkt_name", "null", "0x80040203",
-       "The required parameter 'msdynmkt_name' cannot be null."},
-      {"msdynmkt_amountpaid", "\"184.22\"", "0x80048d19",
-       "Cannot convert the value of parameter 'msdynmkt_amountpaid' to the expected type "
-       "'Edm.Decimal'."},
-      {"msdynmkt_amountpaid", "null", "0x80040203",
-       "The required parameter 'msdynmkt_amountpaid' cannot be null."},
-      {"msdynmkt_signaltimestamp", "\"15/05/2024 09:02\"", "0x80048d19",
-       "Cannot convert the value of parameter 'msdynmkt_signaltimestamp' to the expected type "
-       "'Edm.DateTimeOffset'."},
-      {"msdynmkt_signalingestiontimestamp", "\"2024-05-15T09:02:10\"", "0x80048d19",
-       "Cannot convert the value of parameter 'msdynmkt_signalingestiontimestamp' to the "
-       "expected type 'Edm.DateTimeOffset'."},
-      {"msdynmkt_signaltimestamp", "1715763730", "0x80048d19",
-       "Cannot convert the value of parameter 'msdynmkt_signaltimestamp' to the expected type "
-       "'Edm.DateTimeOffset'."},
-      {"msdynmkt_currencycode", "840", "0x80048d19",
-       "Cannot convert the value of parameter 'msdynmkt_currencycode' to the expected type "
-       "'Edm.String'."},
-      {"msdynmkt_extra", "\"x\"", "0x80048d19",
-       "The parameter 'msdynmkt_extra' in the request payload is not a valid parameter for the "
-       "operation '" SIM_DEFAULT_TRIGGER "'."},
-      {"msdynmkt_signaluserauthid", "\"00000000-0000-4000-8000-000000000000\"", "0x80040217",
-       "contact With Id = 00000000-0000-4000-8000-000000000000 Does Not Exist"},
-      {"msdynmkt_profileid", "\"not-a-guid\"", "0x80040217",
-       "contact With Id = not-a-guid Does Not Exist"},
-  };
   struct st_resp r;
-  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-    call_trigger(&t, cid, cases[i].key, cases[i].value, &r);
-    assert_dv_error(&r, 400, cases[i].code, cases[i].message);
+  for (size_t i = 0; i < sizeof(rejections) / sizeof(rejections[0]); i++) {
+    const struct rejection *c = &rejections[i];
+    call_trigger(&t, cid, c->key, c->value, &r);
+    assert_dv_error(&r, 400, c->code, c->message);
     st_resp_free(&r);
   }
 

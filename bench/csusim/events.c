@@ -37,6 +37,7 @@
 #define EVENTS_PER_CART 3.5  /* mean of 1-4 AddCartLines, plus the Checkout */
 #define CACHE_MAX       2048 /* stale pages kept at most; the oldest go first */
 #define CACHE_BUCKETS   1024
+#define CACHE_TYPE_MAX  32 /* longer EventTypes match no row and are never cached */
 
 static const char *const TYPE_NAMES[2] = {"AddCartLines", "Checkout"};
 
@@ -904,8 +905,8 @@ size_t sim__write_page(struct sim_csus *c, struct sim__csu *u, const struct sim_
 
 struct cent {
   struct cent *chain, *older; /* bucket chain; FIFO from the oldest */
-  unsigned csu;
-  char type[32];
+  unsigned bucket, csu;
+  char type[CACHE_TYPE_MAX];
   int64_t from_s, to_s;
   size_t skip, top;
   bool count;
@@ -946,18 +947,10 @@ static struct cent **cent_find(struct sim__cache *k, unsigned csu, const char *t
 
 static void cent_drop_oldest(struct sim__cache *k) {
   struct cent *e = k->oldest;
-  struct sim__query q = {.from_ms = e->from_s * 1000,
-                         .to_ms = e->to_s * 1000,
-                         .skip = e->skip,
-                         .top = e->top,
-                         .count = e->count};
-  if (e->from_s == INT64_MIN || e->to_s == INT64_MAX)
-    return; /* never stored: Search always has both bounds */
-  struct cent **pp = cent_find(k, e->csu, e->type, &q);
-  while (*pp != NULL && *pp != e)
+  struct cent **pp = &k->buckets[e->bucket];
+  while (*pp != e)
     pp = &(*pp)->chain;
-  if (*pp == e)
-    *pp = e->chain;
+  *pp = e->chain;
   k->oldest = e->older;
   if (k->oldest == NULL)
     k->newest = NULL;
@@ -969,7 +962,7 @@ static void cent_drop_oldest(struct sim__cache *k) {
 const char *sim__cache_get(struct sim_csus *c, unsigned csu, const char *type,
                            const struct sim__query *q, size_t *len) {
   struct sim__cache *k = c->cache;
-  if (k == NULL || strlen(type) >= sizeof(((struct cent *)0)->type))
+  if (k == NULL || strlen(type) >= CACHE_TYPE_MAX)
     return NULL;
   struct cent *e = *cent_find(k, csu, type, q);
   if (e == NULL || e->expires_ms <= sim__now(c))
@@ -987,7 +980,7 @@ void sim__cache_put(struct sim_csus *c, unsigned csu, const char *type, const st
   int64_t now = sim__now(c);
   while (k->oldest != NULL && (k->n >= CACHE_MAX || k->oldest->expires_ms <= now))
     cent_drop_oldest(k);
-  if (strlen(type) >= sizeof(((struct cent *)0)->type) || *cent_find(k, csu, type, q) != NULL)
+  if (strlen(type) >= CACHE_TYPE_MAX || *cent_find(k, csu, type, q) != NULL)
     return; /* an expired twin is still queued: skip rather than keep two */
   struct cent *e = calloc(1, sizeof(*e));
   char *copy_body = malloc(len + 1);
@@ -998,6 +991,7 @@ void sim__cache_put(struct sim_csus *c, unsigned csu, const char *type, const st
   }
   memcpy(copy_body, body, len);
   *e = (struct cent){.csu = csu,
+                     .bucket = cent_bucket(csu, type, q),
                      .from_s = whole_s(q->from_ms),
                      .to_s = whole_s(q->to_ms),
                      .skip = q->skip,

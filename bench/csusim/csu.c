@@ -2,24 +2,29 @@
  *
  * Every request first goes through sim_serve() so the fault plan applies; the handler then checks
  * the token (optional on the last-sync and OUN endpoints, as in the sample, but a token that is
- * sent must be valid) and the OUN header, and answers. Paths are percent-decoded and matched
+ * sent must be valid), then the OUN header, and answers. Paths are percent-decoded and matched
  * without regard to case; `//Commerce` (the Function's doubled slash) is accepted. Unknown paths,
- * and CSU indexes past
- * --csus, get 404 in the Commerce error shape straight away, before the gate.
+ * a method a route does not take, and CSU indexes past --csus get 404 in the Commerce error shape
+ * at once, before the gate (no endpoint name, so no fault and no ledger count).
  *
  * Choices where the references are silent:
- * - Search with a missing or blank EventType answers 500 (the real key builder throws an unhandled
- *   ArgumentNullException); a From or To before 1753 answers 500 (SQL datetime cannot hold it,
- * W-C8). Missing From/To or a missing criteria object answer 400 RequiredValueNotFound.
- * - @odata.count, when $count=true, is the true number of matching rows (the screenshot's 0 is not
- *   reproduced). Without $top every matching row is returned.
+ * - Search with a missing or blank EventType answers 500 (the real key builder throws an
+ *   unhandled ArgumentNullException); a From or To before 1753 answers 500 (SQL datetime cannot
+ *   hold it, W-C8). Missing From/To or criteria answer 400 RequiredValueNotFound. EventType
+ *   matches ignoring case (SQL's default collation); "AddCartLines,Checkout" matches nothing.
+ * - @odata.count, when $count=true, is the true number of matching rows (the screenshot's 0 is
+ *   not reproduced). Without $top every matching row is returned. The stale cache's key also
+ *   holds $count (the settings hash covers the whole QueryResultSettings).
+ * - An unstable tie order applies to Search only; GetAllCommerceEvents merges both types by time,
+ *   AddCartLines first on a tie.
  * - An order for a cart with no committed Checkout: 404 ObjectNotFound. An unknown customer (also
  *   Customers('')): 404 CustomerNotFound.
  * - POST Customers answers 201 with the Customer and a Location header; Email and LastName are
  *   required (400 RequiredValueNotFound), an Email without '@' is 400 InvalidFormat, an
- * AccountNumber already taken is 400 InvalidRequest. PATCH merges the given fields.
+ *   AccountNumber already taken is 400 InvalidRequest. PATCH merges the given fields (Email and
+ *   LastName cannot be emptied). Customers are per CSU.
  * - SetLastSyncDatetime twice with one value for one app answers 500 (the table's primary key,
- * W-C8); an appName over 20 characters answers 500 (truncation).
+ *   W-C8); an appName over 20 characters answers 500 (truncation).
  */
 #include "csu_internal.h"
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures csusim's request rate per endpoint with wrk (issue 3: the emulator must serve at least 3x
 # what the relay needs in the bench). 16 CSUs, events generated for 5 s first, Dataverse limits
-# lifted so 429s don't count as throughput. Loopback only; stops by itself.
+# lifted so 429s don't count as throughput, then the relay's mix. Loopback only; stops by itself.
 # Usage: bench/wrk_csusim.sh [seconds] [connections]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,10 +56,35 @@ lua trigger POST "/dataverse/api/data/v9.2/msdynmkt_csucheckouteventtrigger_1448
 lua webhook POST "/hooks/audit" "{\"EventId\":\"csu0|usrt|Checkout|X|2026-01-01T00:00:00Z\",\"EventDetails\":{},\"OrderDetails\":null,\"CustomerDetails\":null}" \
   "Idempotency-Key: csu0|usrt|Checkout|X|2026-01-01T00:00:00Z"
 
+# The relay's mix at 10k events/s, per 100 requests: 58 webhook, 16 order, 16 trigger, 6 customer,
+# 3 contact lookups, 1 Search page, interleaved by a fixed schedule.
+{
+  echo 'local build, reqs = {}, {}'
+  for ep in webhook order trigger customer contact search; do
+    echo "build['$ep'] = function() local w = {headers = {}}"
+    sed 's/^wrk\./w./' "$work/$ep.lua"
+    echo "return wrk.format(w.method, w.path, w.headers, w.body) end"
+  done
+  cat <<'LUA'
+local plan = {}
+for ep, n in pairs({webhook = 58, order = 16, trigger = 16, customer = 6, contact = 3, search = 1}) do
+  for _ = 1, n do plan[#plan + 1] = ep end
+end
+init = function(args)
+  for ep, f in pairs(build) do reqs[ep] = f() end
+end
+local i = 0
+request = function()
+  i = i % #plan + 1
+  return reqs[plan[(i * 37) % #plan + 1]]
+end
+LUA
+} >"$work/mixed.lua"
+
 echo "== csusim at $base, 16 CSUs generating 2000 events/s; wrk -t1 -c$conns -d${secs}s per endpoint"
 echo "   ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
 printf '%-10s %12s %10s %s\n' endpoint requests/s p99 non-2xx
-for ep in order customer search contact trigger webhook; do
+for ep in order customer search contact trigger webhook mixed; do
   out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/$ep.lua" "$base")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")

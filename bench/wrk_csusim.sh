@@ -83,12 +83,17 @@ LUA
 
 echo "== csusim at $base, 16 CSUs generating 2000 events/s; wrk -t1 -c$conns -d${secs}s per endpoint"
 echo "   ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))"
-printf '%-10s %12s %10s %s\n' endpoint requests/s p99 non-2xx
+cpu_ms() { awk '{print ($14 + $15) * 1000 / '"$(getconf CLK_TCK)"'}' /proc/$pid/stat; }
+printf '%-10s %12s %10s %8s %s\n' endpoint requests/s p99 non-2xx "requests per csusim CPU-second"
 for ep in order customer search contact trigger webhook mixed; do
+  c0=$(cpu_ms)
   out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$work/$ep.lua" "$base")
+  c1=$(cpu_ms)
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   bad=$(awk '/Non-2xx/ {print $5}' <<<"$out")
-  printf '%-10s %12s %10s %s\n' "$ep" "$rps" "$p99" "${bad:-0}"
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  per_cpu=$(awk -v n="$total" -v a="$c0" -v b="$c1" 'BEGIN {printf "%.0f", n * 1000 / (b - a)}')
+  printf '%-10s %12s %10s %8s %s\n' "$ep" "$rps" "$p99" "${bad:-0}" "$per_cpu"
 done
 echo "== csusim RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)"

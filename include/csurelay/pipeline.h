@@ -1,0 +1,173 @@
+/* csurelay pipeline — the durable state store and the token cache the stages stand on.
+ *
+ * The stages themselves (poll → admit → enrich → route → deliver → retry/dead-letter, SPEC §3)
+ * build on these two services; their declarations join this header as they land (issue #4).
+ */
+#ifndef CSURELAY_PIPELINE_H
+#define CSURELAY_PIPELINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "csurelay/config.h"
+#include "csurelay/error.h"
+#include "csurelay/reactor.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* State store: memory + an append-only file (src/pipeline/store.c)                                */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The store is a log of typed records. It does not interpret payloads: the pipeline encodes its
+ * cursors, admissions, outcomes, retry schedules and dead letters, replays them on start, and hands
+ * its live state back when the store compacts. What the store guarantees:
+ *
+ *  - Every record carries its length and a CRC-32C. A torn tail (a crash mid-write) is truncated on
+ *    open and counted. A damaged record anywhere else is never skipped silently: open reports it
+ *    (offset, bytes), keeps a copy of the damaged file beside it, replays every intact record around
+ *    it (records carry a sync marker so the reader can find the next one), and the store stays
+ *    unhealthy (stats.healthy == false, for /readyz) until the next compaction rewrites the file.
+ *  - Group commit. Appends made during one loop turn are written together before the loop next
+ *    blocks (a uv_prepare_t, as Redis flushes its AOF in beforeSleep). fsync follows the policy:
+ *    always = every flush is fsynced before its appends complete; batch = one fsync per
+ *    fsync_interval_ms covers everything written before it, appends complete after it; none =
+ *    appends complete once written to the kernel. fsync runs on the libuv threadpool, never on the
+ *    loop thread; writes never overlap a running fsync in a way that could reorder records.
+ *  - Compaction without stopping the loop: when the file outgrows the live state (see opts), the
+ *    store asks the owner to emit its live records (pl_store_dump_cb, on the loop thread, into
+ *    memory), writes them to a new file off the loop thread while appends continue to the old file
+ *    and are also queued for the new one, then appends that queue, fsyncs and renames the new file
+ *    over the old one (and fsyncs the directory). A crash at any point leaves either the old or
+ *    the new file complete.
+ */
+
+struct pl_store;
+
+struct pl_store_opts {
+  const char *dir;             /* created if missing; the file is {dir}/csurelay.aof */
+  enum csr_fsync fsync;        /* always | batch | none */
+  uint64_t fsync_interval_ms;  /* batch: at most this long between fsyncs (default 5) */
+  uint64_t compact_min_bytes;  /* never compact below this file size (default 64 MiB) */
+  double compact_ratio;        /* compact when file > ratio × size after the last rewrite (2.0) */
+  size_t max_record_bytes;     /* larger appends are refused with UV_E2BIG (default 4 MiB) */
+};
+
+struct pl_store_stats {
+  uint64_t file_bytes;        /* current size of the file */
+  uint64_t records_replayed;  /* at open */
+  uint64_t appends;           /* since open */
+  uint64_t bytes_appended;
+  uint64_t flushes;           /* write batches */
+  uint64_t fsyncs;
+  uint64_t fsync_last_us;     /* duration of the last fsync */
+  uint64_t fsync_max_us;
+  uint64_t torn_tails;        /* truncated at open (0 or 1 per open) */
+  uint64_t torn_bytes;
+  uint64_t corrupt_regions;   /* damaged regions skipped at open (reported, copy kept) */
+  uint64_t corrupt_bytes;
+  uint64_t compactions;
+  uint64_t pending;           /* appends not yet durable */
+  bool healthy;               /* false after corruption at open or a failed write/fsync */
+  char health_reason[256];    /* why not healthy; "" when healthy */
+};
+
+/** Called once per intact record, in file order, during pl_store_open. Return < 0 to abort open. */
+typedef int (*pl_replay_cb)(void *arg, uint8_t type, const void *payload, size_t len);
+
+struct pl_store_emitter;
+/** Emits one live record during a dump (copies it); < 0 on failure (the compaction is abandoned). */
+CSR_NODISCARD int pl_store_emit(struct pl_store_emitter *e, uint8_t type, const void *payload,
+                                size_t len);
+/** The owner writes its whole live state through pl_store_emit; < 0 abandons the compaction. */
+typedef int (*pl_store_dump_cb)(void *arg, struct pl_store_emitter *e);
+
+/**
+ * Opens (or creates) the store in opts->dir and replays every intact record through `replay`
+ * before returning (synchronously: the loop is not running yet). `dump` is used for compaction.
+ * Damage is reported in *err's message and in stats, not as a failure, unless the file cannot be
+ * read at all. Returns 0, or a negative error with `err` filled.
+ */
+CSR_NODISCARD int pl_store_open(struct rx_loop *loop, const struct pl_store_opts *opts,
+                                pl_replay_cb replay, pl_store_dump_cb dump, void *arg,
+                                struct pl_store **out, struct csr_err *err);
+
+/**
+ * Appends a record (the payload is copied). If `durable` is not NULL it is armed with `cb` and
+ * resolves once the record is durable per the fsync policy (0), or with the write/fsync error (the
+ * store then turns unhealthy). Returns < 0 without arming the future when it refuses: UV_E2BIG
+ * (over max_record_bytes), UV_ECANCELED (closing), UV_ENOMEM.
+ */
+CSR_NODISCARD int pl_store_append(struct pl_store *s, uint8_t type, const void *payload,
+                                  size_t len, struct rx_fut *durable, rx_fut_cb cb);
+
+/** Starts a compaction now if none is running (tests, `csurelay state --compact` later). */
+CSR_NODISCARD int pl_store_compact(struct pl_store *s);
+
+const struct pl_store_stats *pl_store_stats(const struct pl_store *s);
+
+/**
+ * Flushes and fsyncs whatever is pending (those futures complete), waits for a running compaction
+ * to finish or abandons it cleanly, closes the file, and fires `cb` once the store is freed.
+ */
+void pl_store_close(struct pl_store *s, void (*cb)(void *arg), void *arg);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Token cache: OAuth2 client credentials per identity (src/pipeline/token.c)                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * One cache per identity (SPEC §3 "Tokens"): tokens are fetched from identity->token_url with the
+ * client-credentials grant, cached until shortly before expiry, refreshed ahead of time, with one
+ * refresh in flight at a time however many requests wait. `expires_in` may be a number or a numeric
+ * string (v1 endpoints). A 401 from a resource invalidates the token it was sent with (once: a
+ * stale token is not invalidated twice). Failures back off with jitter; 4xx answers with an OAuth
+ * `error` are reported with their error code, never with the secret.
+ */
+
+struct pl_tokens;
+
+struct pl_token_stats {
+  uint64_t fetches;       /* token requests sent */
+  uint64_t failures;      /* failed token requests */
+  uint64_t waiters_max;   /* most requests waiting on one fetch */
+  uint64_t invalidations; /* tokens dropped after a 401 */
+  int64_t expires_at_ms;  /* wall clock expiry of the cached token, 0 when none */
+  char last_error[256];   /* e.g. "invalid_client (AADSTS7000215)"; never the secret */
+};
+
+/** A request for a token; embed it where you need the token (an HTTP call's owner). */
+struct pl_token_req {
+  /* public */
+  void *data;
+  /* read-only, valid in the callback only (copy what you need) */
+  struct rx_fut fut;   /* result: 0, or CSR_ESTATUS (token endpoint said no), transport errors,
+                          UV_ECANCELED */
+  const char *token;   /* the access token on success */
+  /* private */
+  struct pl_tokens *_cache;
+  struct pl_token_req *_next;
+  struct pl_token_req *_prev;
+};
+
+CSR_NODISCARD int pl_tokens_create(struct rx_loop *loop, struct rx_http *http,
+                                   const struct csr_identity *identity, struct pl_tokens **out);
+
+/**
+ * Gets a token: from the cache (the callback still fires from the loop, never synchronously), or
+ * by joining/starting the one fetch in flight. -EINVAL on NULL arguments.
+ */
+CSR_NODISCARD int pl_tokens_get(struct pl_tokens *t, struct pl_token_req *req, rx_fut_cb cb);
+
+/** Cancels a waiting request: it completes with UV_ECANCELED. Safe after completion (no-op). */
+void pl_tokens_cancel(struct pl_token_req *req);
+
+/** A resource answered 401 to `token`: drop it if it is still the cached one. */
+void pl_tokens_invalidate(struct pl_tokens *t, const char *token);
+
+const struct pl_token_stats *pl_tokens_stats(const struct pl_tokens *t);
+
+/** Cancels waiters (UV_ECANCELED) and the fetch; `cb` fires once `t` is freed. */
+void pl_tokens_destroy(struct pl_tokens *t, void (*cb)(void *arg), void *arg);
+
+#endif

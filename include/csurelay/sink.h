@@ -62,6 +62,9 @@ struct sk_delivery {
   char excerpt[256];      /* the start of the error body or message, for the dead-letter queue */
   /* private: the sink's own per-delivery state */
   void *_sink_state;
+  /* private: sk_deliver's; while a delivery is in flight, `done` is sk_deliver's own callback */
+  sk_done_cb _done;
+  struct sk_sink *_sink;
 };
 
 /** What every sink is given: the loop, the shared HTTP client, token caches by identity name. */
@@ -102,6 +105,10 @@ struct sk_sink {
   const struct sk_env *env;
   unsigned in_flight; /* deliveries started and not yet done (maintained by sk_deliver) */
   uint64_t delivered, skipped, retried, dead;
+  /* private: the registry's (sk_sink_close) */
+  int _closing;
+  void (*_close_cb)(void *arg);
+  void *_close_arg;
 };
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -120,11 +127,17 @@ CSR_NODISCARD int sk_sink_create(const struct csr_sink_conf *conf, const struct 
 
 /**
  * Delivers through the sink's ops, keeping in_flight and the outcome counters. Same contract as
- * ops->deliver. The caller checks in_flight against conf->max_in_flight first.
+ * ops->deliver. The caller checks in_flight against conf->max_in_flight first; sk_deliver refuses
+ * past it too (CSR_ELIMIT). -EINVAL without an event or a done callback, -ECANCELED once the sink is
+ * closing. The outcome fields are reset before ops->deliver runs.
  */
 CSR_NODISCARD int sk_deliver(struct sk_sink *sink, struct sk_delivery *d);
 
-/** Closes and frees the sink; `cb` (may be NULL) fires after. */
+/**
+ * Closes and frees the sink once every started delivery is done (ops->close cancels or finishes
+ * them; their done() fires first), then `cb` (may be NULL), always from the loop. A second close is
+ * ignored; sk_deliver refuses from the first.
+ */
 void sk_sink_close(struct sk_sink *sink, void (*cb)(void *arg), void *arg);
 
 /* ---------------------------------------------------------------------------------------------- */

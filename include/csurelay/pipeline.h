@@ -62,14 +62,17 @@ struct pl_store_stats {
   uint64_t fsyncs;
   uint64_t fsync_last_us;     /* duration of the last fsync */
   uint64_t fsync_max_us;
+  uint64_t fsync_total_us;    /* sum over all fsyncs (mean = total / fsyncs) */
   uint64_t torn_tails;        /* truncated at open (0 or 1 per open) */
   uint64_t torn_bytes;
   uint64_t corrupt_regions;   /* damaged regions skipped at open (reported, copy kept) */
   uint64_t corrupt_bytes;
   uint64_t compactions;
+  uint64_t compact_failures;  /* rewrites abandoned (the old file stays the state) */
   uint64_t pending;           /* appends not yet durable */
   bool healthy;               /* false after corruption at open or a failed write/fsync */
   char health_reason[256];    /* why not healthy; "" when healthy */
+  char compact_error[128];    /* why the last compaction failed; "" after a success */
 };
 
 /** Called once per intact record, in file order, during pl_store_open. Return < 0 to abort open. */
@@ -79,14 +82,20 @@ struct pl_store_emitter;
 /** Emits one live record during a dump (copies it); < 0 on failure (the compaction is abandoned). */
 CSR_NODISCARD int pl_store_emit(struct pl_store_emitter *e, uint8_t type, const void *payload,
                                 size_t len);
-/** The owner writes its whole live state through pl_store_emit; < 0 abandons the compaction. */
+/**
+ * The owner writes its whole live state through pl_store_emit; < 0 abandons the compaction. It runs
+ * on the loop thread and must not call pl_store_append (records appended after it returns are kept
+ * for the new file; the dump stands for everything appended before).
+ */
 typedef int (*pl_store_dump_cb)(void *arg, struct pl_store_emitter *e);
 
 /**
  * Opens (or creates) the store in opts->dir and replays every intact record through `replay`
  * before returning (synchronously: the loop is not running yet). `dump` is used for compaction.
  * Damage is reported in *err's message and in stats, not as a failure, unless the file cannot be
- * read at all. Returns 0, or a negative error with `err` filled.
+ * read at all. Returns 0, or a negative error with `err` filled. *err is cleared first, so its
+ * message is "" when the file was whole. CSR_ECORRUPT (a file that is not a csurelay AOF, left
+ * untouched), the replay callback's own error, or a system error.
  */
 CSR_NODISCARD int pl_store_open(struct rx_loop *loop, const struct pl_store_opts *opts,
                                 pl_replay_cb replay, pl_store_dump_cb dump, void *arg,
@@ -101,7 +110,11 @@ CSR_NODISCARD int pl_store_open(struct rx_loop *loop, const struct pl_store_opts
 CSR_NODISCARD int pl_store_append(struct pl_store *s, uint8_t type, const void *payload,
                                   size_t len, struct rx_fut *durable, rx_fut_cb cb);
 
-/** Starts a compaction now if none is running (tests, `csurelay state --compact` later). */
+/**
+ * Starts a compaction now (tests, `csurelay state --compact` later): runs the dump callback at once,
+ * then rewrites in the background. UV_EBUSY while one runs, UV_EINVAL without a dump callback,
+ * UV_ECANCELED when closing, or the dump's own error. Also the way back to healthy after damage.
+ */
 CSR_NODISCARD int pl_store_compact(struct pl_store *s);
 
 const struct pl_store_stats *pl_store_stats(const struct pl_store *s);

@@ -83,6 +83,7 @@ struct pl__compact {
   const char *step;    /* the worker's failing step, for the message */
   bool renamed;        /* COMMIT: the rename (the commit point) happened */
   uint64_t dump_end;   /* bytes of the new file without the tail */
+  int old_fd;          /* COMMIT: the old file, closed by the worker once renamed over */
   uint64_t old_end;    /* COMMIT: bytes of the old file when it started */
   uint64_t new_end;    /* COMMIT: bytes of the new file when it is done */
 };

@@ -217,12 +217,13 @@ static void on_sync_done(uv_work_t *req, int status) {
   if (job->target > s->synced)
     s->synced = job->target;
   pl__store_resolve_upto(s, job->target, rc);
-  if (s->closing)
+  if (s->closing) {
     pl__store_close_step(s);
-  else if (s->cpt.state == PL__CPT_WAIT)
+    return;
+  }
+  if (s->cpt.state == PL__CPT_WAIT)
     pl__compact_on_sync_done(s);
-  else
-    pl__store_kick_sync(s);
+  pl__store_kick_sync(s); /* returns at once if a commit started */
 }
 
 static void start_sync(struct pl_store *s) {

@@ -102,6 +102,10 @@ static void on_commit_work(uv_work_t *req) {
   if (c->rc < 0)
     return;
   c->renamed = true;
+  /* The old file is unlinked now: its last close frees its blocks, which for a big file takes a
+   * while (Redis closes it on a background thread for the same reason). The loop does not touch
+   * the descriptor during a commit. */
+  close(c->old_fd);
   c->step = "fsync the directory";
   c->rc = pl__fsync_dir(s->dir);
 }
@@ -109,8 +113,7 @@ static void on_commit_work(uv_work_t *req) {
 /* The new file is the state now: switch to it and move the waiters over. */
 static void switch_files(struct pl_store *s) {
   struct pl__compact *c = &s->cpt;
-  close(s->fd);
-  s->fd = c->fd;
+  s->fd = c->fd; /* the worker closed the old one */
   c->fd = -1;
   /* Everything written to the old file is in the new one, fsynced. What was appended during the
    * commit sits in the write buffer and lands right after the new file's end. */
@@ -159,9 +162,11 @@ static void commit_start(struct pl_store *s) {
   if (c->tail_broken) {
     failed(s, "keep the appends made during the rewrite", UV_ENOMEM);
     drop(s);
+    pl__store_kick_sync(s); /* what the flush wrote still needs its fsync */
     return;
   }
   c->old_end = s->written;
+  c->old_fd = s->fd;
   c->new_end += c->tail.len;
   c->state = PL__CPT_COMMIT;
   c->renamed = false;

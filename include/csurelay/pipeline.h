@@ -158,9 +158,11 @@ struct pl_token_req {
                           UV_ECANCELED */
   const char *token;   /* the access token on success */
   /* private */
-  struct pl_tokens *_cache;
+  struct pl_tokens *_cache; /* set while the request waits on the cache's list */
   struct pl_token_req *_next;
   struct pl_token_req *_prev;
+  rx_fut_cb _cb;            /* the caller's callback (fut runs the cache's own first) */
+  void *_tok;               /* the reference that keeps `token` alive until the callback returns */
 };
 
 CSR_NODISCARD int pl_tokens_create(struct rx_loop *loop, struct rx_http *http,
@@ -169,6 +171,15 @@ CSR_NODISCARD int pl_tokens_create(struct rx_loop *loop, struct rx_http *http,
 /**
  * Gets a token: from the cache (the callback still fires from the loop, never synchronously), or
  * by joining/starting the one fetch in flight. -EINVAL on NULL arguments.
+ *
+ * Details (token.c): a token is served while more than its refresh margin remains (min(5 min, 10%
+ * of its lifetime), at least 3 s, at most half the lifetime); inside the margin the cached token
+ * is still served and one background refresh starts. With no usable token the request waits for
+ * the fetch in flight, or, after a failed fetch, for the one that follows the jittered backoff
+ * (500 ms doubling to 30 s, at least Retry-After): every waiter of a fetch gets its outcome. A
+ * waiter has no deadline of its own; bound the wait with pl_tokens_cancel(). Results besides
+ * fut's list: CSR_EPARSE when a 2xx answer holds no usable token or expires_in. `req` must not be
+ * waiting already; it may be re-armed from its own callback. UV_ECANCELED once destroy began.
  */
 CSR_NODISCARD int pl_tokens_get(struct pl_tokens *t, struct pl_token_req *req, rx_fut_cb cb);
 

@@ -31,7 +31,9 @@ struct slot {
 };
 
 struct bench {
+  uv_loop_t uv;
   struct rx_loop loop;
+  char dir[512];
   struct pl_store *store;
   uv_idle_t idle;
   struct rx_timer timer;
@@ -123,32 +125,70 @@ static const char *policy_name(enum csr_fsync f) {
   return f == CSR_FSYNC_ALWAYS ? "always" : f == CSR_FSYNC_BATCH ? "batch" : "none";
 }
 
-static void run(const char *parent, enum csr_fsync policy, size_t payload, bool rate_mode,
-                double seconds) {
-  char dir[512];
-  snprintf(dir, sizeof(dir), "%s/csr-store-bench-XXXXXX", parent);
-  if (mkdtemp(dir) == NULL) {
+/* A fresh directory under parent, the store in it, and the append slots. */
+static void bench_open(struct bench *b, const char *parent, enum csr_fsync policy) {
+  snprintf(b->dir, sizeof(b->dir), "%s/csr-store-bench-XXXXXX", parent);
+  if (mkdtemp(b->dir) == NULL) {
     perror("store_bench: mkdtemp");
     exit(1);
   }
-  uv_loop_t uv;
-  struct bench b = {.payload = payload, .rate_mode = rate_mode};
-  b.slots = calloc(WINDOW, sizeof(*b.slots));
-  b.lat = calloc(LAT_MAX, sizeof(*b.lat));
-  b.buf = calloc(1, payload);
-  for (size_t i = 0; i < payload; i++)
-    b.buf[i] = (uint8_t)('a' + i % 26);
+  b->slots = calloc(WINDOW, sizeof(*b->slots));
+  b->lat = calloc(LAT_MAX, sizeof(*b->lat));
+  b->buf = calloc(1, b->payload);
+  if (b->slots == NULL || b->lat == NULL || b->buf == NULL)
+    exit(1);
+  for (size_t i = 0; i < b->payload; i++)
+    b->buf[i] = (uint8_t)('a' + i % 26);
   for (size_t i = 0; i < WINDOW; i++) {
-    b.slots[i].next = b.free;
-    b.free = &b.slots[i];
+    b->slots[i].next = b->free;
+    b->free = &b->slots[i];
   }
-  struct pl_store_opts opts = {.dir = dir, .fsync = policy, .fsync_interval_ms = 5};
-  struct csr_err err;
-  if (uv_loop_init(&uv) != 0 || rx_loop_init(&b.loop, &uv) != 0 ||
-      pl_store_open(&b.loop, &opts, on_replay, NULL, NULL, &b.store, &err) != 0) {
-    fprintf(stderr, "store_bench: cannot open the store in %s: %s\n", dir, err.msg);
+  struct pl_store_opts opts = {.dir = b->dir, .fsync = policy, .fsync_interval_ms = 5};
+  struct csr_err err = {0};
+  if (uv_loop_init(&b->uv) != 0 || rx_loop_init(&b->loop, &b->uv) != 0 ||
+      pl_store_open(&b->loop, &opts, on_replay, NULL, NULL, &b->store, &err) != 0) {
+    fprintf(stderr, "store_bench: cannot open the store in %s: %s\n", b->dir, err.msg);
     exit(1);
   }
+}
+
+static void bench_close(struct bench *b) {
+  pl_store_close(b->store, on_closed, NULL);
+  if (b->rate_mode)
+    rx_timer_close(&b->timer, NULL);
+  else
+    uv_close((uv_handle_t *)&b->idle, NULL);
+  rx_loop_run(&b->loop);
+  if (rx_loop_close(&b->loop) != 0)
+    fprintf(stderr, "store_bench: the loop did not close cleanly\n");
+  char path[600];
+  snprintf(path, sizeof(path), "%s/csurelay.aof", b->dir);
+  unlink(path);
+  rmdir(b->dir);
+  free(b->slots);
+  free(b->lat);
+  free(b->buf);
+}
+
+static void report(const struct bench *b, enum csr_fsync policy, double wall, double cpu) {
+  const struct pl_store_stats *st = pl_store_stats(b->store);
+  uint64_t total = b->done + b->failed;
+  printf("%-6s %6zu  %-4s  %9.0f  %8.0f  %7.0f  %8.1f  %6.0f / %-6llu  %7llu / %-7llu  %4.0f%%\n",
+         policy_name(policy), b->payload, b->rate_mode ? "rate" : "max", (double)b->done / wall,
+         (double)st->flushes / wall, (double)st->fsyncs / wall,
+         st->fsyncs ? (double)st->appends / (double)st->fsyncs : 0.0,
+         st->fsyncs ? (double)st->fsync_total_us / (double)st->fsyncs : 0.0,
+         (unsigned long long)st->fsync_max_us, (unsigned long long)percentile(b->lat, total, 0.50),
+         (unsigned long long)percentile(b->lat, total, 0.99), 100.0 * cpu / wall);
+  fflush(stdout);
+  if (b->failed)
+    fprintf(stderr, "store_bench: %llu appends failed\n", (unsigned long long)b->failed);
+}
+
+static void run(const char *parent, enum csr_fsync policy, size_t payload, bool rate_mode,
+                double seconds) {
+  struct bench b = {.payload = payload, .rate_mode = rate_mode};
+  bench_open(&b, parent, policy);
   double cpu0 = cpu_seconds();
   b.start_ns = uv_hrtime();
   b.end_ns = b.start_ns + (uint64_t)(seconds * 1e9);
@@ -157,39 +197,13 @@ static void run(const char *parent, enum csr_fsync policy, size_t payload, bool 
       exit(1);
     b.timer.data = &b;
   } else {
-    uv_idle_init(&uv, &b.idle);
+    uv_idle_init(&b.uv, &b.idle);
     b.idle.data = &b;
     uv_idle_start(&b.idle, on_idle);
   }
   rx_loop_run(&b.loop);
-  double wall = (double)(uv_hrtime() - b.start_ns) / 1e9, cpu = cpu_seconds() - cpu0;
-  const struct pl_store_stats *st = pl_store_stats(b.store);
-  uint64_t total = b.done + b.failed;
-  printf("%-6s %6zu  %-4s  %9.0f  %8.0f  %7.0f  %8.1f  %6.0f / %-6llu  %7llu / %-7llu  %4.0f%%\n",
-         policy_name(policy), payload, rate_mode ? "rate" : "max", (double)b.done / wall,
-         (double)st->flushes / wall, (double)st->fsyncs / wall,
-         st->fsyncs ? (double)st->appends / (double)st->fsyncs : 0.0,
-         st->fsyncs ? (double)st->fsync_total_us / (double)st->fsyncs : 0.0,
-         (unsigned long long)st->fsync_max_us, (unsigned long long)percentile(b.lat, total, 0.50),
-         (unsigned long long)percentile(b.lat, total, 0.99), 100.0 * cpu / wall);
-  fflush(stdout);
-  if (b.failed)
-    fprintf(stderr, "store_bench: %llu appends failed\n", (unsigned long long)b.failed);
-  pl_store_close(b.store, on_closed, NULL);
-  if (rate_mode)
-    rx_timer_close(&b.timer, NULL);
-  else
-    uv_close((uv_handle_t *)&b.idle, NULL);
-  rx_loop_run(&b.loop);
-  if (rx_loop_close(&b.loop) != 0)
-    fprintf(stderr, "store_bench: the loop did not close cleanly\n");
-  char path[600];
-  snprintf(path, sizeof(path), "%s/csurelay.aof", dir);
-  unlink(path);
-  rmdir(dir);
-  free(b.slots);
-  free(b.lat);
-  free(b.buf);
+  report(&b, policy, (double)(uv_hrtime() - b.start_ns) / 1e9, cpu_seconds() - cpu0);
+  bench_close(&b);
 }
 
 int main(int argc, char **argv) {

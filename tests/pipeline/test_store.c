@@ -661,24 +661,59 @@ static uint8_t *slurp(const char *path, uint64_t *len) {
 
 /* Flips the byte `at` bytes into record k of n: every other record replays, the region is exactly
  * record k, a copy is kept, the store is unhealthy until a compaction rewrites it. */
-static void corrupt_case(uint64_t at) {
-  enum { N = 30, K = 12 };
-  struct env e;
-  env_setup(&e);
-  write_records(&e, N);
+/* Flips the byte `at` bytes into record k of the file; returns the record's offset. */
+static uint64_t damage_record(struct env *e, uint64_t k, uint64_t at) {
   uint64_t off = PL__AOF_HDR_BYTES;
-  for (uint64_t i = 0; i < K; i++)
+  for (uint64_t i = 0; i < k; i++)
     off += rec_bytes(i);
-  assert_true(at < rec_bytes(K));
-  int fd = open(e.path, O_RDWR);
+  assert_true(at < rec_bytes(k));
+  int fd = open(e->path, O_RDWR);
   uint8_t b;
   assert_int_equal(pread(fd, &b, 1, (off_t)(off + at)), 1);
   b ^= 0x40;
   assert_int_equal(pwrite(fd, &b, 1, (off_t)(off + at)), 1);
   close(fd);
-  uint64_t damaged_len;
-  uint8_t *damaged = slurp(e.path, &damaged_len);
+  return off;
+}
 
+/* The one copy beside the file holds the damaged file as it was. */
+static void check_damage_copy(struct env *e, const uint8_t *damaged, uint64_t len) {
+  char copy[400];
+  assert_int_equal(count_prefixed(e->dir, PL__AOF_NAME ".corrupt-", copy, sizeof(copy)), 1);
+  uint64_t copy_len;
+  uint8_t *copied = slurp(copy, &copy_len);
+  assert_int_equal(copy_len, len);
+  assert_memory_equal(copied, damaged, len);
+  free(copied);
+}
+
+/* Appends record n (the owner keeps it too), compacts, and checks the store is healthy again. */
+static void heal(struct env *e, struct pl_store *s, struct owner *o, uint64_t n) {
+  static uint8_t buf[70000];
+  uint8_t type;
+  size_t len = payload(buf, n, &type);
+  owner_push(o, type, buf, len); /* the owner's state: what it replayed and appended */
+  struct req r;
+  append_seq(s, n, &r);
+  rx_loop_run(&e->loop);
+  assert_int_equal(r.result, 0); /* appends still work while unhealthy */
+  assert_int_equal(pl_store_compact(s), 0);
+  rx_loop_run(&e->loop);
+  const struct pl_store_stats *st = pl_store_stats(s);
+  assert_int_equal(st->compactions, 1);
+  assert_true(st->healthy);
+  assert_string_equal(st->health_reason, "");
+}
+
+/* Damages record K of N: every other record replays, the region is exactly record K, a copy is
+ * kept, the store is unhealthy until a compaction rewrites it, and then it reopens clean. */
+static void corrupt_case(uint64_t at) {
+  enum { N = 30, K = 12 };
+  struct env e;
+  env_setup(&e);
+  write_records(&e, N);
+  uint64_t off = damage_record(&e, K, at), damaged_len;
+  uint8_t *damaged = slurp(e.path, &damaged_len);
   struct owner o = {.fail_at = -1};
   struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_ALWAYS);
   struct csr_err err;
@@ -696,40 +731,18 @@ static void corrupt_case(uint64_t at) {
   snprintf(want, sizeof(want), "first at offset %llu", (unsigned long long)off);
   assert_non_null(strstr(st->health_reason, want));
   assert_non_null(strstr(err.msg, want));
-  char copy[400];
-  assert_int_equal(count_prefixed(e.dir, PL__AOF_NAME ".corrupt-", copy, sizeof(copy)), 1);
-  uint64_t copy_len;
-  uint8_t *copied = slurp(copy, &copy_len);
-  assert_int_equal(copy_len, damaged_len);
-  assert_memory_equal(copied, damaged, damaged_len);
-  free(copied);
+  check_damage_copy(&e, damaged, damaged_len);
   free(damaged);
   assert_int_equal(file_size(e.path), damaged_len); /* nothing rewritten yet */
-
-  /* appends still work while unhealthy; the compaction writes the owner's state afresh */
-  static uint8_t buf[70000];
-  uint8_t type;
-  size_t len = payload(buf, N, &type);
-  owner_push(&o, type, buf, len); /* the owner's state: what it replayed and appended */
-  struct req r;
-  append_seq(s, N, &r);
-  rx_loop_run(&e.loop);
-  assert_int_equal(r.result, 0);
-  assert_int_equal(pl_store_compact(s), 0);
-  rx_loop_run(&e.loop);
-  st = pl_store_stats(s);
-  assert_int_equal(st->compactions, 1);
-  assert_true(st->healthy);
-  assert_string_equal(st->health_reason, "");
+  heal(&e, s, &o, N);
   close_run(&e, s);
 
   s = open_ok(&e, &opts, &o, &err);
   assert_int_equal(o.n, N);
   for (uint64_t i = 0; i < N; i++)
     check_rec(&o.r[i], i < K ? i : i + 1);
-  st = pl_store_stats(s);
-  assert_int_equal(st->corrupt_regions, 0);
-  assert_true(st->healthy);
+  assert_int_equal(pl_store_stats(s)->corrupt_regions, 0);
+  assert_true(pl_store_stats(s)->healthy);
   assert_string_equal(err.msg, "");
   close_run(&e, s);
   owner_reset(&o);
@@ -931,6 +944,43 @@ static void test_compact_abandoned(void **state) {
   env_teardown(&e);
 }
 
+/* A rewrite that fails in its worker (the temp file's name is taken by a directory) is dropped:
+ * the old file stays the state, with everything appended meanwhile, and the store stays healthy. */
+static void test_compact_fails_cleanly(void **state) {
+  struct env e;
+  env_setup(&e);
+  write_records(&e, 20);
+  struct owner o = {.fail_at = -1};
+  struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_ALWAYS);
+  struct pl_store *s = open_ok(&e, &opts, &o, NULL);
+  char tmp[200];
+  snprintf(tmp, sizeof(tmp), "%s.rewrite", e.path);
+  assert_int_equal(mkdir(tmp, 0700), 0);
+  assert_int_equal(pl_store_compact(s), 0);
+  struct req r[5];
+  fired_total = 0;
+  for (int i = 0; i < 5; i++)
+    append_seq(s, 20 + (uint64_t)i, &r[i]);
+  rx_loop_run(&e.loop);
+  assert_int_equal(fired_total, 5);
+  for (int i = 0; i < 5; i++)
+    assert_int_equal(r[i].result, 0);
+  const struct pl_store_stats *st = pl_store_stats(s);
+  assert_int_equal(st->compactions, 0);
+  assert_int_equal(st->compact_failures, 1);
+  assert_non_null(strstr(st->compact_error, "create the temp file"));
+  assert_true(st->healthy);
+  close_run(&e, s);
+  assert_int_equal(rmdir(tmp), 0);
+  s = open_ok(&e, &opts, &o, NULL);
+  assert_int_equal(o.n, 25);
+  for (uint64_t i = 0; i < 25; i++)
+    check_rec(&o.r[i], i);
+  close_run(&e, s);
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Refusals and errors */
 /* ---------------------------------------------------------------------------------------------- */
@@ -1087,8 +1137,9 @@ static uint64_t crasher_check(const struct owner *o) {
   return next;
 }
 
-/* Reads "<seq>\n" lines; returns the largest seq seen + 1 (0 when none) via *max1. */
-static void read_durable(int fd, char *carry, size_t *carry_len, uint64_t *max1, uint64_t *count) {
+/* Reads "<seq>\n" lines, raising *max1 past the largest seq; returns read(2)'s result. */
+static ssize_t read_durable(int fd, char *carry, size_t *carry_len, uint64_t *max1,
+                            uint64_t *count) {
   char buf[4096];
   ssize_t n = read(fd, buf, sizeof(buf));
   for (ssize_t i = 0; i < n; i++) {
@@ -1104,6 +1155,7 @@ static void read_durable(int fd, char *carry, size_t *carry_len, uint64_t *max1,
     (*count)++;
     *carry_len = 0;
   }
+  return n;
 }
 
 static pid_t spawn_crasher(const char *bin, const char *dir, uint64_t seed, int *out_fd) {
@@ -1125,20 +1177,51 @@ static pid_t spawn_crasher(const char *bin, const char *dir, uint64_t seed, int 
   return pid;
 }
 
-static void test_kill9(void **state) {
-  /* ctest names the child; run by hand, it sits next to this binary */
-  char bin[4096];
+/* ctest names the child; run by hand, it sits next to this binary. */
+static void find_crasher(char *bin, size_t len) {
   const char *env_bin = getenv("CSR_STORE_CRASHER");
   if (env_bin) {
-    snprintf(bin, sizeof(bin), "%s", env_bin);
+    snprintf(bin, len, "%s", env_bin);
   } else {
-    ssize_t n = readlink("/proc/self/exe", bin, sizeof(bin) - 32);
+    ssize_t n = readlink("/proc/self/exe", bin, len - 32);
     assert_true(n > 0);
     bin[n] = '\0';
     snprintf(strrchr(bin, '/') + 1, 32, "store_crasher");
   }
   if (access(bin, X_OK) != 0)
     fail_msg("no store_crasher at %s (CSR_STORE_CRASHER)", bin);
+}
+
+/* Runs the child until kill_after_ms, kills it, and reads every report it made; returns the
+ * largest seq reported durable + 1 (0 when none) and counts the reports in *count. */
+static uint64_t kill_round(const char *bin, const char *dir, uint64_t seed, uint64_t kill_after_ms,
+                           uint64_t *count) {
+  int fd;
+  pid_t pid = spawn_crasher(bin, dir, seed, &fd);
+  uint64_t t0 = uv_hrtime() / 1000000, max1 = 0;
+  char carry[32];
+  size_t carry_len = 0;
+  for (;;) {
+    uint64_t now = uv_hrtime() / 1000000;
+    if (now - t0 >= kill_after_ms)
+      break;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, (int)(kill_after_ms - (now - t0))) > 0)
+      read_durable(fd, carry, &carry_len, &max1, count);
+  }
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  while (read_durable(fd, carry, &carry_len, &max1, count) > 0) /* to EOF: the child is gone */
+    ;
+  close(fd);
+  return max1;
+}
+
+static void test_kill9(void **state) {
+  char bin[4096];
+  find_crasher(bin, sizeof(bin));
   const char *seed_env = getenv("CSR_STORE_SEED");
   uint64_t rng = seed_env ? strtoull(seed_env, NULL, 0) : 0x5eed5eedull;
   print_message("    seed 0x%llx (CSR_STORE_SEED)\n", (unsigned long long)rng);
@@ -1146,47 +1229,22 @@ static void test_kill9(void **state) {
   env_setup(&e);
   struct owner o = {.fail_at = -1};
   struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_ALWAYS);
-  uint64_t total_durable = 0, torn = 0, compactions_seen = 0, present = 0;
+  uint64_t total_durable = 0, torn = 0, compacted = 0, present = 0;
   for (int round = 0; round < 10; round++) {
-    int fd;
-    pid_t pid = spawn_crasher(bin, e.dir, rx_rand64(&rng), &fd);
-    uint64_t kill_after_ms = 50 + rx_rand64(&rng) % 250;
-    uint64_t t0 = uv_hrtime() / 1000000, max1 = 0, count = 0;
-    char carry[32];
-    size_t carry_len = 0;
-    for (;;) {
-      uint64_t now = uv_hrtime() / 1000000;
-      if (now - t0 >= kill_after_ms)
-        break;
-      struct pollfd p = {.fd = fd, .events = POLLIN};
-      if (poll(&p, 1, (int)(kill_after_ms - (now - t0))) > 0)
-        read_durable(fd, carry, &carry_len, &max1, &count);
-    }
-    assert_int_equal(kill(pid, SIGKILL), 0);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-    struct pollfd p = {.fd = fd, .events = POLLIN};
-    while (poll(&p, 1, 0) > 0 && (p.revents & POLLIN)) {
-      uint64_t c0 = count;
-      read_durable(fd, carry, &carry_len, &max1, &count);
-      if (c0 == count && carry_len == 0)
-        break;
-    }
-    close(fd);
-
+    uint64_t seed = rx_rand64(&rng), count = 0;
+    uint64_t max1 = kill_round(bin, e.dir, seed, 50 + rx_rand64(&rng) % 250, &count);
     struct pl_store *s = open_ok(&e, &opts, &o, NULL);
     const struct pl_store_stats *st = pl_store_stats(s);
     uint64_t have = crasher_check(&o);
     assert_true(have >= max1);    /* every record reported durable is there */
     assert_true(have >= present); /* and nothing present before was lost */
     assert_int_equal(st->corrupt_regions, 0);
-    assert_true(st->torn_tails <= 1);
+    assert_true(st->torn_tails <= 1); /* at most the record being written when killed */
     assert_true(st->healthy);
     assert_int_equal(st->file_bytes, file_size(e.path));
     assert_int_equal(count_prefixed(e.dir, PL__AOF_NAME ".rewrite", NULL, 0), 0);
     torn += st->torn_tails;
-    compactions_seen += o.n > 0 && o.r[0].type == CRASHER_SNAPSHOT;
+    compacted += o.n > 0 && o.r[0].type == CRASHER_SNAPSHOT;
     total_durable += count;
     present = have;
     close_run(&e, s);
@@ -1194,7 +1252,7 @@ static void test_kill9(void **state) {
   print_message("    10 kills: %llu records reported durable, %llu present, %llu torn tails cut, "
                 "%llu reopens after a compaction\n",
                 (unsigned long long)total_durable, (unsigned long long)present,
-                (unsigned long long)torn, (unsigned long long)compactions_seen);
+                (unsigned long long)torn, (unsigned long long)compacted);
   assert_true(total_durable > 0);
   owner_reset(&o);
   env_teardown(&e);
@@ -1222,6 +1280,7 @@ int main(void) {
       cmocka_unit_test(test_compact_with_racing_appends),
       cmocka_unit_test(test_compact_automatic),
       cmocka_unit_test(test_compact_abandoned),
+      cmocka_unit_test(test_compact_fails_cleanly),
       cmocka_unit_test(test_refusals),
       cmocka_unit_test(test_write_error),
       cmocka_unit_test(test_fsync_error),

@@ -67,6 +67,9 @@ static void reset_request(struct sim_req *r) {
   release(r);
 }
 
+static void entra_error(struct sim_req *r, int status, const char *error, int aadsts,
+                        const char *description, const char *headers);
+
 /* The body an injected error carries: what each party really answers when it is overloaded or down.
  */
 static void reply_injected(struct sim_req *r) {
@@ -86,8 +89,9 @@ static void reply_injected(struct sim_req *r) {
         sim_reply_dataverse_error(r, st, "0x80040216", "An unexpected error occurred.", headers);
       return;
     case PARTY_ENTRA:
-      sim_reply_entra_error(r, st, "temporarily_unavailable", 90055,
-                            "The service is temporarily unavailable. Retry the request.");
+      entra_error(r, st, "temporarily_unavailable", 90055,
+                  "The service is temporarily unavailable. Retry the request.",
+                  headers[0] ? headers : NULL);
       return;
     case PARTY_PLAIN:
       sim_reply(r, st, headers[0] ? headers : NULL, NULL, "{\"error\":\"injected\"}", 20);
@@ -241,8 +245,8 @@ static void fake_guid(struct sim *sim, char *buf, size_t len) {
            (unsigned long long)(a & 0xffffffffffffull));
 }
 
-void sim_reply_entra_error(struct sim_req *r, int status, const char *error, int aadsts,
-                           const char *description) {
+static void entra_error(struct sim_req *r, int status, const char *error, int aadsts,
+                        const char *description, const char *headers) {
   char trace[40], corr[40], stamp[32], text[768];
   fake_guid(r->sim, trace, sizeof(trace));
   fake_guid(r->sim, corr, sizeof(corr));
@@ -273,8 +277,14 @@ void sim_reply_entra_error(struct sim_req *r, int status, const char *error, int
   csr_jw_kstr(&jw, "correlation_id", corr);
   csr_jw_kstr(&jw, "error_uri", uri);
   csr_jw_obj_end(&jw);
-  sim_reply_jw(r, status, status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL, &jw);
+  sim_reply_jw(r, status, headers, &jw);
   csr_jw_free(&jw);
+}
+
+void sim_reply_entra_error(struct sim_req *r, int status, const char *error, int aadsts,
+                           const char *description) {
+  entra_error(r, status, error, aadsts, description,
+              status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
 }
 
 /* Held timeouts end when their client gives up (the answer would go nowhere) or, at the latest,

@@ -19,6 +19,7 @@ static void test_injected_errors_in_each_party_shape(void **state) {
   /* Entra: an OAuth error object with an AADSTS code. */
   st_call(&t, "POST", "/csusim.onmicrosoft.com/oauth2/v2.0/token", NULL, "{}", 0, &r);
   assert_int_equal(r.status, 429);
+  assert_int_equal(r.retry_after_ms, 7000);
   assert_string_equal(csr_json_get_str(r.json, "error"), "temporarily_unavailable");
   assert_non_null(strstr(csr_json_get_str(r.json, "error_description"), "AADSTS90055"));
   assert_int_equal(csr_json_len(csr_json_get(r.json, "error_codes")), 1);

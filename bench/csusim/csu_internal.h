@@ -1,6 +1,7 @@
-/* csusim's CSUs inside: shared by events.c (stores, generators, Search), orders.c (customers and
- * SalesOrders) and csu.c (the HTTP endpoints). Not part of sim.h: nothing else needs it, and the
- * tests include it to drive the stores directly.
+/* csusim's CSUs inside: shared by events.c (stores, generators, Search), events_script.c
+ * (--events), search_cache.c (the stale Search cache), orders.c (customers and SalesOrders) and
+ * csu.c (the HTTP endpoints). Not part of sim.h: nothing else needs it, and the tests include it to
+ * drive the stores directly.
  *
  * Memory: a generated event is stored as struct sim__ev (40 bytes); its strings live once in the
  * CSU's interned string pool. A committed Checkout adds a struct sim__cart (so its order can be
@@ -141,7 +142,15 @@ struct sim__csu {
   size_t nsync;
 };
 
-struct sim__cache; /* the stale Search cache (events.c) */
+struct sim__cache; /* the stale Search cache (search_cache.c) */
+
+/** A scripted event, loaded by events_script.c and queued by sim__begin(). */
+struct sim__script {
+  struct sim__pend p;
+  unsigned csu;
+  bool relative;     /* time_ms is an offset from the start */
+  int64_t commit_ms; /* after the start */
+};
 
 struct sim_csus {
   struct sim *sim;
@@ -161,11 +170,22 @@ struct sim_csus {
   struct csr_jw jw;   /* reused for every answer: handlers answer before they return */
 };
 
-/* events.c */
+/* ---------------------------------------------------------------------------------------------- */
+/* events.c, events_script.c, search_cache.c */
+/* ---------------------------------------------------------------------------------------------- */
+
+/** The wire EventType of each enum sim_event_type: "AddCartLines", "Checkout". */
+extern const char *const sim__type_names[2];
+
+/** Milliseconds to whole seconds, rounding down (DateTime.ToString() drops the fraction); the
+ * bounds INT64_MIN and INT64_MAX (no limit) stay as they are. */
+static inline int64_t sim__whole_s(int64_t ms) {
+  return ms == INT64_MIN || ms == INT64_MAX ? ms : (ms >= 0 ? ms / 1000 : -((999 - ms) / 1000));
+}
+
 uint64_t sim__mix(uint64_t a, uint64_t b);
 int sim__events_init(struct sim__csu *u);
 void sim__events_free(struct sim_csus *c);
-void sim__cache_free(struct sim_csus *c);
 /** The event knobs in force (tests' override, the plan's, or the defaults). */
 const struct sim_event_faults *sim__knobs(const struct sim_csus *c);
 /** The generator clock: wall ms derived from the loop's monotonic clock since start. */
@@ -194,13 +214,18 @@ struct sim__query {
 /** Writes the whole OData collection for `q` on CSU `u` into `jw`; returns the rows in `value`. */
 size_t sim__write_page(struct sim_csus *c, struct sim__csu *u, const struct sim__query *q,
                        struct csr_jw *jw);
+/* search_cache.c */
 /** The stale cache: the body cached for the key (valid until the next put), or NULL. */
 const char *sim__cache_get(struct sim_csus *c, unsigned csu, const char *type,
                            const struct sim__query *q, size_t *len);
 void sim__cache_put(struct sim_csus *c, unsigned csu, const char *type, const struct sim__query *q,
                     const char *body, size_t len);
+void sim__cache_free(struct sim_csus *c);
 
+/* ---------------------------------------------------------------------------------------------- */
 /* orders.c */
+/* ---------------------------------------------------------------------------------------------- */
+
 int sim__customers_init(struct sim_csus *c, struct sim__csu *u);
 void sim__customers_free(struct sim__csu *u);
 struct sim__cust *sim__cust_find(struct sim__csu *u, const char *account);

@@ -1,26 +1,11 @@
-/* Per-CSU event stores and generators, the Search pages, and the stale Search cache.
+/* Per-CSU event stores and generators, and the Search and GetAllCommerceEvents pages.
  *
  * The generator runs on a clock of wall milliseconds (sim__now). Carts open at the CSU's rate (mean
  * 3.5 events per cart: 1-4 AddCartLines, then the Checkout, 0.2-2.5 s apart); everything a cart
  * does is drawn from its own seed, so the events (ids, times, data, late commits) depend only on
  * --seed and the start time, never on when the timer happens to fire. An event waits in a commit
- * queue until its commit time and only then enters the sorted store Search reads.
- *
- * Scripted events (--events FILE) are a JSON array of objects with the CSU wire fields:
- *
- *   [{"csu": 0, "EventType": "Checkout", "EventTransactionId": "HOUSTON-HOUSTON-17-1721824109286",
- *     "EventDateTime": "2024-07-24T14:17:02.16Z", "EventDataAreaId": "usrt", "EventData": "{}",
- *     "EventChannelId": 5637144592, "EventTerminalId": "HOUSTON-17", "EventStaffId": "000168",
- *     "EventCustomerId": "1002", "commit_after_ms": 0, "ReceiptEmail": "karen@contoso.com"}]
- *
- * Required: EventType ("AddCartLines" or "Checkout"), EventTransactionId (1-44 characters), and
- * either EventDateTime (ISO-8601; kept to the millisecond) or "offset_ms" (milliseconds after the
- * sim started, may be negative). Optional: "csu" (default 0), EventDataAreaId ("usrt"), EventData
- * ("{}" for Checkout, "[]" for AddCartLines, at most 63 bytes), EventChannelId (the CSU's first
- * channel), EventTerminalId, EventStaffId, EventCustomerId (""), "commit_after_ms" (when the event
- * becomes visible, ms after start; default 0), "ReceiptEmail" (Checkout only: the order's
- * ReceiptEmail; by default it is drawn like a generated order's). Unknown members, over-long fields
- * (the channel DB's column sizes) and two events with one primary key are rejected.
+ * queue until its commit time and only then enters the sorted store Search reads. Scripted events
+ * (events_script.c) wait in the same queue; the stale Search cache is search_cache.c.
  */
 #include "csu_internal.h"
 
@@ -34,12 +19,9 @@
 #include "csurelay/timefmt.h"
 
 #define TICK_MS         10
-#define EVENTS_PER_CART 3.5  /* mean of 1-4 AddCartLines, plus the Checkout */
-#define CACHE_MAX       2048 /* stale pages kept at most; the oldest go first */
-#define CACHE_BUCKETS   1024
-#define CACHE_TYPE_MAX  32 /* longer EventTypes match no row and are never cached */
+#define EVENTS_PER_CART 3.5 /* mean of 1-4 AddCartLines, plus the Checkout */
 
-static const char *const TYPE_NAMES[2] = {"AddCartLines", "Checkout"};
+const char *const sim__type_names[2] = {"AddCartLines", "Checkout"};
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Hash index and string pool */
@@ -471,13 +453,6 @@ static void on_timer_closed(struct rx_timer *t) {
 /* Start, stop */
 /* ---------------------------------------------------------------------------------------------- */
 
-struct sim__script {
-  struct sim__pend p;
-  unsigned csu;
-  bool relative;     /* time_ms is an offset from the start */
-  int64_t commit_ms; /* after the start */
-};
-
 void sim__begin(struct sim_csus *c, int64_t wall_ms) {
   c->wall0 = wall_ms;
   c->vnow = wall_ms;
@@ -557,225 +532,6 @@ int sim__events_init(struct sim__csu *u) {
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Scripted events */
-/* ---------------------------------------------------------------------------------------------- */
-
-static const char *const SCRIPT_KEYS[] = {
-    "csu",           "EventType",          "EventTransactionId",
-    "EventDateTime", "offset_ms",          "EventDataAreaId",
-    "EventData",     "EventChannelId",     "EventTerminalId",
-    "EventStaffId",  "EventCustomerId",    "commit_after_ms",
-    "ReceiptEmail",  "ExtensionProperties"};
-
-static int known_keys(yajl_val o, char *why, size_t len) {
-  for (size_t i = 0; i < o->u.object.len; i++) {
-    bool ok = false;
-    for (size_t j = 0; j < sizeof(SCRIPT_KEYS) / sizeof(SCRIPT_KEYS[0]) && !ok; j++)
-      ok = strcmp(o->u.object.keys[i], SCRIPT_KEYS[j]) == 0;
-    if (!ok) {
-      snprintf(why, len, "unknown member \"%s\"", o->u.object.keys[i]);
-      return -1;
-    }
-  }
-  return 0;
-}
-
-/* A string member no longer than `max` (the channel DB's column size), interned; `def` if absent.
- */
-static int script_str(struct sim__csu *u, yajl_val o, const char *key, size_t max, const char *def,
-                      uint32_t *out, char *why, size_t len) {
-  yajl_val v = csr_json_get(o, key);
-  const char *s = v ? csr_json_str(v) : def;
-  if (s == NULL || strlen(s) > max) {
-    snprintf(why, len, "%s must be a string of at most %zu characters", key, max);
-    return -1;
-  }
-  *out = intern_str(&u->pool, s);
-  return *out == SIM_NO_STR ? -1 : 0;
-}
-
-static int script_int(yajl_val o, const char *key, int64_t def, int64_t *out, char *why,
-                      size_t len) {
-  if (csr_json_get(o, key) == NULL) {
-    *out = def;
-    return 0;
-  }
-  if (csr_json_get_int(o, key, out) < 0) {
-    snprintf(why, len, "%s must be an integer", key);
-    return -1;
-  }
-  return 0;
-}
-
-static int script_time(yajl_val o, struct sim__script *s, char *why, size_t len) {
-  const char *text = csr_json_get_str(o, "EventDateTime");
-  if (text != NULL) {
-    if (csr_time_parse(text, &s->p.ev.time_ms) < 0) {
-      snprintf(why, len, "EventDateTime is not an ISO-8601 instant");
-      return -1;
-    }
-    return 0;
-  }
-  if (csr_json_get(o, "offset_ms") == NULL) {
-    snprintf(why, len, "needs EventDateTime or offset_ms");
-    return -1;
-  }
-  s->relative = true;
-  return script_int(o, "offset_ms", 0, &s->p.ev.time_ms, why, len);
-}
-
-static int script_type(yajl_val o, struct sim__script *s, char *why, size_t len) {
-  const char *type = csr_json_get_str(o, "EventType");
-  for (int t = 0; type != NULL && t < 2; t++)
-    if (strcmp(type, TYPE_NAMES[t]) == 0) {
-      s->p.type = (uint8_t)t;
-      return 0;
-    }
-  snprintf(why, len, "EventType must be \"AddCartLines\" or \"Checkout\"");
-  return -1;
-}
-
-static int script_one(struct sim_csus *c, yajl_val o, struct sim__script *s, char *why,
-                      size_t len) {
-  int64_t csu, chan, after;
-  memset(s, 0, sizeof(*s));
-  s->p.receipt = SIM_NO_STR;
-  if (!YAJL_IS_OBJECT(o)) {
-    snprintf(why, len, "not an object");
-    return -1;
-  }
-  if (known_keys(o, why, len) < 0 || script_int(o, "csu", 0, &csu, why, len) < 0 ||
-      script_type(o, s, why, len) < 0 || script_time(o, s, why, len) < 0)
-    return -1;
-  if (csu < 0 || csu >= (int64_t)c->n) {
-    snprintf(why, len, "csu %lld is not one of the %u CSUs", (long long)csu, c->n);
-    return -1;
-  }
-  struct sim__csu *u = &c->csu[csu];
-  s->csu = (unsigned)csu;
-  const char *data = s->p.type == SIM_CHECKOUT ? "{}" : "[]";
-  if (script_str(u, o, "EventTransactionId", 44, NULL, &s->p.ev.txn, why, len) < 0 ||
-      script_str(u, o, "EventDataAreaId", 4, SIM_DATA_AREA, &s->p.ev.area, why, len) < 0 ||
-      script_str(u, o, "EventData", 63, data, &s->p.ev.data, why, len) < 0 ||
-      script_str(u, o, "EventTerminalId", 10, "", &s->p.ev.terminal, why, len) < 0 ||
-      script_str(u, o, "EventStaffId", 25, "", &s->p.ev.staff, why, len) < 0 ||
-      script_str(u, o, "EventCustomerId", 38, "", &s->p.ev.customer, why, len) < 0 ||
-      script_int(o, "EventChannelId", u->channels[0], &chan, why, len) < 0 ||
-      script_int(o, "commit_after_ms", 0, &after, why, len) < 0)
-    return -1;
-  if (s->p.ev.txn == 0 || after < 0) {
-    snprintf(why, len,
-             s->p.ev.txn == 0 ? "EventTransactionId is empty"
-                              : "commit_after_ms must not be negative");
-    return -1;
-  }
-  if (csr_json_get(o, "ReceiptEmail") != NULL &&
-      script_str(u, o, "ReceiptEmail", 80, NULL, &s->p.receipt, why, len) < 0)
-    return -1;
-  s->p.ev.channel_id = chan;
-  s->commit_ms = after;
-  const char *txn = sim__str(&u->pool, s->p.ev.txn);
-  s->p.seed = (sim__mix(sim__mix(c->seed, (uint64_t)csu), sim__hash(txn, strlen(txn), false)) &
-               ~SIM_SEED_BURST) |
-              SIM_SEED_SCRIPT;
-  return 0;
-}
-
-/* The channel DB's primary key: (txn, type, time, area), per CSU. Pool offsets stand for strings.
- */
-static int script_cmp(const void *a, const void *b) {
-  const struct sim__script *x = a, *y = b;
-  int64_t d[] = {(int64_t)x->csu - y->csu, (int64_t)x->p.type - y->p.type,
-                 (int64_t)x->p.ev.txn - y->p.ev.txn, (int64_t)x->p.ev.area - y->p.ev.area,
-                 (int64_t)x->relative - y->relative};
-  for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++)
-    if (d[i] != 0)
-      return d[i] < 0 ? -1 : 1;
-  return x->p.ev.time_ms < y->p.ev.time_ms ? -1 : x->p.ev.time_ms > y->p.ev.time_ms;
-}
-
-static int script_load(struct sim_csus *c, yajl_val doc, char *why, size_t len) {
-  size_t n = csr_json_len(doc);
-  if (!YAJL_IS_ARRAY(doc)) {
-    snprintf(why, len, "not a JSON array of events");
-    return -1;
-  }
-  struct sim__script *s = calloc(n ? n : 1, sizeof(*s));
-  if (s == NULL)
-    return -ENOMEM;
-  for (size_t i = 0; i < n; i++) {
-    char one[160];
-    if (script_one(c, csr_json_at(doc, i), &s[i], one, sizeof(one)) < 0) {
-      snprintf(why, len, "event %zu: %s", i, one);
-      free(s);
-      return -1;
-    }
-  }
-  qsort(s, n, sizeof(*s), script_cmp);
-  for (size_t i = 1; i < n; i++)
-    if (script_cmp(&s[i - 1], &s[i]) == 0) {
-      snprintf(why, len, "two events share the primary key (cart %s, %s, one EventDateTime)",
-               sim__str(&c->csu[s[i].csu].pool, s[i].p.ev.txn), TYPE_NAMES[s[i].p.type]);
-      free(s);
-      return -1;
-    }
-  free(c->script);
-  c->script = s;
-  c->nscript = n;
-  return 0;
-}
-
-static char *read_file(const char *path, size_t *len) {
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    return NULL;
-  size_t cap = 65536, n = 0;
-  char *buf = malloc(cap);
-  while (buf != NULL) {
-    n += fread(buf + n, 1, cap - n, f);
-    if (n < cap)
-      break;
-    char *more = realloc(buf, cap * 2);
-    if (more == NULL) {
-      free(buf);
-      buf = NULL;
-    } else {
-      buf = more;
-      cap *= 2;
-    }
-  }
-  bool bad = ferror(f);
-  fclose(f);
-  if (bad) {
-    free(buf);
-    return NULL;
-  }
-  *len = n;
-  return buf;
-}
-
-int sim_csus_load_events(struct sim_csus *c, const char *path, char *why, size_t len) {
-  char inner[256] = "";
-  size_t n = 0;
-  if (c == NULL || path == NULL || c->started)
-    return -EINVAL;
-  char *text = read_file(path, &n);
-  if (text == NULL) {
-    snprintf(why, len, "--events %s: %s", path, strerror(errno ? errno : EIO));
-    return -errno ? -errno : -EIO;
-  }
-  yajl_val doc = csr_json_parse(text, n, inner, sizeof(inner));
-  free(text);
-  int rc = doc == NULL ? CSR_EPARSE : script_load(c, doc, inner, sizeof(inner));
-  csr_json_free(doc);
-  if (rc < 0) {
-    snprintf(why, len, "--events %s: %s", path, inner);
-    return rc == -ENOMEM ? rc : CSR_ECONFIG;
-  }
-  return 0;
-}
-
-/* ---------------------------------------------------------------------------------------------- */
 /* Search and GetAllCommerceEvents pages */
 /* ---------------------------------------------------------------------------------------------- */
 
@@ -786,7 +542,7 @@ static void write_event(struct csr_jw *jw, const struct sim__csu *u, const struc
   csr_jw_obj(jw);
   csr_jw_kstr(jw, "EventTransactionId", sim__str(&u->pool, e->txn));
   csr_jw_kstr(jw, "EventDateTime", when);
-  csr_jw_kstr(jw, "EventType", TYPE_NAMES[type]);
+  csr_jw_kstr(jw, "EventType", sim__type_names[type]);
   csr_jw_kstr(jw, "EventDataAreaId", sim__str(&u->pool, e->area));
   csr_jw_kstr(jw, "EventData", sim__str(&u->pool, e->data));
   csr_jw_kint(jw, "EventChannelId", e->channel_id);
@@ -897,125 +653,4 @@ size_t sim__write_page(struct sim_csus *c, struct sim__csu *u, const struct sim_
   csr_jw_arr_end(jw);
   csr_jw_obj_end(jw);
   return b - a;
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* The stale Search cache (reference section 1.4, W-C3) */
-/* ---------------------------------------------------------------------------------------------- */
-
-struct cent {
-  struct cent *chain, *older; /* bucket chain; FIFO from the oldest */
-  unsigned bucket, csu;
-  char type[CACHE_TYPE_MAX];
-  int64_t from_s, to_s;
-  size_t skip, top;
-  bool count;
-  int64_t expires_ms;
-  char *body;
-  size_t len;
-};
-
-struct sim__cache {
-  struct cent *buckets[CACHE_BUCKETS];
-  struct cent *oldest, *newest;
-  size_t n;
-};
-
-static int64_t whole_s(int64_t ms) {
-  return ms == INT64_MIN || ms == INT64_MAX ? ms : (ms >= 0 ? ms / 1000 : -((999 - ms) / 1000));
-}
-
-static unsigned cent_bucket(unsigned csu, const char *type, const struct sim__query *q) {
-  uint64_t h = sim__mix(
-      sim__mix(sim__mix(csu, sim__hash(type, strlen(type), false)), (uint64_t)whole_s(q->from_ms)),
-      (uint64_t)whole_s(q->to_ms));
-  return (unsigned)(sim__mix(h, q->skip * 31 + q->top + q->count) % CACHE_BUCKETS);
-}
-
-static struct cent **cent_find(struct sim__cache *k, unsigned csu, const char *type,
-                               const struct sim__query *q) {
-  struct cent **pp = &k->buckets[cent_bucket(csu, type, q)];
-  for (; *pp != NULL; pp = &(*pp)->chain) {
-    struct cent *e = *pp;
-    if (e->csu == csu && strcmp(e->type, type) == 0 && e->from_s == whole_s(q->from_ms) &&
-        e->to_s == whole_s(q->to_ms) && e->skip == q->skip && e->top == q->top &&
-        e->count == q->count)
-      return pp;
-  }
-  return pp;
-}
-
-static void cent_drop_oldest(struct sim__cache *k) {
-  struct cent *e = k->oldest;
-  struct cent **pp = &k->buckets[e->bucket];
-  while (*pp != e)
-    pp = &(*pp)->chain;
-  *pp = e->chain;
-  k->oldest = e->older;
-  if (k->oldest == NULL)
-    k->newest = NULL;
-  free(e->body);
-  free(e);
-  k->n--;
-}
-
-const char *sim__cache_get(struct sim_csus *c, unsigned csu, const char *type,
-                           const struct sim__query *q, size_t *len) {
-  struct sim__cache *k = c->cache;
-  if (k == NULL || strlen(type) >= CACHE_TYPE_MAX)
-    return NULL;
-  struct cent *e = *cent_find(k, csu, type, q);
-  if (e == NULL || e->expires_ms <= sim__now(c))
-    return NULL;
-  *len = e->len;
-  return e->body;
-}
-
-void sim__cache_put(struct sim_csus *c, unsigned csu, const char *type, const struct sim__query *q,
-                    const char *body, size_t len) {
-  const struct sim_event_faults *kn = sim__knobs(c);
-  if (c->cache == NULL && (c->cache = calloc(1, sizeof(*c->cache))) == NULL)
-    return;
-  struct sim__cache *k = c->cache;
-  int64_t now = sim__now(c);
-  while (k->oldest != NULL && (k->n >= CACHE_MAX || k->oldest->expires_ms <= now))
-    cent_drop_oldest(k);
-  if (strlen(type) >= CACHE_TYPE_MAX || *cent_find(k, csu, type, q) != NULL)
-    return; /* an expired twin is still queued: skip rather than keep two */
-  struct cent *e = calloc(1, sizeof(*e));
-  char *copy_body = malloc(len + 1);
-  if (e == NULL || copy_body == NULL) {
-    free(e);
-    free(copy_body);
-    return;
-  }
-  memcpy(copy_body, body, len);
-  *e = (struct cent){.csu = csu,
-                     .bucket = cent_bucket(csu, type, q),
-                     .from_s = whole_s(q->from_ms),
-                     .to_s = whole_s(q->to_ms),
-                     .skip = q->skip,
-                     .top = q->top,
-                     .count = q->count,
-                     .body = copy_body,
-                     .len = len,
-                     .expires_ms = now + (int64_t)kn->stale_cache_ttl_s * 1000};
-  copy(e->type, sizeof(e->type), type);
-  struct cent **pp = cent_find(k, csu, type, q);
-  *pp = e;
-  if (k->newest)
-    k->newest->older = e;
-  else
-    k->oldest = e;
-  k->newest = e;
-  k->n++;
-}
-
-void sim__cache_free(struct sim_csus *c) {
-  if (c->cache == NULL)
-    return;
-  while (c->cache->oldest != NULL)
-    cent_drop_oldest(c->cache);
-  free(c->cache);
-  c->cache = NULL;
 }

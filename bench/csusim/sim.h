@@ -11,8 +11,10 @@
  *   faults.c    the fault plan: parsed from --faults FILE (YAML) or POST /sim/faults, deterministic
  *               under the seed
  *   entra.c     the token endpoint and token checks for the CSU and Dataverse endpoints
- *   events.c    per-CSU event stores and generators (rate, carts, guests, scripted --events FILE),
- *               late commits, equal timestamps, the stale search cache
+ *   events.c    per-CSU event stores and generators (rate, carts, guests), late commits, equal
+ *               timestamps, the Search and GetAllCommerceEvents pages
+ *   events_script.c  scripted events: the --events FILE loader and its JSON format
+ *   search_cache.c   the stale Search cache
  *   orders.c    deterministic realistic SalesOrders and customers
  *   csu.c       the CSU endpoints under /csu{i}/Commerce/
  *   dataverse.c contacts, custom-trigger actions, service protection limits

@@ -17,12 +17,8 @@
  *   holds $count (the settings hash covers the whole QueryResultSettings).
  * - An unstable tie order applies to Search only; GetAllCommerceEvents merges both types by time,
  *   AddCartLines first on a tie.
- * - An order for a cart with no committed Checkout: 404 ObjectNotFound. An unknown customer (also
- *   Customers('')): 404 CustomerNotFound.
- * - POST Customers answers 201 with the Customer and a Location header; Email and LastName are
- *   required (400 RequiredValueNotFound), an Email without '@' is 400 InvalidFormat, an
- *   AccountNumber already taken is 400 InvalidRequest. PATCH merges the given fields (Email and
- *   LastName cannot be emptied). Customers are per CSU.
+ * - An order for a cart with no committed Checkout: 404 ObjectNotFound.
+ * - The Customers endpoints' choices are listed in customers.c.
  * - SetLastSyncDatetime twice with one value for one app answers 500 (the table's primary key,
  *   W-C8); an appName over 20 characters answers 500 (truncation).
  */
@@ -39,18 +35,8 @@
 
 #include "csurelay/timefmt.h"
 
-#define CT_ODATA       "application/json; odata.metadata=minimal"
-#define E_INVALID      "Microsoft_Dynamics_Commerce_Runtime_InvalidRequest"
-#define E_REQUIRED     "Microsoft_Dynamics_Commerce_Runtime_RequiredValueNotFound"
-#define E_FORMAT       "Microsoft_Dynamics_Commerce_Runtime_InvalidFormat"
-#define E_NOT_FOUND    "Microsoft_Dynamics_Commerce_Runtime_ObjectNotFound"
-#define E_NO_CUSTOMER  "Microsoft_Dynamics_Commerce_Runtime_CustomerNotFound"
-#define E_STORAGE      "Microsoft_Dynamics_Commerce_Runtime_CriticalStorageError"
-#define E_APPLICATION  "Microsoft_Dynamics_Commerce_Runtime_ApplicationError"
-#define X_VALIDATION   "DataValidationException"
-#define X_STORAGE      "StorageException"
-#define SQL_MIN_MS     (-6847804800000LL) /* 1753-01-01T00:00:00Z, SQL datetime's first day */
-#define MAX_PATH_BYTES 1024
+#define CT_ODATA   "application/json; odata.metadata=minimal"
+#define SQL_MIN_MS (-6847804800000LL) /* 1753-01-01T00:00:00Z, SQL datetime's first day */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Request text: paths, query options, bodies */
@@ -123,8 +109,7 @@ static int query_get(const char *query, const char *key, char *out, size_t len) 
   return 0;
 }
 
-/* An OData string literal 'it''s' → it's; false when `s` is not one. */
-static bool unquote(const char *s, size_t n, char *out, size_t len) {
+bool sim__unquote(const char *s, size_t n, char *out, size_t len) {
   size_t o = 0;
   if (n < 2 || s[0] != '\'' || s[n - 1] != '\'')
     return false;
@@ -169,34 +154,32 @@ static bool call_param(const char *args, const char *name, char *out, size_t len
 /* A 404 from routing, before the gate (no fault applies, as no endpoint was named). */
 static void not_found(struct rx_http_request *req) {
   static const char body[] =
-      "{\"ErrorResourceId\":\"" E_NOT_FOUND "\",\"LocalizedMessage\":\"No HTTP resource was "
+      "{\"ErrorResourceId\":\"" SIM_E_NOT_FOUND "\",\"LocalizedMessage\":\"No HTTP resource was "
       "found that matches the request URI.\",\"ExceptionType\":\"CommerceException\"}";
   rx_http_respond(req, 404, NULL, "application/json", body, sizeof(body) - 1);
 }
 
-static void reply_jw(struct sim_req *r, int status, const char *headers, struct csr_jw *jw) {
+void sim__reply_jw(struct sim_req *r, int status, const char *headers, struct csr_jw *jw) {
   const char *text;
   size_t len;
   if (csr_jw_finish(jw, &text, &len) < 0) {
-    sim_reply_commerce_error(r, 500, E_APPLICATION, "The response could not be written.",
+    sim_reply_commerce_error(r, 500, SIM_E_APPLICATION, "The response could not be written.",
                              "CommerceException");
     return;
   }
   sim_reply(r, status, headers, CT_ODATA, text, len);
 }
 
-static int fail(struct sim_req *r, int status, const char *id, const char *msg, const char *type) {
+int sim__fail(struct sim_req *r, int status, const char *id, const char *msg, const char *type) {
   sim_reply_commerce_error(r, status, id, msg, type);
   return -1;
 }
 
-static int bad(struct sim_req *r, const char *id, const char *msg) {
-  return fail(r, 400, id, msg, X_VALIDATION);
+int sim__bad(struct sim_req *r, const char *id, const char *msg) {
+  return sim__fail(r, 400, id, msg, SIM_X_VALIDATION);
 }
 
-/* The CSU of the request once the token and the OUN header are right; otherwise answers and NULL.
- */
-static struct sim__csu *begin(struct sim_req *r, bool token_required) {
+struct sim__csu *sim__csu_begin(struct sim_req *r, bool token_required) {
   struct sim_csus *c = r->arg;
   struct sim__csu *u = &c->csu[r->csu];
   if ((token_required || rx_http_header(r->http, "Authorization") != NULL) &&
@@ -204,7 +187,8 @@ static struct sim__csu *begin(struct sim_req *r, bool token_required) {
     return NULL;
   const char *oun = rx_http_header(r->http, "OUN");
   if (oun == NULL || oun[0] == '\0') {
-    bad(r, E_INVALID, "The OUN header is required: the operating unit number of the channel.");
+    sim__bad(r, SIM_E_INVALID,
+             "The OUN header is required: the operating unit number of the channel.");
     return NULL;
   }
   size_t n = strlen(oun);
@@ -213,27 +197,25 @@ static struct sim__csu *begin(struct sim_req *r, bool token_required) {
   while (n > 0 && isspace((unsigned char)*oun))
     oun++, n--;
   if (n != strlen(u->oun) || strncmp(oun, u->oun, n) != 0) {
-    bad(r, E_INVALID, "The operating unit number in the OUN header is not served here.");
+    sim__bad(r, SIM_E_INVALID, "The operating unit number in the OUN header is not served here.");
     return NULL;
   }
   csr_jw_reset(&c->jw);
   return u;
 }
 
-/* The JSON body as an object; otherwise answers 400 and NULL. */
-static yajl_val body_json(struct sim_req *r) {
+yajl_val sim__body_json(struct sim_req *r) {
   char why[128];
   yajl_val v = csr_json_parse(r->http->body, r->http->body_len, why, sizeof(why));
   if (v == NULL || !YAJL_IS_OBJECT(v)) {
     csr_json_free(v);
-    bad(r, E_INVALID, "The request body is not a JSON object.");
+    sim__bad(r, SIM_E_INVALID, "The request body is not a JSON object.");
     return NULL;
   }
   return v;
 }
 
-/* $top, $skip and $count into q; otherwise answers 400 and returns -1. */
-static int paging(struct sim_req *r, struct sim__query *q) {
+int sim__paging(struct sim_req *r, struct sim__query *q) {
   char v[32];
   const char *names[2] = {"$top", "$skip"};
   size_t *dst[2] = {&q->top, &q->skip};
@@ -246,7 +228,7 @@ static int paging(struct sim_req *r, struct sim__query *q) {
     unsigned long long n = got == 1 ? strtoull(v, &end, 10) : 0;
     if (got < 0 ||
         (got == 1 && (!isdigit((unsigned char)v[0]) || *end || errno || n > INT32_MAX))) {
-      bad(r, E_INVALID, "The query options $top and $skip take a non-negative integer.");
+      sim__bad(r, SIM_E_INVALID, "The query options $top and $skip take a non-negative integer.");
       return -1;
     }
     if (got == 1)
@@ -254,17 +236,31 @@ static int paging(struct sim_req *r, struct sim__query *q) {
   }
   int got = query_get(r->http->query, "$count", v, sizeof(v));
   if (got < 0 || (got == 1 && strcasecmp(v, "true") != 0 && strcasecmp(v, "false") != 0)) {
-    bad(r, E_INVALID, "The query option $count takes true or false.");
+    sim__bad(r, SIM_E_INVALID, "The query option $count takes true or false.");
     return -1;
   }
   q->count = got == 1 && strcasecmp(v, "true") == 0;
   return 0;
 }
 
-/* The path text after "Commerce/" for a request that already matched. */
-static const char *rest_of(struct sim_req *r, char *buf, size_t len) {
+const char *sim__rest_of(struct sim_req *r, char *buf, size_t len) {
   unsigned csu;
   return parse_path(r->http->path, &csu, buf, len) == 0 ? buf : "";
+}
+
+void sim__with_body(struct sim_req *r, bool token_required, sim__body_fn fn) {
+  struct sim__csu *u = sim__csu_begin(r, token_required);
+  yajl_val doc = u ? sim__body_json(r) : NULL;
+  if (doc != NULL)
+    fn(r, u, doc);
+  csr_json_free(doc);
+}
+
+void sim__jw_context(struct csr_jw *jw, const struct sim_csus *c, const struct sim__csu *u,
+                     const char *what) {
+  char ctx[256];
+  snprintf(ctx, sizeof(ctx), "%s/csu%u/Commerce/$metadata#%s", c->sim->base_url, u->index, what);
+  csr_jw_kstr(jw, "@odata.context", ctx);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -279,23 +275,23 @@ static int search_dates(struct sim_req *r, yajl_val crit, struct sim__query *q) 
     char msg[96];
     if (text == NULL) {
       snprintf(msg, sizeof(msg), "A value is required for %s.", names[i]);
-      bad(r, E_REQUIRED, msg);
+      sim__bad(r, SIM_E_REQUIRED, msg);
       return -1;
     }
     if (csr_time_parse(text, dst[i]) < 0) {
       snprintf(msg, sizeof(msg), "%s is not a valid DateTime.", names[i]);
-      bad(r, E_INVALID, msg);
+      sim__bad(r, SIM_E_INVALID, msg);
       return -1;
     }
     if (*dst[i] < SQL_MIN_MS) {
-      sim_reply_commerce_error(r, 500, E_STORAGE,
+      sim_reply_commerce_error(r, 500, SIM_E_STORAGE,
                                "The conversion of a varchar data type to a datetime data type "
                                "resulted in an out-of-range value.",
-                               X_STORAGE);
+                               SIM_X_STORAGE);
       return -1;
     }
     /* the server formats both with DateTime.ToString(): milliseconds are gone */
-    *dst[i] = *dst[i] >= 0 ? *dst[i] / 1000 * 1000 : -((999 - *dst[i]) / 1000) * 1000;
+    *dst[i] = sim__whole_s(*dst[i]) * 1000;
   }
   return 0;
 }
@@ -318,27 +314,27 @@ static void search_run(struct sim_req *r, struct sim__csu *u, const char *type,
   const char *text;
   if (k->stale_cache && rows > 0 && csr_jw_finish(&c->jw, &text, &len) == 0)
     sim__cache_put(c, u->index, type, q, text, len); /* only non-empty pages are cached */
-  reply_jw(r, 200, NULL, &c->jw);
+  sim__reply_jw(r, 200, NULL, &c->jw);
 }
 
 static void on_search(struct sim_req *r) {
-  struct sim__csu *u = begin(r, true);
+  struct sim__csu *u = sim__csu_begin(r, true);
   struct sim__query q;
-  if (u == NULL || paging(r, &q) < 0)
+  if (u == NULL || sim__paging(r, &q) < 0)
     return;
-  yajl_val doc = body_json(r);
+  yajl_val doc = sim__body_json(r);
   if (doc == NULL)
     return;
   yajl_val crit = csr_json_get_ci(doc, "commerceEventSearchCriteria");
   const char *type = csr_json_str(csr_json_get_ci(crit, "EventType"));
   if (!YAJL_IS_OBJECT(crit)) {
-    bad(r, E_REQUIRED, "A value is required for commerceEventSearchCriteria.");
+    sim__bad(r, SIM_E_REQUIRED, "A value is required for commerceEventSearchCriteria.");
   } else if (search_dates(r, crit, &q) == 0) {
     size_t n = type ? strlen(type) : 0;
     while (n > 0 && isspace((unsigned char)type[n - 1]))
       n--;
     if (n == 0)
-      sim_reply_commerce_error(r, 500, E_APPLICATION, "Value cannot be null. (Parameter 'key')",
+      sim_reply_commerce_error(r, 500, SIM_E_APPLICATION, "Value cannot be null. (Parameter 'key')",
                                "ArgumentNullException");
     else
       search_run(r, u, type, &q);
@@ -347,16 +343,16 @@ static void on_search(struct sim_req *r) {
 }
 
 static void on_getall(struct sim_req *r) {
-  struct sim__csu *u = begin(r, true);
+  struct sim__csu *u = sim__csu_begin(r, true);
   struct sim__query q;
-  if (u == NULL || paging(r, &q) < 0)
+  if (u == NULL || sim__paging(r, &q) < 0)
     return;
   q.type = -1;
   q.from_ms = INT64_MIN;
   q.to_ms = INT64_MAX;
   q.shuffle = false;
   sim__write_page(r->arg, u, &q, &((struct sim_csus *)r->arg)->jw);
-  reply_jw(r, 200, NULL, &((struct sim_csus *)r->arg)->jw);
+  sim__reply_jw(r, 200, NULL, &((struct sim_csus *)r->arg)->jw);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -379,17 +375,20 @@ static struct sim__lastsync *lastsync_app(struct sim__csu *u, const char *app, b
   return n;
 }
 
-static void reply_value_time(struct sim_req *r, struct sim__csu *u, int64_t ms) {
+/* {"@odata.context": ".../$metadata#{edm}", "value": value} */
+static void reply_value(struct sim_req *r, struct sim__csu *u, const char *edm, const char *value) {
   struct sim_csus *c = r->arg;
-  char ctx[256], text[CSR_TIME_BUF];
-  snprintf(ctx, sizeof(ctx), "%s/csu%u/Commerce/$metadata#Edm.DateTimeOffset", c->sim->base_url,
-           u->index);
-  csr_time_format(ms, text, sizeof(text));
   csr_jw_obj(&c->jw);
-  csr_jw_kstr(&c->jw, "@odata.context", ctx);
-  csr_jw_kstr(&c->jw, "value", text);
+  sim__jw_context(&c->jw, c, u, edm);
+  csr_jw_kstr(&c->jw, "value", value);
   csr_jw_obj_end(&c->jw);
-  reply_jw(r, 200, NULL, &c->jw);
+  sim__reply_jw(r, 200, NULL, &c->jw);
+}
+
+static void reply_value_time(struct sim_req *r, struct sim__csu *u, int64_t ms) {
+  char text[CSR_TIME_BUF];
+  csr_time_format(ms, text, sizeof(text));
+  reply_value(r, u, "Edm.DateTimeOffset", text);
 }
 
 static int lastsync_get(struct sim_req *r, struct sim__csu *u, yajl_val doc) {
@@ -407,21 +406,21 @@ static int lastsync_set(struct sim_req *r, struct sim__csu *u, yajl_val doc) {
   const char *when = csr_json_str(csr_json_get_ci(doc, "lastSyncDatetime"));
   int64_t ms;
   if (app == NULL || when == NULL)
-    return bad(r, E_REQUIRED, "A value is required for lastSyncDatetime and appName.");
+    return sim__bad(r, SIM_E_REQUIRED, "A value is required for lastSyncDatetime and appName.");
   if (csr_time_parse(when, &ms) < 0)
-    return bad(r, E_INVALID, "lastSyncDatetime is not a valid DateTimeOffset.");
+    return sim__bad(r, SIM_E_INVALID, "lastSyncDatetime is not a valid DateTimeOffset.");
   if (strlen(app) > 20 || ms < SQL_MIN_MS)
-    return fail(r, 500, E_STORAGE,
-                strlen(app) > 20 ? "String or binary data would be truncated."
-                                 : "SqlDateTime overflow.",
-                X_STORAGE);
+    return sim__fail(r, 500, SIM_E_STORAGE,
+                     strlen(app) > 20 ? "String or binary data would be truncated."
+                                      : "SqlDateTime overflow.",
+                     SIM_X_STORAGE);
   struct sim__lastsync *s = lastsync_app(u, app, true);
   for (size_t i = 0; s != NULL && i < s->n; i++)
     if (s->vals[i] == ms)
-      return fail(r, 500, E_STORAGE,
-                  "Violation of PRIMARY KEY constraint. Cannot insert "
-                  "duplicate key in object 'ext.COMMERCEEVENTSSYNCTABLE'.",
-                  X_STORAGE);
+      return sim__fail(r, 500, SIM_E_STORAGE,
+                       "Violation of PRIMARY KEY constraint. Cannot insert "
+                       "duplicate key in object 'ext.COMMERCEEVENTSSYNCTABLE'.",
+                       SIM_X_STORAGE);
   if (s != NULL && s->n == s->cap) {
     size_t cap = s->cap ? s->cap * 2 : 16;
     int64_t *v = realloc(s->vals, cap * sizeof(*v));
@@ -429,49 +428,34 @@ static int lastsync_set(struct sim_req *r, struct sim__csu *u, yajl_val doc) {
     s->cap = v ? cap : s->cap;
   }
   if (s == NULL || s->n == s->cap)
-    return fail(r, 500, E_APPLICATION, "Out of memory.", "CommerceException");
+    return sim__fail(r, 500, SIM_E_APPLICATION, "Out of memory.", "CommerceException");
   s->vals[s->n++] = ms;
   reply_value_time(r, u, ms);
   return 0;
 }
 
 static void on_lastsync(struct sim_req *r) {
-  char rest[MAX_PATH_BYTES];
-  struct sim__csu *u = begin(r, false);
-  if (u == NULL)
-    return;
-  yajl_val doc = body_json(r);
-  if (doc == NULL)
-    return;
-  if (strncasecmp(rest_of(r, rest, sizeof(rest)), "Get", 3) == 0)
-    lastsync_get(r, u, doc);
-  else
-    lastsync_set(r, u, doc);
-  csr_json_free(doc);
+  char rest[SIM_MAX_PATH_BYTES];
+  bool get = strncasecmp(sim__rest_of(r, rest, sizeof(rest)), "Get", 3) == 0;
+  sim__with_body(r, false, get ? lastsync_get : lastsync_set);
 }
 
 static void on_oun(struct sim_req *r) {
-  char rest[MAX_PATH_BYTES], v[32], ctx[256];
-  struct sim__csu *u = begin(r, false);
+  char rest[SIM_MAX_PATH_BYTES], v[32];
+  struct sim__csu *u = sim__csu_begin(r, false);
   if (u == NULL)
     return;
-  const char *args = strchr(rest_of(r, rest, sizeof(rest)), '(');
+  const char *args = strchr(sim__rest_of(r, rest, sizeof(rest)), '(');
   char *end = NULL;
   long long id = args && call_param(args, "channelid", v, sizeof(v)) ? strtoll(v, &end, 10) : 0;
   bool known = false;
   for (int i = 0; end != NULL && *end == '\0' && end != v && i < SIM_CHANNELS_PER_CSU; i++)
     known = known || u->channels[i] == id;
   if (!known) {
-    bad(r, E_INVALID, "Could not retrieve Oun");
+    sim__bad(r, SIM_E_INVALID, "Could not retrieve Oun");
     return;
   }
-  struct sim_csus *c = r->arg;
-  snprintf(ctx, sizeof(ctx), "%s/csu%u/Commerce/$metadata#Edm.String", c->sim->base_url, u->index);
-  csr_jw_obj(&c->jw);
-  csr_jw_kstr(&c->jw, "@odata.context", ctx);
-  csr_jw_kstr(&c->jw, "value", u->oun);
-  csr_jw_obj_end(&c->jw);
-  reply_jw(r, 200, NULL, &c->jw);
+  reply_value(r, u, "Edm.String", u->oun);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -479,321 +463,29 @@ static void on_oun(struct sim_req *r) {
 /* ---------------------------------------------------------------------------------------------- */
 
 static void on_order(struct sim_req *r) {
-  char rest[MAX_PATH_BYTES], raw[256], alias[256], txn[128];
-  struct sim__csu *u = begin(r, true);
+  char rest[SIM_MAX_PATH_BYTES], raw[256], alias[256], txn[128];
+  struct sim__csu *u = sim__csu_begin(r, true);
   if (u == NULL)
     return;
-  const char *args = strchr(rest_of(r, rest, sizeof(rest)), '(');
+  const char *args = strchr(sim__rest_of(r, rest, sizeof(rest)), '(');
   bool ok = args != NULL && call_param(args, "transactionId", raw, sizeof(raw));
   if (ok && raw[0] == '@') { /* a parameter alias: its literal is in the query */
     ok = query_get(r->http->query, raw, alias, sizeof(alias)) == 1;
     snprintf(raw, sizeof(raw), "%s", ok ? alias : "");
   }
-  if (!ok || !unquote(raw, strlen(raw), txn, sizeof(txn))) {
-    bad(r, E_REQUIRED, "A value is required for transactionId (an OData string literal).");
+  if (!ok || !sim__unquote(raw, strlen(raw), txn, sizeof(txn))) {
+    sim__bad(r, SIM_E_REQUIRED, "A value is required for transactionId (an OData string literal).");
     return;
   }
   struct sim_csus *c = r->arg;
   const struct sim__cart *k = sim__cart_find(u, txn);
   if (k == NULL) {
-    fail(r, 404, E_NOT_FOUND, "No sales order was found for the transaction id.", X_VALIDATION);
+    sim__fail(r, 404, SIM_E_NOT_FOUND, "No sales order was found for the transaction id.",
+              SIM_X_VALIDATION);
     return;
   }
   sim__write_order(c, u, k, &c->jw);
-  reply_jw(r, 200, NULL, &c->jw);
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Customers */
-/* ---------------------------------------------------------------------------------------------- */
-
-/* The key of Customers('1002') (or the unquoted Customers(1002) of customers.overview.md). */
-static bool customer_key(struct sim_req *r, char *out, size_t len) {
-  char rest[MAX_PATH_BYTES];
-  const char *open = strchr(rest_of(r, rest, sizeof(rest)), '(');
-  size_t n = open ? strlen(open + 1) - 1 : 0; /* without the ')' */
-  if (open == NULL || n >= len)
-    return false;
-  if (open[1] == '\'')
-    return unquote(open + 1, n, out, len);
-  snprintf(out, len, "%.*s", (int)n, open + 1);
-  return true;
-}
-
-static void no_customer(struct sim_req *r) {
-  fail(r, 404, E_NO_CUSTOMER, "No customer found using the specified customer account number.",
-       X_VALIDATION);
-}
-
-#define CUST_FIELD(name, m)                                                                        \
-  { name, offsetof(struct sim__cust, m), sizeof(((struct sim__cust *)0)->m) }
-
-static const struct {
-  const char *name;
-  size_t off, size;
-} CUST_FIELDS[] = {CUST_FIELD("FirstName", first),
-                   CUST_FIELD("MiddleName", middle),
-                   CUST_FIELD("LastName", last),
-                   CUST_FIELD("Email", email),
-                   CUST_FIELD("ReceiptEmail", receipt_email),
-                   CUST_FIELD("Phone", phone),
-                   CUST_FIELD("CustomerGroup", group),
-                   CUST_FIELD("Language", language)};
-
-static int customer_string(struct sim_req *r, yajl_val v, const char *name, char *dst,
-                           size_t size) {
-  char msg[96];
-  const char *s = csr_json_str(v);
-  if (v == NULL || YAJL_IS_NULL(v))
-    return 0;
-  if (s == NULL || strlen(s) >= size) {
-    snprintf(msg, sizeof(msg), "%s must be a string of fewer than %zu characters.", name, size);
-    return bad(r, E_INVALID, msg);
-  }
-  snprintf(dst, size, "%s", s);
-  return 0;
-}
-
-static int customer_address(struct sim_req *r, yajl_val doc, struct sim__cust *k) {
-  yajl_val a = csr_json_at(csr_json_get(doc, "Addresses"), 0);
-  char street[48] = "", number[16] = "";
-  if (!YAJL_IS_OBJECT(a))
-    return 0;
-  if (customer_string(r, csr_json_get(a, "Street"), "Street", street, sizeof(street)) < 0 ||
-      customer_string(r, csr_json_get(a, "StreetNumber"), "StreetNumber", number, sizeof(number)) <
-          0 ||
-      customer_string(r, csr_json_get(a, "City"), "City", k->city, sizeof(k->city)) < 0 ||
-      customer_string(r, csr_json_get(a, "State"), "State", k->state, sizeof(k->state)) < 0 ||
-      customer_string(r, csr_json_get(a, "ZipCode"), "ZipCode", k->zip, sizeof(k->zip)) < 0)
-    return -1;
-  char full[80];
-  snprintf(full, sizeof(full), "%s%s%s", number, number[0] ? " " : "", street);
-  if (strlen(full) >= sizeof(k->street))
-    return bad(r, E_INVALID, "The street address is too long.");
-  memcpy(k->street, full, strlen(full) + 1);
-  return 0;
-}
-
-/* Merges the body's fields into k; checks what every customer needs. */
-static int customer_fields(struct sim_req *r, yajl_val doc, struct sim__cust *k) {
-  for (size_t i = 0; i < sizeof(CUST_FIELDS) / sizeof(CUST_FIELDS[0]); i++)
-    if (customer_string(r, csr_json_get(doc, CUST_FIELDS[i].name), CUST_FIELDS[i].name,
-                        (char *)k + CUST_FIELDS[i].off, CUST_FIELDS[i].size) < 0)
-      return -1;
-  yajl_val type = csr_json_get(doc, "CustomerTypeValue");
-  if (type != NULL && !(YAJL_IS_INTEGER(type) && (type->u.number.i == 1 || type->u.number.i == 2)))
-    return bad(r, E_INVALID, "CustomerTypeValue must be 1 (person) or 2 (organization).");
-  if (type != NULL)
-    k->type = (int)type->u.number.i;
-  if (customer_address(r, doc, k) < 0)
-    return -1;
-  if (k->last[0] == '\0')
-    return bad(r, E_REQUIRED, "A value is required for LastName.");
-  if (k->email[0] == '\0')
-    return bad(r, E_REQUIRED, "A value is required for Email.");
-  const char *at = strchr(k->email, '@');
-  if (at == NULL || at == k->email || strchr(at, '.') == NULL)
-    return bad(r, E_FORMAT, "Email is not a valid email address.");
-  return 0;
-}
-
-static void reply_customer(struct sim_req *r, struct sim__csu *u, const struct sim__cust *k,
-                           int status, bool created) {
-  struct sim_csus *c = r->arg;
-  char loc[200];
-  if (c->sim->ledger != NULL)
-    sim_ledger_customer(c->sim->ledger, k->email, k->account, created);
-  snprintf(loc, sizeof(loc), "Location: %s/csu%u/Commerce/Customers('%s')\r\n", c->sim->base_url,
-           u->index, k->account);
-  sim__write_customer(c, u, k, &c->jw);
-  reply_jw(r, status, created ? loc : NULL, &c->jw);
-}
-
-static void on_customer_get(struct sim_req *r) {
-  char id[64];
-  struct sim__csu *u = begin(r, true);
-  if (u == NULL)
-    return;
-  struct sim__cust *k = customer_key(r, id, sizeof(id)) ? sim__cust_find(u, id) : NULL;
-  if (k == NULL) {
-    no_customer(r);
-    return;
-  }
-  struct sim_csus *c = r->arg;
-  sim__write_customer(c, u, k, &c->jw);
-  reply_jw(r, 200, NULL, &c->jw);
-}
-
-static int customer_create(struct sim_req *r, struct sim__csu *u, yajl_val doc) {
-  struct sim_csus *c = r->arg;
-  struct sim__cust k;
-  memset(&k, 0, sizeof(k));
-  snprintf(k.language, sizeof(k.language), "en-us");
-  snprintf(k.group, sizeof(k.group), "10");
-  k.type = 1;
-  if (customer_string(r, csr_json_get(doc, "AccountNumber"), "AccountNumber", k.account,
-                      sizeof(k.account)) < 0 ||
-      customer_fields(r, doc, &k) < 0)
-    return -1;
-  if (k.account[0] && sim__cust_find(u, k.account) != NULL)
-    return bad(r, E_INVALID, "The account number is already in use.");
-  if (k.account[0] == '\0') /* "" asks the server to assign one */
-    sim__cust_next_account(u, k.account, sizeof(k.account));
-  k.recid = 5637144576LL + (int64_t)u->index * 1000000 + 500000 + (int64_t)u->ncust * 8;
-  k.party_recid = k.recid + 1;
-  k.person_name_id = k.recid + 2;
-  snprintf(k.party, sizeof(k.party), "%09lld", (long long)(k.party_recid % 1000000000));
-  k.created_ms = sim__now(c);
-  struct sim__cust *added = sim__cust_add(u, &k);
-  if (added == NULL)
-    return fail(r, 500, E_APPLICATION, "Out of memory.", "CommerceException");
-  reply_customer(r, u, added, 201, true);
-  return 0;
-}
-
-static void on_customer_create(struct sim_req *r) {
-  struct sim__csu *u = begin(r, true);
-  yajl_val doc = u ? body_json(r) : NULL;
-  if (doc != NULL)
-    customer_create(r, u, doc);
-  csr_json_free(doc);
-}
-
-static int customer_update(struct sim_req *r, struct sim__csu *u, yajl_val doc) {
-  char id[64];
-  struct sim__cust *k = customer_key(r, id, sizeof(id)) ? sim__cust_find(u, id) : NULL;
-  if (k == NULL) {
-    no_customer(r);
-    return -1;
-  }
-  struct sim__cust t = *k;
-  const char *acct = csr_json_get_str(doc, "AccountNumber");
-  if (acct != NULL && acct[0] && strcmp(acct, k->account) != 0)
-    return bad(r, E_INVALID, "AccountNumber in the body does not match the key.");
-  if (customer_fields(r, doc, &t) < 0)
-    return -1;
-  bool moved = strcmp(t.email, k->email) != 0;
-  *k = t;
-  if (moved && sim__cust_reindex(u, k) < 0)
-    return fail(r, 500, E_APPLICATION, "Out of memory.", "CommerceException");
-  reply_customer(r, u, k, 200, false);
-  return 0;
-}
-
-static void on_customer_update(struct sim_req *r) {
-  struct sim__csu *u = begin(r, true);
-  yajl_val doc = u ? body_json(r) : NULL;
-  if (doc != NULL)
-    customer_update(r, u, doc);
-  csr_json_free(doc);
-}
-
-enum { F_DEFAULT = 0, F_ACCOUNT = 1, F_EMAIL = 3, F_NAME = 5, F_PHONE = 6 };
-
-static bool contains_ci(const char *hay, const char *needle) {
-  size_t n = strlen(needle);
-  for (; *hay; hay++)
-    if (strncasecmp(hay, needle, n) == 0)
-      return true;
-  return n == 0;
-}
-
-static bool crit_match(const struct sim__cust *k, int field, const char *term) {
-  char name[80];
-  snprintf(name, sizeof(name), "%s %s", k->first, k->last);
-  switch (field) {
-    case F_ACCOUNT:
-      return strcmp(k->account, term) == 0;
-    case F_EMAIL:
-      return strcasecmp(k->email, term) == 0;
-    case F_NAME:
-      return contains_ci(name, term);
-    case F_PHONE:
-      return contains_ci(k->phone, term);
-    case F_DEFAULT:
-      return crit_match(k, F_ACCOUNT, term) || crit_match(k, F_EMAIL, term) ||
-             crit_match(k, F_NAME, term) || crit_match(k, F_PHONE, term);
-    default:
-      return false;
-  }
-}
-
-struct crit {
-  int field[8];
-  const char *term[8];
-  size_t n;
-};
-
-static int search_criteria(struct sim_req *r, yajl_val doc, struct crit *cr) {
-  static const char *const NAMES[] = {"Default",           "AccountNumber", "Address",    "Email",
-                                      "LoyaltyCardNumber", "Name",          "PhoneNumber"};
-  yajl_val list =
-      csr_json_get_ci(csr_json_get_ci(doc, "CustomerSearchByFieldCriteria"), "Criteria");
-  cr->n = csr_json_len(list) < 8 ? csr_json_len(list) : 8;
-  if (cr->n == 0)
-    return bad(r, E_REQUIRED, "A value is required for CustomerSearchByFieldCriteria.Criteria.");
-  for (size_t i = 0; i < cr->n; i++) {
-    yajl_val one = csr_json_at(list, i), f = csr_json_get_ci(one, "SearchField");
-    const char *name = csr_json_get_str(f, "Name");
-    yajl_val value = csr_json_get(f, "Value");
-    cr->term[i] = csr_json_get_str(one, "SearchTerm");
-    cr->field[i] = YAJL_IS_INTEGER(value) ? (int)value->u.number.i : -1;
-    for (int j = 0; name != NULL && cr->field[i] < 0 && j < 7; j++)
-      cr->field[i] = strcasecmp(name, NAMES[j]) == 0 ? j : -1;
-    if (cr->term[i] == NULL || cr->field[i] < 0)
-      return bad(r, E_REQUIRED, "Each criterion needs a SearchTerm and a SearchField.");
-  }
-  return 0;
-}
-
-static void search_customers(struct sim_req *r, struct sim__csu *u, const struct crit *cr,
-                             const struct sim__query *q) {
-  struct sim_csus *c = r->arg;
-  struct sim__cust *hits[256];
-  size_t nhits = 0, total = 0;
-  char ctx[256];
-  for (size_t i = 0; i < cr->n && nhits == 0; i++)
-    if (cr->field[i] == F_EMAIL) /* the index answers an email criterion without a scan */
-      nhits = sim__cust_by_email(u, cr->term[i], hits, 256) + 1;
-  snprintf(ctx, sizeof(ctx),
-           "%s/csu%u/Commerce/$metadata#Collection(Microsoft.Dynamics.Commerce.Runtime.DataModel."
-           "GlobalCustomer)",
-           c->sim->base_url, u->index);
-  size_t n = nhits ? nhits - 1 : u->ncust;
-  csr_jw_obj(&c->jw);
-  csr_jw_kstr(&c->jw, "@odata.context", ctx);
-  for (int pass = q->count ? 0 : 1; pass < 2; pass++) {
-    if (pass == 1 && q->count)
-      csr_jw_kint(&c->jw, "@odata.count", (int64_t)total);
-    if (pass == 1) {
-      csr_jw_key(&c->jw, "value");
-      csr_jw_arr(&c->jw);
-    }
-    total = 0;
-    for (size_t i = 0; i < n; i++) {
-      const struct sim__cust *k = nhits ? hits[i] : &u->cust[i];
-      bool ok = true;
-      for (size_t j = 0; j < cr->n && ok; j++)
-        ok = crit_match(k, cr->field[j], cr->term[j]);
-      if (ok && total++ >= q->skip && total - q->skip <= q->top && pass == 1)
-        sim__write_global_customer(k, &c->jw);
-    }
-  }
-  csr_jw_arr_end(&c->jw);
-  csr_jw_obj_end(&c->jw);
-  reply_jw(r, 200, NULL, &c->jw);
-}
-
-static void on_customer_search(struct sim_req *r) {
-  struct sim__csu *u = begin(r, true);
-  struct sim__query q;
-  struct crit cr;
-  if (u == NULL || paging(r, &q) < 0)
-    return;
-  yajl_val doc = body_json(r);
-  if (doc != NULL && search_criteria(r, doc, &cr) == 0)
-    search_customers(r, u, &cr, &q);
-  csr_json_free(doc);
+  sim__reply_jw(r, 200, NULL, &c->jw);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -815,10 +507,10 @@ static const struct route ROUTES[] = {
     {"POST", "SetLastSyncDatetime", "lastsync", on_lastsync},
     {"GET", "GetOperatingUnitNumber(", "oun", on_oun},
     {"GET", "SalesOrders/GetSalesOrderDetailsByTransactionId(", "order", on_order},
-    {"POST", "Customers/SearchByFields", "customer_search", on_customer_search},
-    {"POST", "Customers", "customer_create", on_customer_create},
-    {"GET", "Customers(", "customer_get", on_customer_get},
-    {"PATCH", "Customers(", "customer_update", on_customer_update},
+    {"POST", "Customers/SearchByFields", "customer_search", sim__on_customer_search},
+    {"POST", "Customers", "customer_create", sim__on_customer_create},
+    {"GET", "Customers(", "customer_get", sim__on_customer_get},
+    {"PATCH", "Customers(", "customer_update", sim__on_customer_update},
 };
 
 static const struct route *match(const char *method, const char *rest) {
@@ -838,7 +530,7 @@ static const struct route *match(const char *method, const char *rest) {
 static void on_request(struct rx_http_request *req, void *arg) {
   struct sim *sim = arg;
   struct sim_csus *c = sim->csus;
-  char rest[MAX_PATH_BYTES];
+  char rest[SIM_MAX_PATH_BYTES];
   unsigned csu;
   const struct route *rt = NULL;
   if (c != NULL && parse_path(req->path, &csu, rest, sizeof(rest)) == 0 && csu < c->n)

@@ -1,7 +1,7 @@
 /* csusim's CSUs inside: shared by events.c (stores, generators, Search), events_script.c
- * (--events), search_cache.c (the stale Search cache), orders.c (customers and SalesOrders) and
- * csu.c (the HTTP endpoints). Not part of sim.h: nothing else needs it, and the tests include it to
- * drive the stores directly.
+ * (--events), search_cache.c (the stale Search cache), orders.c (customers and SalesOrders), csu.c
+ * (the HTTP endpoints) and customers.c (the Customers endpoints). Not part of sim.h: nothing else
+ * needs it, and the tests include it to drive the stores directly.
  *
  * Memory: a generated event is stored as struct sim__ev (40 bytes); its strings live once in the
  * CSU's interned string pool. A committed Checkout adds a struct sim__cart (so its order can be
@@ -270,5 +270,58 @@ void sim__write_customer(struct sim_csus *c, struct sim__csu *u, const struct si
                          struct csr_jw *jw);
 /** One GlobalCustomer of a SearchByFields result (no envelope). */
 void sim__write_global_customer(const struct sim__cust *k, struct csr_jw *jw);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* csu.c: request and answer helpers of the CSU endpoints (csu.c, customers.c) */
+/* ---------------------------------------------------------------------------------------------- */
+
+#define SIM_E_INVALID      "Microsoft_Dynamics_Commerce_Runtime_InvalidRequest"
+#define SIM_E_REQUIRED     "Microsoft_Dynamics_Commerce_Runtime_RequiredValueNotFound"
+#define SIM_E_FORMAT       "Microsoft_Dynamics_Commerce_Runtime_InvalidFormat"
+#define SIM_E_NOT_FOUND    "Microsoft_Dynamics_Commerce_Runtime_ObjectNotFound"
+#define SIM_E_NO_CUSTOMER  "Microsoft_Dynamics_Commerce_Runtime_CustomerNotFound"
+#define SIM_E_STORAGE      "Microsoft_Dynamics_Commerce_Runtime_CriticalStorageError"
+#define SIM_E_APPLICATION  "Microsoft_Dynamics_Commerce_Runtime_ApplicationError"
+#define SIM_X_VALIDATION   "DataValidationException"
+#define SIM_X_STORAGE      "StorageException"
+#define SIM_MAX_PATH_BYTES 1024
+
+/**
+ * The CSU of the request once the token (when `token_required`, or when one is sent) and the OUN
+ * header are right, with the CSU's answer writer reset; otherwise answers 401 or 400 and returns
+ * NULL.
+ */
+struct sim__csu *sim__csu_begin(struct sim_req *r, bool token_required);
+/** The request body as a JSON object (the caller frees it); otherwise answers 400 and NULL. */
+yajl_val sim__body_json(struct sim_req *r);
+/** $top, $skip and $count into q; otherwise answers 400 and returns -1. */
+int sim__paging(struct sim_req *r, struct sim__query *q);
+/** The decoded path after "Commerce/" (in `buf`) for a request that already matched, else "". */
+const char *sim__rest_of(struct sim_req *r, char *buf, size_t len);
+/** An OData string literal 'it''s' into `out` as it's; false when `s` (n bytes) is not one or the
+ * text does not fit in `len`. */
+bool sim__unquote(const char *s, size_t n, char *out, size_t len);
+
+/** A handler's work once the CSU and the JSON body are known; -1 when it answered an error. */
+typedef int (*sim__body_fn)(struct sim_req *r, struct sim__csu *u, yajl_val doc);
+/** sim__csu_begin(), then sim__body_json(), then `fn`; frees the body. */
+void sim__with_body(struct sim_req *r, bool token_required, sim__body_fn fn);
+
+/** Writes "@odata.context": "{base}/csu{i}/Commerce/$metadata#{what}" into the open object. */
+void sim__jw_context(struct csr_jw *jw, const struct sim_csus *c, const struct sim__csu *u,
+                     const char *what);
+/** Finishes `jw` and answers it as OData JSON with `status` and `headers` (CRLF-ended lines or
+ * NULL); 500 when the answer could not be written. */
+void sim__reply_jw(struct sim_req *r, int status, const char *headers, struct csr_jw *jw);
+/** Answers a Commerce error; returns -1. */
+int sim__fail(struct sim_req *r, int status, const char *id, const char *msg, const char *type);
+/** Answers 400 with `id` and a DataValidationException; returns -1. */
+int sim__bad(struct sim_req *r, const char *id, const char *msg);
+
+/* customers.c: the handlers of the Customers routes */
+void sim__on_customer_get(struct sim_req *r);
+void sim__on_customer_search(struct sim_req *r);
+void sim__on_customer_create(struct sim_req *r);
+void sim__on_customer_update(struct sim_req *r);
 
 #endif

@@ -622,10 +622,7 @@ static void write_all(struct csr_jw *jw, struct sim__csu *u, const struct sim__q
 
 size_t sim__write_page(struct sim_csus *c, struct sim__csu *u, const struct sim__query *q,
                        struct csr_jw *jw) {
-  char ctx[256];
   size_t total, a = 0, b = 0;
-  snprintf(ctx, sizeof(ctx), "%s/csu%u/Commerce/$metadata#CommerceEventsController",
-           c->sim->base_url, u->index);
   if (q->type < 0) {
     total = u->st[0].n + u->st[1].n;
     a = q->skip < total ? q->skip : total;
@@ -641,7 +638,7 @@ size_t sim__write_page(struct sim_csus *c, struct sim__csu *u, const struct sim_
     b = a + (q->top < (lo + total - a) ? q->top : (lo + total - a));
   }
   csr_jw_obj(jw);
-  csr_jw_kstr(jw, "@odata.context", ctx);
+  sim__jw_context(jw, c, u, "CommerceEventsController");
   if (q->count)
     csr_jw_kint(jw, "@odata.count", (int64_t)total);
   csr_jw_key(jw, "value");

@@ -515,15 +515,12 @@ static void write_order_ids(struct csr_jw *jw, struct sim__csu *u, const struct 
 void sim__write_order(struct sim_csus *c, struct sim__csu *u, const struct sim__cart *k,
                       struct csr_jw *jw) {
   struct order o;
-  char ctx[256], created[CSR_TIME_BUF], day[40];
+  char created[CSR_TIME_BUF], day[40];
   order_build(c, u, k, &o);
   csr_time_format(k->time_ms, created, sizeof(created));
   snprintf(day, sizeof(day), "%.10sT00:00:00+00:00", created);
-  snprintf(ctx, sizeof(ctx),
-           "%s/csu%u/Commerce/$metadata#Microsoft.Dynamics.Commerce.Runtime.DataModel.SalesOrder",
-           c->sim->base_url, u->index);
   csr_jw_obj(jw);
-  csr_jw_kstr(jw, "@odata.context", ctx);
+  sim__jw_context(jw, c, u, "Microsoft.Dynamics.Commerce.Runtime.DataModel.SalesOrder");
   write_order_ids(jw, u, k, &o);
   write_totals(jw, &o);
   csr_jw_kint(jw, "TransactionTypeValue", 2);
@@ -595,11 +592,8 @@ static void write_customer_ids(struct csr_jw *jw, const struct sim__cust *k) {
 
 void sim__write_customer(struct sim_csus *c, struct sim__csu *u, const struct sim__cust *k,
                          struct csr_jw *jw) {
-  char ctx[256];
-  snprintf(ctx, sizeof(ctx), "%s/csu%u/Commerce/$metadata#Customers/$entity", c->sim->base_url,
-           u->index);
   csr_jw_obj(jw);
-  csr_jw_kstr(jw, "@odata.context", ctx);
+  sim__jw_context(jw, c, u, "Customers/$entity");
   write_customer_ids(jw, k);
   csr_jw_kstr(jw, "InvoiceAccount", "");
   csr_jw_knum_text(jw, "CreditLimit", "0.0000000000000000");

@@ -16,7 +16,8 @@
  *   events_script.c  scripted events: the --events FILE loader and its JSON format
  *   search_cache.c   the stale Search cache
  *   orders.c    deterministic realistic SalesOrders and customers
- *   csu.c       the CSU endpoints under /csu{i}/Commerce/
+ *   csu.c       the CSU endpoints under /csu{i}/Commerce/: routing, events, last sync, OUN, orders
+ *   customers.c the Customers endpoints (get, SearchByFields, create, update)
  *   dataverse.c contacts, custom-trigger actions, service protection limits
  *   ledger.c    the ledger, /ledger endpoints, and the webhook receiver /hooks/{name}
  */

@@ -367,6 +367,20 @@ static void empty_array(struct csr_jw *jw, const char *key) {
   csr_jw_arr_end(jw);
 }
 
+/* "key":[ and, when `one`, an entity: a collection of zero or one entity; close_one() ends it. */
+static void open_one(struct csr_jw *jw, const char *key, bool one) {
+  csr_jw_key(jw, key);
+  csr_jw_arr(jw);
+  if (one)
+    csr_jw_obj(jw);
+}
+
+static void close_one(struct csr_jw *jw, bool one) {
+  if (one)
+    csr_jw_obj_end(jw);
+  csr_jw_arr_end(jw);
+}
+
 static void full_name(const struct sim__cust *k, char *buf, size_t len) {
   if (k == NULL)
     snprintf(buf, len, "%s", "");
@@ -417,9 +431,7 @@ static void write_sales_line(struct csr_jw *jw, const struct line *l, unsigned n
 static void write_tenders(struct csr_jw *jw, const struct order *o) {
   char mask[24];
   snprintf(mask, sizeof(mask), "************%04u", o->card_last4);
-  csr_jw_key(jw, "TenderLines");
-  csr_jw_arr(jw);
-  csr_jw_obj(jw);
+  open_one(jw, "TenderLines", true);
   csr_jw_kstr(jw, "TenderLineId", "1");
   csr_jw_kstr(jw, "TenderTypeId", o->card ? "3" : "1");
   kmoney(jw, "Amount", o->total, 16);
@@ -429,8 +441,7 @@ static void write_tenders(struct csr_jw *jw, const struct order *o) {
   csr_jw_kstr(jw, "MaskedCardNumber", o->card ? mask : "");
   csr_jw_kint(jw, "StatusValue", 7);
   empty_array(jw, "ExtensionProperties");
-  csr_jw_obj_end(jw);
-  csr_jw_arr_end(jw);
+  close_one(jw, true);
 }
 
 static void write_totals(struct csr_jw *jw, const struct order *o) {
@@ -452,36 +463,29 @@ static void write_arrays(struct csr_jw *jw, const struct order *o) {
     write_sales_line(jw, &o->lines[i], i + 1);
   csr_jw_arr_end(jw);
   write_tenders(jw, o);
-  csr_jw_key(jw, "TaxLines");
-  csr_jw_arr(jw);
-  csr_jw_obj(jw);
+  open_one(jw, "TaxLines", true);
   csr_jw_kstr(jw, "TaxCode", "SALESTAX");
   kmoney(jw, "Amount", o->tax, 16);
   kmoney(jw, "TaxBasis", o->subtotal, 16);
   csr_jw_knum_text(jw, "Percentage", "6.2500000000000000");
   empty_array(jw, "ExtensionProperties");
-  csr_jw_obj_end(jw);
-  csr_jw_arr_end(jw);
-  csr_jw_key(jw, "ChargeLines");
-  csr_jw_arr(jw);
-  if (o->charge > 0) {
-    csr_jw_obj(jw);
+  close_one(jw, true);
+  bool charge = o->charge > 0;
+  open_one(jw, "ChargeLines", charge);
+  if (charge) {
     csr_jw_kstr(jw, "ChargeCode", o->plan.channel == 2 ? "FREIGHT" : "SERVICE");
     kmoney(jw, "CalculatedAmount", o->charge, 16);
     csr_jw_kstr(jw, "ModuleTypeValue", "1");
     empty_array(jw, "ExtensionProperties");
-    csr_jw_obj_end(jw);
   }
-  csr_jw_arr_end(jw);
-  csr_jw_key(jw, "ContactInformationCollection");
-  csr_jw_arr(jw);
-  if (o->cust != NULL && o->cust->phone[0]) {
-    csr_jw_obj(jw);
+  close_one(jw, charge);
+  bool phone = o->cust != NULL && o->cust->phone[0];
+  open_one(jw, "ContactInformationCollection", phone);
+  if (phone) {
     csr_jw_kstr(jw, "Value", o->cust->phone);
     csr_jw_kint(jw, "ContactInformationTypeValue", 1);
-    csr_jw_obj_end(jw);
   }
-  csr_jw_arr_end(jw);
+  close_one(jw, phone);
   empty_array(jw, "DiscountCodes");
   empty_array(jw, "AttributeValues");
   empty_array(jw, "ExtensionProperties");
@@ -543,10 +547,9 @@ void sim__write_order(struct sim_csus *c, struct sim__csu *u, const struct sim__
 static void write_address(struct csr_jw *jw, const struct sim__cust *k) {
   char name[80];
   full_name(k, name, sizeof(name));
-  csr_jw_key(jw, "Addresses");
-  csr_jw_arr(jw);
-  if (k->street[0]) {
-    csr_jw_obj(jw);
+  bool one = k->street[0] != '\0';
+  open_one(jw, "Addresses", one);
+  if (one) {
     csr_jw_kstr(jw, "Name", name);
     csr_jw_kstr(jw, "Street", k->street);
     csr_jw_kstr(jw, "City", k->city);
@@ -557,9 +560,8 @@ static void write_address(struct csr_jw *jw, const struct sim__cust *k) {
     csr_jw_kbool(jw, "IsPrimary", true);
     csr_jw_kint(jw, "RecordId", k->recid + 3);
     empty_array(jw, "ExtensionProperties");
-    csr_jw_obj_end(jw);
   }
-  csr_jw_arr_end(jw);
+  close_one(jw, one);
 }
 
 static void write_customer_ids(struct csr_jw *jw, const struct sim__cust *k) {

@@ -39,6 +39,22 @@ static void fx_free(struct fx *f) {
   sim_csus_destroy(f->c);
 }
 
+/* Advances the generator clock from `from` to `to` (inclusive) in steps of `step` ms. */
+static void run(struct fx *f, int64_t from, int64_t to, int64_t step) {
+  for (int64_t t = from; t <= to; t += step)
+    sim__advance(f->c, t);
+}
+
+/* One CSU, no rate: only same-time bursts of `n` carts every 2 s, run to T0 + 3.5 s, so one burst
+ * of AddCartLines stands at T0 + 2 s and its Checkouts at T0 + 3 s. */
+static void fx_burst(struct fx *f, unsigned n) {
+  fx_init(f, 1, 0, 5);
+  f->knobs.same_time_every_s = 2;
+  f->knobs.same_time_burst = n;
+  sim__begin(f->c, T0);
+  sim__advance(f->c, T0 + 3500);
+}
+
 static const char *str(const struct sim__csu *u, uint32_t off) {
   return sim__str(&u->pool, off);
 }
@@ -69,10 +85,8 @@ static void test_determinism(void **state) {
   sim__begin(a.c, T0);
   sim__begin(b.c, T0);
   sim__begin(d.c, T0);
-  for (int64_t t = T0; t <= T0 + 20000; t += 10)
-    sim__advance(a.c, t);
-  for (int64_t t = T0; t <= T0 + 20000; t += 777)
-    sim__advance(b.c, t);
+  run(&a, T0, T0 + 20000, 10);
+  run(&b, T0, T0 + 20000, 777);
   sim__advance(b.c, T0 + 20000);
   sim__advance(d.c, T0 + 20000);
   for (unsigned i = 0; i < 2; i++)
@@ -159,8 +173,7 @@ static void test_carts(void **state) {
   struct fx f;
   fx_init(&f, 1, 350, 3);
   sim__begin(f.c, T0);
-  for (int64_t t = T0; t <= T0 + 60000; t += 15)
-    sim__advance(f.c, t);
+  run(&f, T0, T0 + 60000, 15);
   struct sim__csu *u = &f.c->csu[0];
   const struct sim__store *co = &u->st[SIM_CHECKOUT];
   size_t total = u->st[0].n + u->st[1].n, guests = 0, online = 0, checked = 0;
@@ -203,8 +216,7 @@ static void test_late_commits(void **state) {
   f.knobs.late_commit_max_s = 4;
   sim__begin(f.c, T0);
   const int64_t t1 = T0 + 20000;
-  for (int64_t t = T0; t <= t1; t += 10)
-    sim__advance(f.c, t);
+  run(&f, T0, t1, 10);
   struct sim__csu *u = &f.c->csu[0];
   size_t before = sim__store_upper(&u->st[SIM_CHECKOUT], t1);
   assert_int_equal(before, u->st[SIM_CHECKOUT].n);
@@ -214,8 +226,7 @@ static void test_late_commits(void **state) {
     pending_old += u->pend[i].ev.time_ms <= t1 && u->pend[i].type == SIM_CHECKOUT;
   }
   assert_true(pending_old > 10);
-  for (int64_t t = t1; t <= t1 + 5000; t += 10)
-    sim__advance(f.c, t);
+  run(&f, t1, t1 + 5000, 10);
   assert_sorted(&u->st[SIM_CHECKOUT]);
   assert_sorted(&u->st[SIM_ADDCARTLINES]);
   assert_int_equal(sim__store_upper(&u->st[SIM_CHECKOUT], t1), before + pending_old);
@@ -223,8 +234,7 @@ static void test_late_commits(void **state) {
 
   fx_init(&f, 1, 500, 11); /* no late commits: everything up to T is visible at T */
   sim__begin(f.c, T0);
-  for (int64_t t = T0; t <= t1; t += 10)
-    sim__advance(f.c, t);
+  run(&f, T0, t1, 10);
   for (size_t i = 0; i < f.c->csu[0].npend; i++)
     assert_true(f.c->csu[0].pend[i].ev.time_ms > t1);
   fx_free(&f);
@@ -259,11 +269,7 @@ static size_t page(struct fx *f, struct sim__query *q, char *ids, size_t len, in
 static void test_burst_and_ties(void **state) {
   (void)state;
   struct fx f;
-  fx_init(&f, 1, 0, 5);
-  f.knobs.same_time_every_s = 2;
-  f.knobs.same_time_burst = 300;
-  sim__begin(f.c, T0);
-  sim__advance(f.c, T0 + 3500);
+  fx_burst(&f, 300);
   struct sim__csu *u = &f.c->csu[0];
   assert_int_equal(u->st[SIM_ADDCARTLINES].n, 300);
   assert_int_equal(u->st[SIM_CHECKOUT].n, 300);
@@ -302,11 +308,7 @@ static void test_burst_and_ties(void **state) {
 static void test_bounds(void **state) {
   (void)state;
   struct fx f;
-  fx_init(&f, 1, 0, 5);
-  f.knobs.same_time_every_s = 2;
-  f.knobs.same_time_burst = 3;
-  sim__begin(f.c, T0);
-  sim__advance(f.c, T0 + 3500); /* Checkouts at T0 + 3000 */
+  fx_burst(&f, 3); /* Checkouts at T0 + 3000 */
   char ids[4096];
   int64_t count;
   struct sim__query q = {.type = SIM_CHECKOUT,
@@ -359,13 +361,20 @@ static void test_stale_cache(void **state) {
   fx_free(&f);
 }
 
-static char *write_tmp(const char *text) {
-  char *path = strdup("/tmp/test_events_XXXXXX");
-  int fd = mkstemp(path);
+/* A fixture of two CSUs with `text` loaded as its --events FILE, which is gone again after; returns
+ * what sim_csus_load_events() returned and leaves the file's name in `path`. */
+static int fx_script(struct fx *f, const char *text, char *why, size_t len, char *path,
+                     size_t plen) {
+  char tmp[] = "/tmp/test_events_XXXXXX";
+  int fd = mkstemp(tmp);
   assert_true(fd >= 0);
   assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
   close(fd);
-  return path;
+  snprintf(path, plen, "%s", tmp);
+  fx_init(f, 2, 0, 1);
+  int rc = sim_csus_load_events(f->c, tmp, why, len);
+  unlink(tmp);
+  return rc;
 }
 
 static const char GOOD[] =
@@ -380,10 +389,8 @@ static const char GOOD[] =
 static void test_script_good(void **state) {
   (void)state;
   struct fx f;
-  char why[256] = "";
-  fx_init(&f, 2, 0, 1);
-  char *path = write_tmp(GOOD);
-  assert_int_equal(sim_csus_load_events(f.c, path, why, sizeof(why)), 0);
+  char why[256] = "", path[64];
+  assert_int_equal(fx_script(&f, GOOD, why, sizeof(why), path, sizeof(path)), 0);
   sim__begin(f.c, T0);
   sim__advance(f.c, T0);
   struct sim__csu *u1 = &f.c->csu[1], *u0 = &f.c->csu[0];
@@ -406,22 +413,16 @@ static void test_script_good(void **state) {
   struct sim__order_sum sum;
   sim__order_summary(f.c, u1, k, &sum);
   assert_string_equal(sum.email, "r@example.com");
-  unlink(path);
-  free(path);
   fx_free(&f);
 }
 
 static void assert_bad_script(const char *text, const char *reason) {
   struct fx f;
-  char why[256] = "";
-  fx_init(&f, 2, 0, 1);
-  char *path = write_tmp(text);
-  assert_true(sim_csus_load_events(f.c, path, why, sizeof(why)) < 0);
+  char why[256] = "", path[64];
+  assert_true(fx_script(&f, text, why, sizeof(why), path, sizeof(path)) < 0);
   if (strstr(why, reason) == NULL)
     fail_msg("\"%s\" lacks \"%s\"", why, reason);
   assert_non_null(strstr(why, path));
-  unlink(path);
-  free(path);
   fx_free(&f);
 }
 

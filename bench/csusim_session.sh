@@ -52,7 +52,7 @@ for type in Checkout AddCartLines; do
 v=d['value']; assert '@odata.context' in d and '@odata.count' in d and len(v)==5, d
 keys={'EventTransactionId','EventDateTime','EventType','EventDataAreaId','EventData','EventChannelId','EventTerminalId','EventStaffId','EventCustomerId','ExtensionProperties'}
 assert all(set(e)>=keys and e['EventType']=='$type' and isinstance(e['EventChannelId'],int) for e in v)
-assert [e['EventDateTime'] for e in v]==sorted(e['EventDateTime'] for e in v)
+from datetime import datetime as D; t=[D.fromisoformat(e['EventDateTime'].replace('Z','+00:00')) for e in v]; assert t==sorted(t), t
 print('skip $skip:', d['@odata.count'], 'in all;', [(e['EventTransactionId'], e['EventDateTime']) for e in v[:2]], '...')"
   done
   cmp -s "$work/page0" "$work/page5" && { echo "pages 0 and 5 are the same"; exit 1; }

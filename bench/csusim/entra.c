@@ -20,7 +20,6 @@
  *     ExpiredAuthTicket (expired or revoked), 0x80072560 "The user is not a member of the
  *     organization." (a token for another resource), with WWW-Authenticate: Bearer.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +27,7 @@
 #include <strings.h>
 
 #include "sim.h"
+#include "text.h"
 
 #define FORM_MAX     16   /* form fields kept; real requests send four or five */
 #define TOKEN_MAX    1024 /* an access token we mint stays well under this */
@@ -160,29 +160,6 @@ struct form {
   } f[FORM_MAX];
 };
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  c = (char)tolower((unsigned char)c);
-  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* application/x-www-form-urlencoded: '+' is a space, %XX a byte; a broken escape stays as sent. */
-static void url_decode(char *s) {
-  char *o = s;
-  for (; *s; s++) {
-    if (*s == '+') {
-      *o++ = ' ';
-    } else if (*s == '%' && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
-      *o++ = (char)(hexval(s[1]) * 16 + hexval(s[2]));
-      s += 2;
-    } else {
-      *o++ = *s;
-    }
-  }
-  *o = '\0';
-}
-
 static const char *form_get(const struct form *f, const char *name) {
   for (unsigned i = 0; i < f->n; i++)
     if (strcmp(f->f[i].name, name) == 0)
@@ -199,16 +176,11 @@ static int form_parse(struct form *f, const char *body, size_t len) {
   f->buf[len] = '\0';
   char *save = NULL;
   for (char *kv = strtok_r(f->buf, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
-    char *eq = strchr(kv, '=');
-    if (eq != NULL)
-      *eq = '\0';
-    url_decode(kv);
-    if (eq != NULL)
-      url_decode(eq + 1);
+    char *value = sim_url_pair(kv);
     if (form_get(f, kv) != NULL && f->dup == NULL)
       f->dup = kv;
     if (f->n < FORM_MAX)
-      f->f[f->n].name = kv, f->f[f->n++].value = eq != NULL ? eq + 1 : "";
+      f->f[f->n].name = kv, f->f[f->n++].value = value;
   }
   return 0;
 }
@@ -368,8 +340,8 @@ static void client_auth(struct sim_req *r, const struct form *f, const char **id
   if (b64_decode(auth, strlen(auth), basic, cap) <= 0 || (colon = strchr(basic, ':')) == NULL)
     return;
   *colon = '\0';
-  url_decode(basic);
-  url_decode(colon + 1);
+  sim_url_decode(basic);
+  sim_url_decode(colon + 1);
   if (*id == NULL)
     *id = basic;
   if (*secret == NULL)

@@ -44,6 +44,7 @@
 
 #include "csurelay/error.h"
 #include "sim.h"
+#include "text.h"
 
 #define MAX_ERRORS 8
 #define MAX_CSUS   64
@@ -647,38 +648,13 @@ static void replace(struct sim_faults *dst, struct sim_faults *src) {
   reseed(dst);
 }
 
-static void respond_jw(struct rx_http_request *req, int status, struct csr_jw *jw) {
-  const char *body;
-  size_t len;
-  if (csr_jw_finish(jw, &body, &len) != 0)
-    rx_http_respond(req, 500, NULL, "application/json", "{\"error\":\"encoding\"}", 20);
-  else
-    rx_http_respond(req, status, NULL, "application/json", body, len);
-}
-
-static void respond_msg(struct rx_http_request *req, int status, const char *key, const char *msg) {
-  struct csr_jw jw;
-  if (csr_jw_init(&jw) != 0) {
-    rx_http_respond(req, 500, NULL, NULL, NULL, 0);
-    return;
-  }
-  csr_jw_obj(&jw);
-  if (msg != NULL)
-    csr_jw_kstr(&jw, key, msg);
-  else
-    csr_jw_kbool(&jw, key, true);
-  csr_jw_obj_end(&jw);
-  respond_jw(req, status, &jw);
-  csr_jw_free(&jw);
-}
-
 static void on_post(struct rx_http_request *req, void *arg) {
   struct sim *sim = arg;
   struct sim_faults *fresh;
   char why[256] = "";
   int rc = sim_faults_create(req->body, req->body_len, sim->opts.seed, &fresh, why, sizeof(why));
   if (rc != 0) {
-    respond_msg(req, 400, "error", why[0] ? why : csr_strerror(rc));
+    sim_respond_msg(req, 400, "error", why[0] ? why : csr_strerror(rc));
     return;
   }
   if (sim->faults == NULL) {
@@ -688,7 +664,7 @@ static void on_post(struct rx_http_request *req, void *arg) {
     replace(sim->faults, fresh);
     sim_faults_destroy(fresh);
   }
-  respond_msg(req, 200, "ok", NULL);
+  sim_respond_msg(req, 200, "ok", NULL);
 }
 
 static void write_rate(struct csr_jw *jw, const char *key, double v) {
@@ -791,7 +767,7 @@ static void on_get(struct rx_http_request *req, void *arg) {
   }
   write_sections(&jw, f);
   csr_jw_obj_end(&jw);
-  respond_jw(req, 200, &jw);
+  sim_respond_json(req, 200, &jw);
   csr_jw_free(&jw);
 }
 

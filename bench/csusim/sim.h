@@ -8,6 +8,8 @@
  *   route.c     the request gate: every endpoint passes through sim_serve(), which applies faults
  *               (latency, errors, timeouts, resets, malformed bodies) and then runs the handler;
  *               reply helpers for both error shapes
+ *   text.c      percent-decoding (query strings, form bodies) and the plain JSON answers of the
+ *               endpoints outside the gate (text.h)
  *   faults.c    the fault plan: parsed from --faults FILE (YAML) or POST /sim/faults, deterministic
  *               under the seed
  *   entra.c     the token endpoint and token checks for the CSU and Dataverse endpoints

@@ -1,6 +1,6 @@
-/* Dataverse for csusim: contacts (lookup by email, create, get by id), custom-trigger actions that
- * validate their declared parameters, and the service protection limits, all under
- * /dataverse/api/data/v9.2/ (dynamics-api.md sections 3 and 4, commerce-event-sample.md 6.1).
+/* Dataverse for csusim: contacts (lookup by email, create, get by id) and the service protection
+ * limits, all under /dataverse/api/data/v9.2/ (dynamics-api.md sections 3 and 4); the
+ * custom-trigger actions are in triggers.c, behind the same admission.
  *
  * In flight means arrived and not yet answered, wherever the request waits. Our handlers answer
  * at once, so a Dataverse request can only be waiting in the gate (a latency delay or a held
@@ -15,7 +15,6 @@
  *     attributes are 400 0x80040203 (InvalidArgument); an unknown contact id is 400 0x80040217
  *     ("contact With Id = ... Does Not Exist"); unknown segments 404 0x80060888; a body that is
  *     not application/json 415 0x80048d19; query options we do not model 400 0x80060888.
- *   - The 29-attribute cap counts every member of a trigger call, system attributes included.
  *   - Requests over the window limit do not count against it; each one refused since the last
  *     admitted request adds a second to Retry-After ("grows if the client keeps pushing").
  *   - Contact creates accept any column; the string columns we know are type-checked and stored.
@@ -27,18 +26,8 @@
 #include <string.h>
 #include <strings.h>
 
-#include "csurelay/timefmt.h"
-#include "sim.h"
-
-#define PREFIX     "/dataverse/api/data/v9.2/"
-#define NS_PREFIX  "Microsoft.Dynamics.CRM."
-#define GUID_LEN   36
-#define MAX_ATTRS  29
-#define ODATA_HDRS "OData-Version: 4.0\r\n"
-#define E_PAYLOAD  "0x80048d19"
-#define E_ARGUMENT "0x80040203"
-#define E_NOTFOUND "0x80040217"
-#define E_SEGMENT  "0x80060888"
+#include "dataverse_internal.h"
+#include "text.h"
 
 /* The string columns of a contact we store and return (fullname is computed, as Dataverse does). */
 static const char *const columns[] = {
@@ -50,49 +39,12 @@ static const char *const columns[] = {
 #define COL_FULL  3
 #define COL_EMAIL 4
 
-struct contact {
-  char id[GUID_LEN + 1]; /* lower case */
-  char *email_key;       /* emailaddress1 in lower case, NULL when none */
-  char *cols[NCOLS];     /* NULL = not set */
+struct sim__dv_contact {
+  char id[DV_GUID_LEN + 1]; /* lower case */
+  char *email_key;          /* emailaddress1 in lower case, NULL when none */
+  char *cols[NCOLS];        /* NULL = not set */
   uint64_t etag;
   size_t next_email; /* index + 1 of the next contact with the same email_key; 0 = none */
-};
-
-/* Open addressing over contact indexes (+1, 0 = empty slot), keyed by id or by email_key. */
-struct index {
-  size_t *slots;
-  size_t cap; /* a power of two */
-  size_t used;
-};
-
-struct trigger {
-  char *name;
-  struct sim_trigger_param *params;
-  size_t n;
-};
-
-/* The gate hands one of these back as the handler's argument: whether the request was over the
- * concurrency limit when it arrived. */
-struct tag {
-  struct sim_dataverse *d;
-  bool over;
-};
-
-struct sim_dataverse {
-  struct sim *sim;
-  struct tag admitted, refused;
-  uint64_t rng;
-  uint64_t next_etag;
-  struct contact *contacts;
-  size_t ncontacts, cap;
-  struct index by_id, by_email;
-  struct trigger *triggers;
-  size_t ntriggers;
-  /* the request-count window: admission times (loop ms), oldest first, in a ring */
-  uint64_t *times;
-  size_t tcap, thead, tcount;
-  unsigned strikes; /* 429s since the last admitted request */
-  struct sim_dataverse_stats stats;
 };
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -113,49 +65,30 @@ static char *lower_dup(const char *s) {
   return o;
 }
 
-static bool is_guid(const char *s) {
+bool sim__dv_is_guid(const char *s) {
   static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
-  for (size_t i = 0; i < GUID_LEN; i++)
+  for (size_t i = 0; i < DV_GUID_LEN; i++)
     if (shape[i] == '-' ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
       return false;
-  return s[GUID_LEN] == '\0';
+  return s[DV_GUID_LEN] == '\0';
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  c = (char)tolower((unsigned char)c);
-  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Query strings: '+' is a space, %XX a byte (so an email's '+' must come as %2B). */
-static void url_decode(char *s) {
-  char *o = s;
-  for (; *s; s++) {
-    if (*s == '+') {
-      *o++ = ' ';
-    } else if (*s == '%' && hexval(s[1]) >= 0 && hexval(s[2]) >= 0) {
-      *o++ = (char)(hexval(s[1]) * 16 + hexval(s[2]));
-      s += 2;
-    } else {
-      *o++ = *s;
-    }
-  }
-  *o = '\0';
-}
-
-static void fail(struct sim_req *r, int status, const char *code, const char *fmt, const char *a,
-                 const char *b) {
+void sim__dv_fail(struct sim_req *r, int status, const char *code, const char *fmt, const char *a,
+                  const char *b) {
   char msg[640];
   snprintf(msg, sizeof(msg), fmt, a, b ? b : "");
   sim_reply_dataverse_error(r, status, code, msg, NULL);
+}
+
+static void unexpected(struct sim_req *r) {
+  sim_reply_dataverse_error(r, 500, "0x80040216", "An unexpected error occurred.", NULL);
 }
 
 static void reply_json(struct sim_req *r, int status, const char *headers, struct csr_jw *jw) {
   const char *text;
   size_t len;
   if (csr_jw_finish(jw, &text, &len) < 0)
-    sim_reply_dataverse_error(r, 500, "0x80040216", "An unexpected error occurred.", NULL);
+    unexpected(r);
   else
     sim_reply(r, status, headers, "application/json; odata.metadata=minimal", text, len);
 }
@@ -164,17 +97,17 @@ static void reply_json(struct sim_req *r, int status, const char *headers, struc
 /* The contact store */
 /* ---------------------------------------------------------------------------------------------- */
 
-static const char *id_key(const struct contact *c) {
+static const char *id_key(const struct sim__dv_contact *c) {
   return c->id;
 }
 
-static const char *email_key(const struct contact *c) {
+static const char *email_key(const struct sim__dv_contact *c) {
   return c->email_key;
 }
 
 /* The slot holding `key`, or the empty slot where it would go. */
-static size_t *index_find(const struct sim_dataverse *d, const struct index *ix,
-                          const char *(*key)(const struct contact *), const char *want) {
+static size_t *index_find(const struct sim_dataverse *d, const struct sim__dv_index *ix,
+                          const char *(*key)(const struct sim__dv_contact *), const char *want) {
   size_t mask = ix->cap - 1;
   for (size_t i = hash_str(want) & mask;; i = (i + 1) & mask) {
     size_t *slot = &ix->slots[i];
@@ -183,11 +116,11 @@ static size_t *index_find(const struct sim_dataverse *d, const struct index *ix,
   }
 }
 
-static int index_grow(struct sim_dataverse *d, struct index *ix,
-                      const char *(*key)(const struct contact *)) {
+static int index_grow(struct sim_dataverse *d, struct sim__dv_index *ix,
+                      const char *(*key)(const struct sim__dv_contact *)) {
   if (ix->cap != 0 && (ix->used + 1) * 4 < ix->cap * 3)
     return 0;
-  struct index old = *ix;
+  struct sim__dv_index old = *ix;
   ix->cap = old.cap ? old.cap * 2 : 256;
   ix->slots = calloc(ix->cap, sizeof(*ix->slots));
   if (ix->slots == NULL) {
@@ -201,28 +134,33 @@ static int index_grow(struct sim_dataverse *d, struct index *ix,
   return 0;
 }
 
-static struct contact *contact_by_id(const struct sim_dataverse *d, const char *id) {
-  if (d->by_id.cap == 0 || !is_guid(id))
+static struct sim__dv_contact *contact_by_id(const struct sim_dataverse *d, const char *id) {
+  if (d->by_id.cap == 0 || !sim__dv_is_guid(id))
     return NULL;
-  char key[GUID_LEN + 1];
-  for (size_t i = 0; i <= GUID_LEN; i++)
+  char key[DV_GUID_LEN + 1];
+  for (size_t i = 0; i <= DV_GUID_LEN; i++)
     key[i] = (char)tolower((unsigned char)id[i]);
   size_t slot = *index_find(d, &d->by_id, id_key, key);
   return slot ? &d->contacts[slot - 1] : NULL;
 }
 
+bool sim__dv_has_contact(const struct sim_dataverse *d, const char *id) {
+  return contact_by_id(d, id) != NULL;
+}
+
 /* The first contact created with this email (any case), or NULL; follow next_email for more. */
-static const struct contact *contact_by_email(const struct sim_dataverse *d, const char *email) {
+static const struct sim__dv_contact *contact_by_email(const struct sim_dataverse *d,
+                                                      const char *email) {
   char *key = lower_dup(email);
   size_t slot = key && d->by_email.cap ? *index_find(d, &d->by_email, email_key, key) : 0;
   free(key);
   return slot ? &d->contacts[slot - 1] : NULL;
 }
 
-static void new_guid(struct sim_dataverse *d, char out[GUID_LEN + 1]) {
+static void new_guid(struct sim_dataverse *d, char out[DV_GUID_LEN + 1]) {
   do {
     uint64_t a = rx_rand64(&d->rng), b = rx_rand64(&d->rng);
-    snprintf(out, GUID_LEN + 1, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32),
+    snprintf(out, DV_GUID_LEN + 1, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(a >> 32),
              (unsigned)(a >> 16) & 0xffff, (unsigned)a & 0xfff,
              (unsigned)(0x8000 | ((b >> 48) & 0x3fff)),
              (unsigned long long)(b & 0xffffffffffffULL));
@@ -231,7 +169,7 @@ static void new_guid(struct sim_dataverse *d, char out[GUID_LEN + 1]) {
 
 /* Links contact `i` into both indexes (the arrays have room: grown by the caller). */
 static void contact_link(struct sim_dataverse *d, size_t i) {
-  struct contact *c = &d->contacts[i];
+  struct sim__dv_contact *c = &d->contacts[i];
   *index_find(d, &d->by_id, id_key, c->id) = i + 1;
   d->by_id.used++;
   if (c->email_key == NULL)
@@ -243,30 +181,30 @@ static void contact_link(struct sim_dataverse *d, size_t i) {
     return;
   }
   /* Dataverse allows duplicates; keep them in creation order behind the first. */
-  struct contact *p = &d->contacts[*slot - 1];
+  struct sim__dv_contact *p = &d->contacts[*slot - 1];
   while (p->next_email != 0)
     p = &d->contacts[p->next_email - 1];
   p->next_email = i + 1;
 }
 
-static void contact_free(struct contact *c) {
+static void contact_free(struct sim__dv_contact *c) {
   free(c->email_key);
   for (size_t k = 0; k < NCOLS; k++)
     free(c->cols[k]);
 }
 
 /* Stores a new contact from a validated create body; `id` may be NULL (then one is drawn). */
-static struct contact *contact_add(struct sim_dataverse *d, yajl_val body, const char *id) {
+static struct sim__dv_contact *contact_add(struct sim_dataverse *d, yajl_val body, const char *id) {
   if (d->ncontacts == d->cap) {
     size_t cap = d->cap ? d->cap * 2 : 256;
-    struct contact *n = realloc(d->contacts, cap * sizeof(*n));
+    struct sim__dv_contact *n = realloc(d->contacts, cap * sizeof(*n));
     if (n == NULL)
       return NULL;
     d->contacts = n, d->cap = cap;
   }
   if (index_grow(d, &d->by_id, id_key) < 0 || index_grow(d, &d->by_email, email_key) < 0)
     return NULL;
-  struct contact *c = memset(&d->contacts[d->ncontacts], 0, sizeof(*c));
+  struct sim__dv_contact *c = memset(&d->contacts[d->ncontacts], 0, sizeof(*c));
   bool oom = false;
   for (size_t k = 0; k < NCOLS; k++) {
     const char *v = csr_json_get_str(body, columns[k]);
@@ -288,7 +226,7 @@ static struct contact *contact_add(struct sim_dataverse *d, yajl_val body, const
     return NULL;
   }
   if (id != NULL)
-    for (size_t i = 0; i <= GUID_LEN; i++)
+    for (size_t i = 0; i <= DV_GUID_LEN; i++)
       c->id[i] = (char)tolower((unsigned char)id[i]);
   else
     new_guid(d, c->id);
@@ -354,10 +292,10 @@ static int rate_check(struct sim_dataverse *d, struct sim_req *r) {
   return -1;
 }
 
-/* Every handler starts here: the token, then the limits. Returns NULL when it answered. */
-static struct sim_dataverse *admit(struct sim_req *r) {
-  const struct tag *t = r->arg;
+struct sim_dataverse *sim__dv_admit(struct sim_req *r, const char **seg) {
+  const struct sim__dv_tag *t = r->arg;
   struct sim_dataverse *d = t->d;
+  *seg = r->http->path + strlen(DV_PREFIX);
   if (sim_entra_check(r, SIM_AUD_DATAVERSE) < 0)
     return NULL;
   if (t->over) {
@@ -372,27 +310,28 @@ static struct sim_dataverse *admit(struct sim_req *r) {
 }
 
 /* Dataverse wants application/json (any parameters) on a body; 415 otherwise. */
-static bool json_body(struct sim_req *r) {
+bool sim__dv_json_body(struct sim_req *r) {
   const char *ct = rx_http_header(r->http, "Content-Type");
   if (ct != NULL && strncasecmp(ct, "application/json", 16) == 0 &&
       (ct[16] == '\0' || ct[16] == ';' || ct[16] == ' '))
     return true;
-  fail(r, 415, E_PAYLOAD, "The content type '%s' is not supported; send application/json.",
-       ct ? ct : "", NULL);
+  sim__dv_fail(r, 415, DV_E_PAYLOAD,
+               "The content type '%s' is not supported; send application/json.", ct ? ct : "",
+               NULL);
   return false;
 }
 
-/* The body as a JSON object, or NULL after answering 400. */
-static yajl_val parse_body(struct sim_req *r, const char *entity) {
+yajl_val sim__dv_parse_body(struct sim_req *r, const char *entity) {
   char err[160] = "";
   yajl_val v = csr_json_parse(r->http->body, r->http->body_len, err, sizeof(err));
   if (v != NULL && YAJL_IS_OBJECT(v))
     return v;
   csr_json_free(v);
-  fail(r, 400, E_PAYLOAD,
-       "Error identified in Payload provided by the user for Entity :'%s' ----> InnerException "
-       ": Microsoft.OData.ODataException: %s",
-       entity, err[0] ? err : "The payload is not a JSON object.");
+  sim__dv_fail(
+      r, 400, DV_E_PAYLOAD,
+      "Error identified in Payload provided by the user for Entity :'%s' ----> InnerException "
+      ": Microsoft.OData.ODataException: %s",
+      entity, err[0] ? err : "The payload is not a JSON object.");
   return NULL;
 }
 
@@ -408,30 +347,27 @@ struct query {
   long top_n;          /* -1 = no $top */
 };
 
-/* Splits and decodes the raw query; answers 400 (and returns -1) on an option we do not model. */
+/* Splits and decodes the raw query ('+' is a space, so an email's '+' must come as %2B); answers
+ * 400 (and returns -1) on an option we do not model. */
 static int query_split(struct sim_req *r, struct query *q) {
   memset(q, 0, sizeof(*q));
   q->top_n = -1;
   if ((q->buf = strdup(r->http->query)) == NULL) {
-    fail(r, 500, "0x80040216", "An unexpected error occurred.", NULL, NULL);
+    unexpected(r);
     return -1;
   }
   char *save = NULL;
   for (char *kv = strtok_r(q->buf, "&", &save); kv; kv = strtok_r(NULL, "&", &save)) {
-    char *eq = strchr(kv, '=');
-    if (eq != NULL)
-      *eq++ = '\0';
-    url_decode(kv);
-    if (eq != NULL)
-      url_decode(eq);
+    char *value = sim_url_pair(kv);
     char **slot = strcmp(kv, "$select") == 0   ? &q->select
                   : strcmp(kv, "$filter") == 0 ? &q->filter
                   : strcmp(kv, "$top") == 0    ? &q->top
                                                : NULL;
     if (slot != NULL) {
-      *slot = eq ? eq : kv + strlen(kv);
+      *slot = value;
     } else if (kv[0] == '$') {
-      fail(r, 400, E_SEGMENT, "The query parameter '%s' is not supported by csusim.", kv, NULL);
+      sim__dv_fail(r, 400, DV_E_SEGMENT, "The query parameter '%s' is not supported by csusim.", kv,
+                   NULL);
       free(q->buf);
       q->buf = NULL;
       return -1;
@@ -458,9 +394,9 @@ static int parse_select(struct sim_req *r, struct query *q) {
     if (k < -1 || q->ncols == NCOLS + 1) {
       char name[96];
       snprintf(name, sizeof(name), "%.*s", (int)len, s);
-      fail(r, 400, E_SEGMENT,
-           "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.contact'.", name,
-           NULL);
+      sim__dv_fail(r, 400, DV_E_SEGMENT,
+                   "Could not find a property named '%s' on type 'Microsoft.Dynamics.CRM.contact'.",
+                   name, NULL);
       return -1;
     }
     q->cols[q->ncols++] = k;
@@ -511,10 +447,10 @@ static int parse_top(struct sim_req *r, struct query *q) {
   q->top_n = strtol(q->top, &end, 10);
   if (q->top[0] >= '0' && q->top[0] <= '9' && *end == '\0' && q->top_n >= 0)
     return 0;
-  fail(r, 400, E_SEGMENT,
-       "Invalid value '%s' for $top query option found. The $top query option requires a "
-       "non-negative integer value.",
-       q->top, NULL);
+  sim__dv_fail(r, 400, DV_E_SEGMENT,
+               "Invalid value '%s' for $top query option found. The $top query option requires a "
+               "non-negative integer value.",
+               q->top, NULL);
   return -1;
 }
 
@@ -522,7 +458,8 @@ static int parse_top(struct sim_req *r, struct query *q) {
 static void write_context(struct csr_jw *jw, const struct sim_dataverse *d, const struct query *q,
                           const char *suffix) {
   char ctx[512];
-  size_t n = (size_t)snprintf(ctx, sizeof(ctx), "%s%s$metadata#contacts", d->sim->base_url, PREFIX);
+  size_t n =
+      (size_t)snprintf(ctx, sizeof(ctx), "%s%s$metadata#contacts", d->sim->base_url, DV_PREFIX);
   for (size_t i = 0; i < q->ncols && n < sizeof(ctx); i++)
     n += (size_t)snprintf(ctx + n, sizeof(ctx) - n, "%s%s", i ? "," : "(",
                           q->cols[i] < 0 ? "contactid" : columns[q->cols[i]]);
@@ -534,7 +471,8 @@ static void write_context(struct csr_jw *jw, const struct sim_dataverse *d, cons
 }
 
 /* One contact's members (inside an object already opened): the etag, then the selected columns. */
-static void write_contact(struct csr_jw *jw, const struct contact *c, const struct query *q) {
+static void write_contact(struct csr_jw *jw, const struct sim__dv_contact *c,
+                          const struct query *q) {
   char etag[32];
   snprintf(etag, sizeof(etag), "W/\"%llu\"", (unsigned long long)c->etag);
   csr_jw_kstr(jw, "@odata.etag", etag);
@@ -558,14 +496,14 @@ static void write_contact(struct csr_jw *jw, const struct contact *c, const stru
 static void list_contacts(struct sim_req *r, struct sim_dataverse *d, struct query *q) {
   char *email = q->filter ? parse_filter(q->filter) : NULL;
   if (q->filter == NULL || email == NULL) {
-    fail(r, 400, E_SEGMENT,
-         "csusim supports only $filter=emailaddress1 eq '<value>' on contacts, not '%s'.",
-         q->filter ? q->filter : "", NULL);
+    sim__dv_fail(r, 400, DV_E_SEGMENT,
+                 "csusim supports only $filter=emailaddress1 eq '<value>' on contacts, not '%s'.",
+                 q->filter ? q->filter : "", NULL);
     return;
   }
   struct csr_jw jw;
   if (csr_jw_init(&jw) < 0) {
-    fail(r, 500, "0x80040216", "An unexpected error occurred.", NULL, NULL);
+    unexpected(r);
     return;
   }
   d->stats.lookups++;
@@ -573,7 +511,7 @@ static void list_contacts(struct sim_req *r, struct sim_dataverse *d, struct que
   write_context(&jw, d, q, "");
   csr_jw_key(&jw, "value");
   csr_jw_arr(&jw);
-  const struct contact *c = contact_by_email(d, email);
+  const struct sim__dv_contact *c = contact_by_email(d, email);
   for (long n = 0; c != NULL && (q->top_n < 0 || n < q->top_n); n++) {
     csr_jw_obj(&jw);
     write_contact(&jw, c, q);
@@ -582,15 +520,15 @@ static void list_contacts(struct sim_req *r, struct sim_dataverse *d, struct que
   }
   csr_jw_arr_end(&jw);
   csr_jw_obj_end(&jw);
-  reply_json(r, 200, ODATA_HDRS, &jw);
+  reply_json(r, 200, DV_ODATA_HDRS, &jw);
   csr_jw_free(&jw);
 }
 
-static void reply_one(struct sim_req *r, struct sim_dataverse *d, const struct contact *c,
+static void reply_one(struct sim_req *r, struct sim_dataverse *d, const struct sim__dv_contact *c,
                       const struct query *q, int status, const char *headers) {
   struct csr_jw jw;
   if (csr_jw_init(&jw) < 0) {
-    fail(r, 500, "0x80040216", "An unexpected error occurred.", NULL, NULL);
+    unexpected(r);
     return;
   }
   csr_jw_obj(&jw);
@@ -612,27 +550,27 @@ static const char *keyed_id(const char *seg, char *id, size_t cap) {
 }
 
 static void on_contacts_get(struct sim_req *r) {
-  struct sim_dataverse *d = admit(r);
+  const char *seg;
+  struct sim_dataverse *d = sim__dv_admit(r, &seg);
   if (d == NULL)
     return;
-  const char *seg = r->http->path + strlen(PREFIX);
   char id[64];
   struct query q;
   bool keyed = keyed_id(seg, id, sizeof(id)) != NULL;
   if (!keyed && strcmp(seg, "contacts") != 0) {
-    fail(r, 404, E_SEGMENT, "Resource not found for the segment '%s'.", seg, NULL);
+    sim__dv_fail(r, 404, DV_E_SEGMENT, "Resource not found for the segment '%s'.", seg, NULL);
     return;
   }
   if (query_split(r, &q) < 0)
     return;
   if (parse_select(r, &q) == 0 && parse_top(r, &q) == 0) {
-    const struct contact *c = keyed ? contact_by_id(d, id) : NULL;
+    const struct sim__dv_contact *c = keyed ? contact_by_id(d, id) : NULL;
     if (!keyed)
       list_contacts(r, d, &q);
     else if (c != NULL)
-      reply_one(r, d, c, &q, 200, ODATA_HDRS);
+      reply_one(r, d, c, &q, 200, DV_ODATA_HDRS);
     else
-      fail(r, 404, E_NOTFOUND, "contact With Id = %s Does Not Exist", id, NULL);
+      sim__dv_fail(r, 404, DV_E_NOTFOUND, "contact With Id = %s Does Not Exist", id, NULL);
   }
   free(q.buf);
 }
@@ -643,18 +581,21 @@ static int check_contact_body(struct sim_req *r, struct sim_dataverse *d, yajl_v
     const char *k = body->u.object.keys[i];
     yajl_val v = body->u.object.values[i];
     int col = column_index(k, strlen(k));
-    if (col == -2 || YAJL_IS_NULL(v) || (YAJL_IS_STRING(v) && (col >= 0 || is_guid(v->u.string))))
+    if (col == -2 || YAJL_IS_NULL(v) ||
+        (YAJL_IS_STRING(v) && (col >= 0 || sim__dv_is_guid(v->u.string))))
       continue;
-    fail(r, 400, E_PAYLOAD,
-         "Error identified in Payload provided by the user for Entity :'contacts' ----> "
-         "InnerException : Microsoft.OData.ODataException: Cannot convert the value of property "
-         "'%s' to the expected type '%s'.",
-         k, col == -1 ? "Edm.Guid" : "Edm.String");
+    sim__dv_fail(
+        r, 400, DV_E_PAYLOAD,
+        "Error identified in Payload provided by the user for Entity :'contacts' ----> "
+        "InnerException : Microsoft.OData.ODataException: Cannot convert the value of property "
+        "'%s' to the expected type '%s'.",
+        k, col == -1 ? "Edm.Guid" : "Edm.String");
     return -1;
   }
   const char *id = csr_json_get_str(body, "contactid");
   if (id != NULL && contact_by_id(d, id) != NULL) {
-    fail(r, 412, "0x80040237", "A record with matching key values already exists.", NULL, NULL);
+    sim__dv_fail(r, 412, "0x80040237", "A record with matching key values already exists.", NULL,
+                 NULL);
     return -1;
   }
   return 0;
@@ -673,235 +614,41 @@ static bool wants_representation(struct sim_req *r) {
 
 static void create_contact(struct sim_req *r, struct sim_dataverse *d, yajl_val body,
                            struct query *q) {
-  struct contact *c = contact_add(d, body, csr_json_get_str(body, "contactid"));
+  struct sim__dv_contact *c = contact_add(d, body, csr_json_get_str(body, "contactid"));
   if (c == NULL) {
-    fail(r, 500, "0x80040216", "An unexpected error occurred.", NULL, NULL);
+    unexpected(r);
     return;
   }
   d->stats.contacts_created++;
   sim_ledger_contact(d->sim->ledger, c->cols[COL_EMAIL] ? c->cols[COL_EMAIL] : "", c->id);
   char hdr[256];
   if (wants_representation(r)) {
-    snprintf(hdr, sizeof(hdr), ODATA_HDRS "Preference-Applied: return=representation\r\n");
+    snprintf(hdr, sizeof(hdr), DV_ODATA_HDRS "Preference-Applied: return=representation\r\n");
     reply_one(r, d, c, q, 201, hdr);
     return;
   }
-  snprintf(hdr, sizeof(hdr), ODATA_HDRS "OData-EntityId: %s%scontacts(%s)\r\n", d->sim->base_url,
-           PREFIX, c->id);
+  snprintf(hdr, sizeof(hdr), DV_ODATA_HDRS "OData-EntityId: %s%scontacts(%s)\r\n", d->sim->base_url,
+           DV_PREFIX, c->id);
   sim_reply(r, 204, hdr, NULL, NULL, 0);
 }
 
 static void on_contacts_create(struct sim_req *r) {
-  struct sim_dataverse *d = admit(r);
+  const char *seg;
+  struct sim_dataverse *d = sim__dv_admit(r, &seg);
   if (d == NULL)
     return;
-  const char *seg = r->http->path + strlen(PREFIX);
   yajl_val body = NULL;
   struct query q = {0};
   if (strcmp(seg, "contacts") != 0 || strcmp(r->http->method, "POST") != 0) {
-    fail(r, 405, E_SEGMENT, "The requested resource does not support http method '%s'.",
-         r->http->method, NULL);
+    sim__dv_fail(r, 405, DV_E_SEGMENT, "The requested resource does not support http method '%s'.",
+                 r->http->method, NULL);
     return;
   }
-  if (json_body(r) && query_split(r, &q) == 0 && parse_select(r, &q) == 0 &&
-      (body = parse_body(r, "contacts")) != NULL && check_contact_body(r, d, body) == 0)
+  if (sim__dv_json_body(r) && query_split(r, &q) == 0 && parse_select(r, &q) == 0 &&
+      (body = sim__dv_parse_body(r, "contacts")) != NULL && check_contact_body(r, d, body) == 0)
     create_contact(r, d, body, &q);
   csr_json_free(body);
   free(q.buf);
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* Custom-trigger actions */
-/* ---------------------------------------------------------------------------------------------- */
-
-static const char *edm_type(enum sim_param_type t) {
-  static const char *const names[] = {
-      [SIM_PT_BOOLEAN] = "Edm.Boolean",
-      [SIM_PT_DATETIME] = "Edm.DateTimeOffset",
-      [SIM_PT_DECIMAL] = "Edm.Decimal",
-      [SIM_PT_ENTITY] = "mscrm.crmbaseentity",
-      [SIM_PT_ENTITYCOLLECTION] = "Collection(mscrm.crmbaseentity)",
-      [SIM_PT_ENTITYREFERENCE] = "mscrm.crmbaseentity",
-      [SIM_PT_FLOAT] = "Edm.Double",
-      [SIM_PT_INTEGER] = "Edm.Int32",
-      [SIM_PT_MONEY] = "Edm.Decimal",
-      [SIM_PT_PICKLIST] = "Edm.Int32",
-      [SIM_PT_STRING] = "Edm.String",
-      [SIM_PT_STRINGARRAY] = "Collection(Edm.String)",
-      [SIM_PT_GUID] = "Edm.Guid",
-  };
-  return (unsigned)t < sizeof(names) / sizeof(names[0]) ? names[t] : "Edm.Untyped";
-}
-
-static bool is_int32(yajl_val v) {
-  const char *t = csr_json_num_text(v);
-  char *end = NULL;
-  if (t == NULL || strpbrk(t, ".eE") != NULL)
-    return false;
-  long long n = strtoll(t, &end, 10);
-  return *end == '\0' && n >= INT32_MIN && n <= INT32_MAX;
-}
-
-static bool all_of(yajl_val arr, bool (*pred)(yajl_val)) {
-  for (size_t i = 0; i < csr_json_len(arr); i++)
-    if (!pred(csr_json_at(arr, i)))
-      return false;
-  return YAJL_IS_ARRAY(arr);
-}
-
-static bool is_str(yajl_val v) {
-  return YAJL_IS_STRING(v);
-}
-
-static bool is_obj(yajl_val v) {
-  return YAJL_IS_OBJECT(v);
-}
-
-/* JSON encodings per type: DateTime an ISO-8601 string, Decimal/Float/Money a JSON number (a
- * numeric string is not one), Guid a string in 8-4-4-4-12 form. */
-static bool value_fits(enum sim_param_type t, yajl_val v) {
-  int64_t ms;
-  switch (t) {
-    case SIM_PT_BOOLEAN:
-      return YAJL_IS_TRUE(v) || YAJL_IS_FALSE(v);
-    case SIM_PT_DATETIME:
-      return YAJL_IS_STRING(v) && csr_time_parse(v->u.string, &ms) == 0;
-    case SIM_PT_DECIMAL:
-    case SIM_PT_FLOAT:
-    case SIM_PT_MONEY:
-      return YAJL_IS_NUMBER(v);
-    case SIM_PT_INTEGER:
-    case SIM_PT_PICKLIST:
-      return is_int32(v);
-    case SIM_PT_STRING:
-      return YAJL_IS_STRING(v);
-    case SIM_PT_GUID:
-      return YAJL_IS_STRING(v) && is_guid(v->u.string);
-    case SIM_PT_STRINGARRAY:
-      return all_of(v, is_str);
-    case SIM_PT_ENTITYCOLLECTION:
-      return all_of(v, is_obj);
-    case SIM_PT_ENTITY:
-    case SIM_PT_ENTITYREFERENCE:
-      return YAJL_IS_OBJECT(v);
-  }
-  return false;
-}
-
-static const struct sim_trigger_param *param_of(const struct trigger *tr, const char *name) {
-  for (size_t i = 0; i < tr->n; i++)
-    if (strcmp(tr->params[i].name, name) == 0)
-      return &tr->params[i];
-  return NULL;
-}
-
-/* The members as a whole: the cap, repeats, names the action does not declare. */
-static int check_members(struct sim_req *r, const struct trigger *tr, yajl_val body) {
-  size_t n = body->u.object.len;
-  const char *const *keys = body->u.object.keys;
-  if (n > MAX_ATTRS) {
-    char count[24];
-    snprintf(count, sizeof(count), "%zu", n);
-    fail(r, 400, E_ARGUMENT,
-         "The request carries %s attributes; a custom trigger takes at most 29.", count, NULL);
-    return -1;
-  }
-  for (size_t i = 0; i < n; i++) {
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(keys[i], keys[j]) == 0) {
-        fail(r, 400, E_PAYLOAD,
-             "Multiple parameters with the name '%s' were found in the request payload.", keys[i],
-             NULL);
-        return -1;
-      }
-    if (param_of(tr, keys[i]) == NULL) {
-      fail(r, 400, E_PAYLOAD,
-           "The parameter '%s' in the request payload is not a valid parameter for the operation "
-           "'%s'.",
-           keys[i], tr->name);
-      return -1;
-    }
-  }
-  return 0;
-}
-
-/* Each declared parameter: present when required, not null when required, of its type. */
-static int check_params(struct sim_req *r, const struct trigger *tr, yajl_val body) {
-  for (size_t i = 0; i < tr->n; i++) {
-    const struct sim_trigger_param *p = &tr->params[i];
-    yajl_val v = csr_json_get(body, p->name);
-    if (v == NULL && !p->optional) {
-      fail(r, 400, E_ARGUMENT, "The required parameter '%s' is missing from the request to '%s'.",
-           p->name, tr->name);
-      return -1;
-    }
-    if (v == NULL || (YAJL_IS_NULL(v) && p->optional))
-      continue;
-    if (YAJL_IS_NULL(v)) {
-      fail(r, 400, E_ARGUMENT, "The required parameter '%s' cannot be null.", p->name, NULL);
-      return -1;
-    }
-    if (!value_fits(p->type, v)) {
-      fail(r, 400, E_PAYLOAD,
-           "Cannot convert the value of parameter '%s' to the expected type '%s'.", p->name,
-           edm_type(p->type));
-      return -1;
-    }
-  }
-  return 0;
-}
-
-/* The contact ids the trigger names must exist (sim_dv_limits.require_known_contact). */
-static int check_contacts(struct sim_req *r, struct sim_dataverse *d, yajl_val body) {
-  static const char *const refs[] = {"msdynmkt_signaluserauthid", "msdynmkt_profileid"};
-  if (!sim_faults_dv(d->sim->faults)->require_known_contact)
-    return 0;
-  for (size_t i = 0; i < sizeof(refs) / sizeof(refs[0]); i++) {
-    const char *id = csr_json_get_str(body, refs[i]);
-    if (id != NULL && contact_by_id(d, id) == NULL) {
-      fail(r, 400, E_NOTFOUND, "contact With Id = %s Does Not Exist", id, NULL);
-      return -1;
-    }
-  }
-  return 0;
-}
-
-static const struct trigger *trigger_find(const struct sim_dataverse *d, const char *name) {
-  if (strncmp(name, NS_PREFIX, strlen(NS_PREFIX)) == 0)
-    name += strlen(NS_PREFIX);
-  for (size_t i = 0; i < d->ntriggers; i++)
-    if (strcmp(d->triggers[i].name, name) == 0)
-      return &d->triggers[i];
-  return NULL;
-}
-
-static void on_trigger(struct sim_req *r) {
-  struct sim_dataverse *d = admit(r);
-  if (d == NULL)
-    return;
-  const char *seg = r->http->path + strlen(PREFIX);
-  const struct trigger *tr = trigger_find(d, seg);
-  yajl_val body = NULL;
-  if (tr == NULL || strcmp(r->http->method, "POST") != 0) {
-    fail(r, tr ? 405 : 404, E_SEGMENT,
-         tr ? "The requested resource does not support http method '%s'."
-            : "Resource not found for the segment '%s'.",
-         tr ? r->http->method : seg, NULL);
-    return;
-  }
-  if (!json_body(r) || (body = parse_body(r, tr->name)) == NULL) {
-    d->stats.triggers_rejected++;
-    return;
-  }
-  if (check_members(r, tr, body) == 0 && check_params(r, tr, body) == 0 &&
-      check_contacts(r, d, body) == 0) {
-    d->stats.triggers_accepted++;
-    sim_ledger_trigger(d->sim->ledger, tr->name, body, rx_wall_ms());
-    sim_reply(r, 204, ODATA_HDRS, NULL, NULL, 0);
-  } else {
-    d->stats.triggers_rejected++;
-  }
-  csr_json_free(body);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -913,72 +660,19 @@ static void on_trigger(struct sim_req *r) {
  * and get their 404/405 from the handler, as on a real org. */
 static void on_route(struct rx_http_request *req, void *arg) {
   struct sim_dataverse *d = arg;
-  const char *seg = req->path + strlen(PREFIX);
+  const char *seg = req->path + strlen(DV_PREFIX);
   unsigned now = inflight(d) + 1;
   bool over = now > sim_faults_dv(d->sim->faults)->max_concurrent;
   if (!over && now > d->stats.inflight_max)
     d->stats.inflight_max = now;
-  struct tag *tag = over ? &d->refused : &d->admitted;
+  struct sim__dv_tag *tag = over ? &d->refused : &d->admitted;
   bool contacts = strncmp(seg, "contacts", 8) == 0 && (seg[8] == '\0' || seg[8] == '(');
   if (strcmp(req->method, "GET") == 0)
     sim_serve(d->sim, req, "contacts_get", -1, on_contacts_get, tag);
   else if (contacts)
     sim_serve(d->sim, req, "contacts_create", -1, on_contacts_create, tag);
   else
-    sim_serve(d->sim, req, "trigger", -1, on_trigger, tag);
-}
-
-/* commerce-event-sample.md 6.1, in its order. */
-static const struct sim_trigger_param checkout_params[] = {
-    {"msdynmkt_amountpaid", SIM_PT_DECIMAL, false},
-    {"msdynmkt_bindingid", SIM_PT_STRING, true},
-    {"msdynmkt_channelreferenceid", SIM_PT_STRING, false},
-    {"msdynmkt_createddatetime", SIM_PT_STRING, false},
-    {"msdynmkt_currencycode", SIM_PT_STRING, false},
-    {"msdynmkt_name", SIM_PT_STRING, false},
-    {"msdynmkt_profileid", SIM_PT_STRING, false},
-    {"msdynmkt_receiptemail", SIM_PT_STRING, false},
-    {"msdynmkt_salesid", SIM_PT_STRING, false},
-    {"msdynmkt_signalingestiontimestamp", SIM_PT_DATETIME, false},
-    {"msdynmkt_signaltimestamp", SIM_PT_DATETIME, false},
-    {"msdynmkt_signaluserauthid", SIM_PT_STRING, false},
-};
-
-static void trigger_free(struct trigger *tr) {
-  for (size_t i = 0; i < tr->n; i++)
-    free((char *)tr->params[i].name);
-  free(tr->params);
-  free(tr->name);
-}
-
-int sim_dataverse_register_trigger(struct sim_dataverse *d, const char *name,
-                                   const struct sim_trigger_param *params, size_t n) {
-  if (d == NULL || name == NULL || name[0] == '\0' || strchr(name, '/') || (n && !params))
-    return -EINVAL;
-  if (n > MAX_ATTRS)
-    return -E2BIG;
-  struct trigger tr = {.name = strdup(name), .params = calloc(n ? n : 1, sizeof(*params))};
-  bool oom = tr.name == NULL || tr.params == NULL;
-  tr.n = tr.params != NULL ? n : 0;
-  for (size_t i = 0; i < n && !oom; i++) {
-    tr.params[i] = params[i];
-    oom = (tr.params[i].name = strdup(params[i].name)) == NULL;
-  }
-  struct trigger *slot = (struct trigger *)trigger_find(d, name);
-  struct trigger *grown =
-      slot || oom ? NULL : realloc(d->triggers, (d->ntriggers + 1) * sizeof(tr));
-  if (oom || (slot == NULL && grown == NULL)) {
-    trigger_free(&tr);
-    return -ENOMEM;
-  }
-  if (slot != NULL) {
-    trigger_free(slot); /* registering a name again replaces its parameter list */
-  } else {
-    d->triggers = grown;
-    slot = &d->triggers[d->ntriggers++];
-  }
-  *slot = tr;
-  return 0;
+    sim_serve(d->sim, req, "trigger", -1, sim__dv_on_trigger, tag);
 }
 
 int sim_dataverse_create(struct sim *sim, struct sim_dataverse **out) {
@@ -986,12 +680,11 @@ int sim_dataverse_create(struct sim *sim, struct sim_dataverse **out) {
   if (d == NULL)
     return -ENOMEM;
   d->sim = sim;
-  d->admitted = (struct tag){d, false};
-  d->refused = (struct tag){d, true};
+  d->admitted = (struct sim__dv_tag){d, false};
+  d->refused = (struct sim__dv_tag){d, true};
   d->rng = (sim->opts.seed ^ 0x6461746176657273ULL) * 0x9e3779b97f4a7c15ULL | 1;
   d->next_etag = 72201545; /* the size of the reference's example etag */
-  int rc = sim_dataverse_register_trigger(d, SIM_DEFAULT_TRIGGER, checkout_params,
-                                          sizeof(checkout_params) / sizeof(checkout_params[0]));
+  int rc = sim__dv_triggers_init(d);
   if (rc < 0) {
     sim_dataverse_destroy(d);
     return rc;
@@ -1005,18 +698,16 @@ void sim_dataverse_destroy(struct sim_dataverse *d) {
     return;
   for (size_t i = 0; i < d->ncontacts; i++)
     contact_free(&d->contacts[i]);
-  for (size_t i = 0; i < d->ntriggers; i++)
-    trigger_free(&d->triggers[i]);
+  sim__dv_triggers_free(d);
   free(d->contacts);
   free(d->by_id.slots);
   free(d->by_email.slots);
-  free(d->triggers);
   free(d->times);
   free(d);
 }
 
 int sim_dataverse_routes(struct sim *sim) {
-  return rx_http_server_route(&sim->server, NULL, PREFIX "*", on_route, sim->dv);
+  return rx_http_server_route(&sim->server, NULL, DV_PREFIX "*", on_route, sim->dv);
 }
 
 void sim_dataverse_stats(const struct sim_dataverse *d, struct sim_dataverse_stats *out) {

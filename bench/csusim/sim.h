@@ -20,7 +20,8 @@
  *   orders.c    deterministic realistic SalesOrders and customers
  *   csu.c       the CSU endpoints under /csu{i}/Commerce/: routing, events, last sync, OUN, orders
  *   customers.c the Customers endpoints (get, SearchByFields, create, update)
- *   dataverse.c contacts, custom-trigger actions, service protection limits
+ *   dataverse.c contacts, service protection limits, the Dataverse routes (dataverse_internal.h)
+ *   triggers.c  custom-trigger actions: the registry, parameter validation, the trigger handler
  *   ledger.c    the ledger, /ledger endpoints, and the webhook receiver /hooks/{name}
  */
 #ifndef CSUSIM_SIM_H

@@ -22,7 +22,10 @@
  *   customers.c the Customers endpoints (get, SearchByFields, create, update)
  *   dataverse.c contacts, service protection limits, the Dataverse routes (dataverse_internal.h)
  *   triggers.c  custom-trigger actions: the registry, parameter validation, the trigger handler
- *   ledger.c    the ledger, /ledger endpoints, and the webhook receiver /hooks/{name}
+ *   ledger.c    the ledger's records: events, deliveries, contacts, customers, requests, the diff
+ *               (ledger_internal.h)
+ *   ledger_http.c  /ledger, /ledger/events, /ledger/diff, /ledger/reset, and the webhook receiver
+ *               /hooks/{name}
  */
 #ifndef CSUSIM_SIM_H
 #define CSUSIM_SIM_H

@@ -6,6 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "simtest.h"
@@ -169,4 +174,52 @@ const char *st_auth(struct st *t, enum sim_audience aud) {
 void st_run_ms(struct st *t, uint64_t ms) {
   int never = 0;
   run_until(t, &never, ms);
+}
+
+static void raw_thread(void *arg) {
+  struct st_raw *x = arg;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)x->port)};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+      write(fd, x->request, strlen(x->request)) == (ssize_t)strlen(x->request)) {
+    ssize_t n;
+    while (x->len + 1 < sizeof(x->resp) &&
+           (n = read(fd, x->resp + x->len, sizeof(x->resp) - 1 - x->len)) > 0)
+      x->len += (size_t)n;
+  }
+  x->resp[x->len] = '\0';
+  if (fd >= 0)
+    close(fd);
+  __atomic_store_n(&x->done, 1, __ATOMIC_RELEASE);
+  uv_async_send(&x->wake);
+}
+
+void st_raw_call(struct st *t, int port, const char *request, struct st_raw *x) {
+  memset(x, 0, sizeof(*x));
+  x->port = port;
+  x->request = request;
+  assert_int_equal(uv_async_init(&t->uv, &x->wake, NULL), 0);
+  uv_thread_t th;
+  assert_int_equal(uv_thread_create(&th, raw_thread, x), 0);
+  while (!__atomic_load_n(&x->done, __ATOMIC_ACQUIRE))
+    uv_run(&t->uv, UV_RUN_ONCE);
+  uv_thread_join(&th);
+  uv_close((uv_handle_t *)&x->wake, NULL);
+  uv_run(&t->uv, UV_RUN_NOWAIT);
+}
+
+int st_raw_status(const struct st_raw *x) {
+  return x->len > 12 ? atoi(x->resp + 9) : 0;
+}
+
+const char *st_raw_header(const struct st_raw *x, const char *name, char *buf, size_t cap) {
+  size_t n = strlen(name);
+  buf[0] = '\0';
+  for (const char *p = strstr(x->resp, "\r\n"); p && p[2] != '\r'; p = strstr(p + 2, "\r\n"))
+    if (strncasecmp(p + 2, name, n) == 0 && p[2 + n] == ':') {
+      snprintf(buf, cap, "%.*s", (int)strcspn(p + 3 + n + 1, "\r"), p + 3 + n + 1);
+      break;
+    }
+  return buf;
 }

@@ -1,5 +1,6 @@
-/* In-process csusim for tests: a loop, a sim on an ephemeral loopback port, and a blocking-style
- * HTTP call that runs the loop until the answer arrives (bounded). */
+/* In-process csusim for tests: a loop, a sim on an ephemeral loopback port, a blocking-style HTTP
+ * call that runs the loop until the answer arrives (bounded), and a raw HTTP/1.1 exchange for tests
+ * that read response headers the client does not keep. */
 #ifndef CSUSIM_SIMTEST_H
 #define CSUSIM_SIMTEST_H
 
@@ -47,5 +48,25 @@ const char *st_auth(struct st *t, enum sim_audience aud);
 
 /** Runs the loop for `ms` (lets generators produce events). */
 void st_run_ms(struct st *t, uint64_t ms);
+
+/** A raw HTTP/1.1 exchange from a thread while the loop runs here, to read any response header. */
+struct st_raw {
+  int port;
+  const char *request;
+  char resp[16384]; /* the whole answer as received, NUL-terminated */
+  size_t len;
+  uv_async_t wake;
+  int done;
+};
+
+/**
+ * Sends `request` (which should say Connection: close) to 127.0.0.1:`port` and runs the loop until
+ * the answer is in `x`.
+ */
+void st_raw_call(struct st *t, int port, const char *request, struct st_raw *x);
+/** The answer's status code, or 0 when there is no status line. */
+int st_raw_status(const struct st_raw *x);
+/** A header's value (up to the CR) in `buf`, or "" when absent; returns `buf`. */
+const char *st_raw_header(const struct st_raw *x, const char *name, char *buf, size_t cap);
 
 #endif

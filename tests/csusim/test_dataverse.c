@@ -9,11 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <cmocka.h>
 
 #include "simtest.h"
@@ -21,63 +16,6 @@
 #define DV      "/dataverse/api/data/v9.2/"
 #define TRIGGER DV SIM_DEFAULT_TRIGGER
 #define LOOKUP  DV "contacts?$select=contactid&$filter=emailaddress1%20eq%20"
-
-/* ---------------------------------------------------------------------------------------------- */
-/* A raw HTTP/1.1 client on a thread (the loop runs here), to read any response header            */
-/* ---------------------------------------------------------------------------------------------- */
-
-struct raw {
-  int port;
-  const char *request;
-  char resp[16384];
-  size_t len;
-  uv_async_t wake;
-  int done;
-};
-
-static void raw_thread(void *arg) {
-  struct raw *x = arg;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)x->port)};
-  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      write(fd, x->request, strlen(x->request)) == (ssize_t)strlen(x->request)) {
-    ssize_t n;
-    while (x->len + 1 < sizeof(x->resp) &&
-           (n = read(fd, x->resp + x->len, sizeof(x->resp) - 1 - x->len)) > 0)
-      x->len += (size_t)n;
-  }
-  x->resp[x->len] = '\0';
-  if (fd >= 0)
-    close(fd);
-  __atomic_store_n(&x->done, 1, __ATOMIC_RELEASE);
-  uv_async_send(&x->wake);
-}
-
-static void raw_call(struct st *t, const char *request, struct raw *x) {
-  memset(x, 0, sizeof(*x));
-  x->port = t->sim.server.port;
-  x->request = request;
-  assert_int_equal(uv_async_init(&t->uv, &x->wake, NULL), 0);
-  uv_thread_t th;
-  assert_int_equal(uv_thread_create(&th, raw_thread, x), 0);
-  while (!__atomic_load_n(&x->done, __ATOMIC_ACQUIRE))
-    uv_run(&t->uv, UV_RUN_ONCE);
-  uv_thread_join(&th);
-  uv_close((uv_handle_t *)&x->wake, NULL);
-  uv_run(&t->uv, UV_RUN_NOWAIT);
-}
-
-static const char *raw_header(const struct raw *x, const char *name, char *buf, size_t cap) {
-  size_t n = strlen(name);
-  buf[0] = '\0';
-  for (const char *p = strstr(x->resp, "\r\n"); p && p[2] != '\r'; p = strstr(p + 2, "\r\n"))
-    if (strncasecmp(p + 2, name, n) == 0 && p[2 + n] == ':') {
-      snprintf(buf, cap, "%.*s", (int)strcspn(p + 3 + n + 1, "\r"), p + 3 + n + 1);
-      break;
-    }
-  return buf;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Helpers */
@@ -109,6 +47,15 @@ static void assert_dv_error(struct st_resp *r, long status, const char *code, co
   assert_string_equal(err_code(r), code);
   if (msg != NULL)
     assert_string_equal(err_msg(r), msg);
+}
+
+/* A call that must be refused: dv_call without an extra header, then assert_dv_error. */
+static void expect_dv_error(struct st *t, const char *method, const char *path, const char *body,
+                            long status, const char *code, const char *msg) {
+  struct st_resp r;
+  dv_call(t, method, path, body, NULL, &r);
+  assert_dv_error(&r, status, code, msg);
+  st_resp_free(&r);
 }
 
 /* POST contacts (no Prefer): the new id from OData-EntityId. */
@@ -188,6 +135,15 @@ static void call_trigger(struct st *t, const char *cid, const char *key, const c
   dv_call(t, "POST", TRIGGER, body, NULL, r);
 }
 
+/* A trigger call that must be accepted: 204, no body. */
+static void expect_trigger_ok(struct st *t, const char *cid, const char *key, const char *value) {
+  struct st_resp r;
+  call_trigger(t, cid, key, value, &r);
+  assert_int_equal(r.status, 204);
+  assert_int_equal(r.len, 0);
+  st_resp_free(&r);
+}
+
 static void stats(struct st *t, struct sim_dataverse_stats *s) {
   sim_dataverse_stats(t->sim.dv, s);
 }
@@ -257,34 +213,23 @@ static void test_lookup_errors(void **state) {
   struct st t;
   st_start(&t, 1, 0, NULL);
   struct st_resp r;
-  dv_call(&t, "GET", DV "contacts?$select=contactid&$filter=lastname%20eq%20'x'", NULL, NULL, &r);
-  assert_dv_error(&r, 400, "0x80060888",
+  expect_dv_error(&t, "GET", DV "contacts?$select=contactid&$filter=lastname%20eq%20'x'", NULL, 400,
+                  "0x80060888",
                   "csusim supports only $filter=emailaddress1 eq '<value>' on contacts, not "
                   "'lastname eq 'x''.");
-  st_resp_free(&r);
-  dv_call(&t, "GET", DV "contacts?$filter=emailaddress1%20eq%20'unterminated", NULL, NULL, &r);
-  assert_dv_error(&r, 400, "0x80060888", NULL);
-  st_resp_free(&r);
-  dv_call(&t, "GET", DV "contacts?$select=contactid", NULL, NULL, &r);
-  assert_dv_error(&r, 400, "0x80060888", NULL);
-  st_resp_free(&r);
-  dv_call(&t, "GET", LOOKUP "'a'&$select=shoesize", NULL, NULL, &r);
-  assert_dv_error(&r, 400, "0x80060888",
+  expect_dv_error(&t, "GET", DV "contacts?$filter=emailaddress1%20eq%20'unterminated", NULL, 400,
+                  "0x80060888", NULL);
+  expect_dv_error(&t, "GET", DV "contacts?$select=contactid", NULL, 400, "0x80060888", NULL);
+  expect_dv_error(&t, "GET", LOOKUP "'a'&$select=shoesize", NULL, 400, "0x80060888",
                   "Could not find a property named 'shoesize' on type "
                   "'Microsoft.Dynamics.CRM.contact'.");
-  st_resp_free(&r);
-  dv_call(&t, "GET", LOOKUP "'a'&$top=one", NULL, NULL, &r);
-  assert_dv_error(&r, 400, "0x80060888",
+  expect_dv_error(&t, "GET", LOOKUP "'a'&$top=one", NULL, 400, "0x80060888",
                   "Invalid value 'one' for $top query option found. The $top query option "
                   "requires a non-negative integer value.");
-  st_resp_free(&r);
-  dv_call(&t, "GET", LOOKUP "'a'&$orderby=fullname", NULL, NULL, &r);
-  assert_dv_error(&r, 400, "0x80060888",
+  expect_dv_error(&t, "GET", LOOKUP "'a'&$orderby=fullname", NULL, 400, "0x80060888",
                   "The query parameter '$orderby' is not supported by csusim.");
-  st_resp_free(&r);
-  dv_call(&t, "GET", DV "accounts", NULL, NULL, &r);
-  assert_dv_error(&r, 404, "0x80060888", "Resource not found for the segment 'accounts'.");
-  st_resp_free(&r);
+  expect_dv_error(&t, "GET", DV "accounts", NULL, 404, "0x80060888",
+                  "Resource not found for the segment 'accounts'.");
 
   /* No token: 401 before anything else. */
   st_call(&t, "GET", LOOKUP "'a'", NULL, NULL, 0, &r);
@@ -329,19 +274,19 @@ static void test_create_with_representation(void **state) {
   /* $select keeps the answer small; the header says the preference was applied. */
   char req[1024], hdr[128];
   const char *small = "{\"emailaddress1\":\"b@c.d.e\"}";
-  struct raw x;
+  struct st_raw x;
   snprintf(req, sizeof(req),
            "POST " DV "contacts?$select=contactid HTTP/1.1\r\nHost: x\r\n%s\r\n"
            "Prefer: odata.include-annotations=\"*\",return=representation\r\n"
            "Content-Type: application/json; charset=utf-8\r\nContent-Length: %zu\r\n"
            "Connection: close\r\n\r\n%s",
            st_auth(&t, SIM_AUD_DATAVERSE), strlen(small), small);
-  raw_call(&t, req, &x);
+  st_raw_call(&t, t.sim.server.port, req, &x);
   assert_memory_equal(x.resp, "HTTP/1.1 201", 12);
-  assert_string_equal(raw_header(&x, "Preference-Applied", hdr, sizeof(hdr)),
+  assert_string_equal(st_raw_header(&x, "Preference-Applied", hdr, sizeof(hdr)),
                       "return=representation");
-  assert_string_equal(raw_header(&x, "OData-Version", hdr, sizeof(hdr)), "4.0");
-  assert_string_equal(raw_header(&x, "OData-EntityId", hdr, sizeof(hdr)), "");
+  assert_string_equal(st_raw_header(&x, "OData-Version", hdr, sizeof(hdr)), "4.0");
+  assert_string_equal(st_raw_header(&x, "OData-EntityId", hdr, sizeof(hdr)), "");
   const char *json = strstr(x.resp, "\r\n\r\n") + 4;
   yajl_val v = csr_json_parse(json, strlen(json), NULL, 0);
   assert_int_equal(v->u.object.len, 3);
@@ -368,31 +313,22 @@ static void test_create_plain_and_errors(void **state) {
   snprintf(first, sizeof(first), "%.36s", guid);
   st_resp_free(&r);
 
-  dv_call(&t, "POST", DV "contacts", "{\"firstname\":5}", NULL, &r);
-  assert_dv_error(&r, 400, "0x80048d19",
+  expect_dv_error(&t, "POST", DV "contacts", "{\"firstname\":5}", 400, "0x80048d19",
                   "Error identified in Payload provided by the user for Entity :'contacts' ----> "
                   "InnerException : Microsoft.OData.ODataException: Cannot convert the value of "
                   "property 'firstname' to the expected type 'Edm.String'.");
-  st_resp_free(&r);
   dv_call(&t, "POST", DV "contacts", "{\"firstname\":", NULL, &r);
   assert_dv_error(&r, 400, "0x80048d19", NULL);
   assert_memory_equal(err_msg(&r), "Error identified in Payload", 27);
   st_resp_free(&r);
-  dv_call(&t, "POST", DV "contacts", "[1]", NULL, &r);
-  assert_dv_error(&r, 400, "0x80048d19", NULL);
-  st_resp_free(&r);
+  expect_dv_error(&t, "POST", DV "contacts", "[1]", 400, "0x80048d19", NULL);
   char body[128];
   snprintf(body, sizeof(body), "{\"contactid\":\"%s\"}", first);
-  dv_call(&t, "POST", DV "contacts", body, NULL, &r);
-  assert_dv_error(&r, 412, "0x80040237", "A record with matching key values already exists.");
-  st_resp_free(&r);
-  dv_call(&t, "POST", DV "contacts", NULL, NULL, &r);
-  assert_dv_error(&r, 415, "0x80048d19", NULL);
-  st_resp_free(&r);
-  dv_call(&t, "DELETE", DV "contacts", NULL, NULL, &r);
-  assert_dv_error(&r, 405, "0x80060888",
+  expect_dv_error(&t, "POST", DV "contacts", body, 412, "0x80040237",
+                  "A record with matching key values already exists.");
+  expect_dv_error(&t, "POST", DV "contacts", NULL, 415, "0x80048d19", NULL);
+  expect_dv_error(&t, "DELETE", DV "contacts", NULL, 405, "0x80060888",
                   "The requested resource does not support http method 'DELETE'.");
-  st_resp_free(&r);
   st_stop(&t);
 
   /* GUIDs come from the seed: the same seed draws the same first id. */
@@ -413,24 +349,13 @@ static void test_trigger_success(void **state) {
   char cid[40];
   struct st_resp r;
   create_contact(&t, "alex@contoso.com", cid);
-  call_trigger(&t, cid, NULL, NULL, &r);
-  assert_int_equal(r.status, 204);
-  assert_int_equal(r.len, 0);
-  st_resp_free(&r);
+  expect_trigger_ok(&t, cid, NULL, NULL);
   /* The optional bindingid may be absent or null; strings may be empty; zones may be offsets;
    * the namespace-qualified action name works too. */
-  call_trigger(&t, cid, "msdynmkt_bindingid", NULL, &r);
-  assert_int_equal(r.status, 204);
-  st_resp_free(&r);
-  call_trigger(&t, cid, "msdynmkt_bindingid", "null", &r);
-  assert_int_equal(r.status, 204);
-  st_resp_free(&r);
-  call_trigger(&t, cid, "msdynmkt_receiptemail", "\"\"", &r);
-  assert_int_equal(r.status, 204);
-  st_resp_free(&r);
-  call_trigger(&t, cid, "msdynmkt_signaltimestamp", "\"2024-05-15T11:02:10.5+02:00\"", &r);
-  assert_int_equal(r.status, 204);
-  st_resp_free(&r);
+  expect_trigger_ok(&t, cid, "msdynmkt_bindingid", NULL);
+  expect_trigger_ok(&t, cid, "msdynmkt_bindingid", "null");
+  expect_trigger_ok(&t, cid, "msdynmkt_receiptemail", "\"\"");
+  expect_trigger_ok(&t, cid, "msdynmkt_signaltimestamp", "\"2024-05-15T11:02:10.5+02:00\"");
   char body[2048];
   trigger_body(body, sizeof(body), cid, NULL, NULL);
   dv_call(&t, "POST", DV "Microsoft.Dynamics.CRM." SIM_DEFAULT_TRIGGER, body, NULL, &r);
@@ -503,26 +428,20 @@ static void test_trigger_rejections(void **state) {
   /* A repeated member, 30 members, malformed JSON, no JSON at all. */
   char body[4096];
   trigger_body(body, sizeof(body), cid, "msdynmkt_name", "\"A\",\"msdynmkt_name\":\"B\"");
-  dv_call(&t, "POST", TRIGGER, body, NULL, &r);
-  assert_dv_error(&r, 400, "0x80048d19",
+  expect_dv_error(&t, "POST", TRIGGER, body, 400, "0x80048d19",
                   "Multiple parameters with the name 'msdynmkt_name' were found in the request "
                   "payload.");
-  st_resp_free(&r);
   char extras[1024] = "1";
   for (int i = 0; i < 17; i++)
     snprintf(extras + strlen(extras), sizeof(extras) - strlen(extras), ",\"x%d\":1", i);
   trigger_body(body, sizeof(body), cid, "x_first", extras);
-  dv_call(&t, "POST", TRIGGER, body, NULL, &r);
-  assert_dv_error(&r, 400, "0x80040203",
+  expect_dv_error(&t, "POST", TRIGGER, body, 400, "0x80040203",
                   "The request carries 30 attributes; a custom trigger takes at most 29.");
-  st_resp_free(&r);
   dv_call(&t, "POST", TRIGGER, "{\"msdynmkt_name\":", NULL, &r);
   assert_dv_error(&r, 400, "0x80048d19", NULL);
   assert_non_null(strstr(err_msg(&r), "Entity :'" SIM_DEFAULT_TRIGGER "'"));
   st_resp_free(&r);
-  dv_call(&t, "POST", TRIGGER, NULL, NULL, &r);
-  assert_dv_error(&r, 415, "0x80048d19", NULL);
-  st_resp_free(&r);
+  expect_dv_error(&t, "POST", TRIGGER, NULL, 415, "0x80048d19", NULL);
 
   struct sim_dataverse_stats s;
   stats(&t, &s);
@@ -537,15 +456,10 @@ static void test_trigger_rejections(void **state) {
 static void test_unknown_trigger_and_contacts_off(void **state) {
   struct st t;
   st_start(&t, 1, 0, "dataverse: {require_known_contact: false}\n");
-  struct st_resp r;
-  dv_call(&t, "POST", DV "msdynmkt_nosuchtrigger", "{}", NULL, &r);
-  assert_dv_error(&r, 404, "0x80060888",
+  expect_dv_error(&t, "POST", DV "msdynmkt_nosuchtrigger", "{}", 404, "0x80060888",
                   "Resource not found for the segment 'msdynmkt_nosuchtrigger'.");
-  st_resp_free(&r);
   /* With the contact check off, any id passes. */
-  call_trigger(&t, "00000000-0000-4000-8000-000000000000", NULL, NULL, &r);
-  assert_int_equal(r.status, 204);
-  st_resp_free(&r);
+  expect_trigger_ok(&t, "00000000-0000-4000-8000-000000000000", NULL, NULL);
   st_stop(&t);
 }
 

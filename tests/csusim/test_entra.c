@@ -7,11 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <cmocka.h>
 
 #include "simtest.h"
@@ -23,69 +18,6 @@
 #define GOOD     "grant_type=client_credentials&client_id=csurelay&client_secret=csusim-secret"
 #define DV_GET                                                                                     \
   "/dataverse/api/data/v9.2/contacts?$select=contactid&$filter=emailaddress1%20eq%20'a%40b.c'"
-
-/* ---------------------------------------------------------------------------------------------- */
-/* A raw HTTP/1.1 client on a thread (the loop runs here), so tests can read any response header  */
-/* ---------------------------------------------------------------------------------------------- */
-
-struct raw {
-  int port;
-  const char *request;
-  char resp[16384];
-  size_t len;
-  uv_async_t wake;
-  int done;
-};
-
-static void raw_thread(void *arg) {
-  struct raw *x = arg;
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)x->port)};
-  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-  if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-      write(fd, x->request, strlen(x->request)) == (ssize_t)strlen(x->request)) {
-    ssize_t n;
-    while (x->len + 1 < sizeof(x->resp) &&
-           (n = read(fd, x->resp + x->len, sizeof(x->resp) - 1 - x->len)) > 0)
-      x->len += (size_t)n;
-  }
-  x->resp[x->len] = '\0';
-  if (fd >= 0)
-    close(fd);
-  __atomic_store_n(&x->done, 1, __ATOMIC_RELEASE);
-  uv_async_send(&x->wake);
-}
-
-/* Sends `request` (which should say Connection: close) and runs the loop until the answer is in. */
-static void raw_call(struct st *t, int port, const char *request, struct raw *x) {
-  memset(x, 0, sizeof(*x));
-  x->port = port;
-  x->request = request;
-  assert_int_equal(uv_async_init(&t->uv, &x->wake, NULL), 0);
-  uv_thread_t th;
-  assert_int_equal(uv_thread_create(&th, raw_thread, x), 0);
-  while (!__atomic_load_n(&x->done, __ATOMIC_ACQUIRE))
-    uv_run(&t->uv, UV_RUN_ONCE);
-  uv_thread_join(&th);
-  uv_close((uv_handle_t *)&x->wake, NULL);
-  uv_run(&t->uv, UV_RUN_NOWAIT);
-}
-
-static int raw_status(const struct raw *x) {
-  return x->len > 12 ? atoi(x->resp + 9) : 0;
-}
-
-/* A header's value (up to the CR), or "" when absent. */
-static const char *raw_header(const struct raw *x, const char *name, char *buf, size_t cap) {
-  size_t n = strlen(name);
-  buf[0] = '\0';
-  for (const char *p = strstr(x->resp, "\r\n"); p && p[2] != '\r'; p = strstr(p + 2, "\r\n"))
-    if (strncasecmp(p + 2, name, n) == 0 && p[2 + n] == ':') {
-      snprintf(buf, cap, "%.*s", (int)strcspn(p + 3 + n + 1, "\r"), p + 3 + n + 1);
-      break;
-    }
-  return buf;
-}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Helpers */
@@ -166,16 +98,16 @@ static void probe_start(struct st *t, struct rx_http_server *srv) {
 static int probe(struct st *t, struct rx_http_server *srv, const char *which, const char *auth,
                  char *rid, size_t cap) {
   char req[1024];
-  struct raw x;
+  struct st_raw x;
   snprintf(req, sizeof(req), "GET /probe/%s HTTP/1.1\r\nHost: x\r\n%s%sConnection: close\r\n\r\n",
            which, auth ? auth : "", auth ? "\r\n" : "");
-  raw_call(t, srv->port, req, &x);
+  st_raw_call(t, srv->port, req, &x);
   const char *body = strstr(x.resp, "\r\n\r\n");
   yajl_val v = body ? csr_json_parse(body + 4, strlen(body + 4), NULL, 0) : NULL;
   const char *id = csr_json_get_str(v, "ErrorResourceId");
   snprintf(rid, cap, "%s", id ? id : "");
   csr_json_free(v);
-  return raw_status(&x);
+  return st_raw_status(&x);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -434,12 +366,12 @@ static void test_audience_and_schemes(void **state) {
 static void test_dataverse_401_shape(void **state) {
   struct st t;
   st_start(&t, 1, 0, NULL);
-  struct raw x;
+  struct st_raw x;
   char req[512], hdr[256];
   snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", DV_GET);
-  raw_call(&t, t.sim.server.port, req, &x);
-  assert_int_equal(raw_status(&x), 401);
-  raw_header(&x, "WWW-Authenticate", hdr, sizeof(hdr));
+  st_raw_call(&t, t.sim.server.port, req, &x);
+  assert_int_equal(st_raw_status(&x), 401);
+  st_raw_header(&x, "WWW-Authenticate", hdr, sizeof(hdr));
   assert_memory_equal(hdr, "Bearer authorization_uri=", 25);
   assert_non_null(strstr(hdr, "resource_id=api://dataverse/"));
   assert_non_null(strstr(x.resp,

@@ -282,6 +282,13 @@ static int64_t get_int(yajl_val obj, const char *path) {
   return YAJL_GET_INTEGER(v);
 }
 
+/* GETs `path`; the answer must be 200 with a JSON body. */
+static void get_ok(struct st *t, const char *path, struct st_resp *r) {
+  st_call(t, "GET", path, NULL, NULL, 0, r);
+  assert_int_equal(r->status, 200);
+  assert_non_null(r->json);
+}
+
 /* POSTs a webhook delivery for `id` to /hooks/{name}; returns the status. */
 static long post_hook(struct st *t, const char *name, const char *key, const char *id,
                       const char *details) {
@@ -331,8 +338,7 @@ static void test_http_webhook_counts(void **state) {
   char id[256], co_id[256];
   webhook_fixture(&t, id, co_id, sizeof(id));
   struct st_resp r;
-  st_call(&t, "GET", "/ledger", NULL, NULL, 0, &r);
-  assert_int_equal(r.status, 200);
+  get_ok(&t, "/ledger", &r);
   assert_int_equal(get_int(r.json, "generated.total"), 2);
   assert_int_equal(get_int(r.json, "generated.Checkout"), 1);
   assert_int_equal(get_int(r.json, "generated.AddCartLines"), 1);
@@ -357,8 +363,7 @@ static void test_http_diff(void **state) {
   char id[256], co_id[256];
   webhook_fixture(&t, id, co_id, sizeof(id));
   struct st_resp r;
-  st_call(&t, "GET", "/ledger/diff?sink=webhook%3Aaudit", NULL, NULL, 0, &r);
-  assert_int_equal(r.status, 200);
+  get_ok(&t, "/ledger/diff?sink=webhook%3Aaudit", &r);
   assert_int_equal(get_int(r.json, "expected"), 2);
   assert_int_equal(get_int(r.json, "delivered"), 1);
   assert_int_equal(get_int(r.json, "missing_count"), 1);
@@ -370,11 +375,11 @@ static void test_http_diff(void **state) {
   assert_non_null(csr_json_path(r.json, "latency_ms.p99"));
   st_resp_free(&r);
 
-  st_call(&t, "GET", "/ledger/diff?sink=webhook:audit&type=AddCartLines", NULL, NULL, 0, &r);
+  get_ok(&t, "/ledger/diff?sink=webhook:audit&type=AddCartLines", &r);
   assert_int_equal(get_int(r.json, "expected"), 1);
   assert_int_equal(get_int(r.json, "missing_count"), 0);
   st_resp_free(&r);
-  st_call(&t, "GET", "/ledger/diff?sink=trigger", NULL, NULL, 0, &r);
+  get_ok(&t, "/ledger/diff?sink=trigger", &r);
   assert_int_equal(get_int(r.json, "expected"), 1);
   assert_int_equal(get_int(r.json, "missing_count"), 1);
   assert_int_equal(get_int(r.json, "skipped_no_email"), 0);
@@ -405,8 +410,7 @@ static void test_http_events_paging_and_reset(void **state) {
   deliver(t.sim.ledger, &first, NULL, T0 + 40);
 
   struct st_resp r;
-  st_call(&t, "GET", "/ledger/events?offset=20&limit=10", NULL, NULL, 0, &r);
-  assert_int_equal(r.status, 200);
+  get_ok(&t, "/ledger/events?offset=20&limit=10", &r);
   assert_int_equal(get_int(r.json, "total"), 25);
   yajl_val evs = csr_json_get(r.json, "events");
   assert_int_equal(csr_json_len(evs), 5);
@@ -424,7 +428,7 @@ static void test_http_events_paging_and_reset(void **state) {
                       "2024-07-24T14:17:02.2400000Z");
   st_resp_free(&r);
 
-  st_call(&t, "GET", "/ledger/events?limit=2", NULL, NULL, 0, &r);
+  get_ok(&t, "/ledger/events?limit=2", &r);
   evs = csr_json_get(r.json, "events");
   assert_int_equal(csr_json_len(evs), 2);
   assert_int_equal(get_int(csr_json_at(evs, 0), "deliveries.trigger"), 1);
@@ -437,7 +441,7 @@ static void test_http_events_paging_and_reset(void **state) {
   st_call(&t, "POST", "/ledger/reset", NULL, "", 0, &r);
   assert_int_equal(r.status, 200);
   st_resp_free(&r);
-  st_call(&t, "GET", "/ledger", NULL, NULL, 0, &r);
+  get_ok(&t, "/ledger", &r);
   assert_int_equal(get_int(r.json, "generated.total"), 0);
   assert_int_equal(get_int(r.json, "trigger.received"), 0);
   st_resp_free(&r);

@@ -12,6 +12,7 @@
 
 #include "csurelay/config.h"
 #include "csurelay/error.h"
+#include "csurelay/json.h"
 #include "csurelay/reactor.h"
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -193,5 +194,183 @@ const struct pl_token_stats *pl_tokens_stats(const struct pl_tokens *t);
 
 /** Cancels waiters (UV_ECANCELED) and the fetch; `cb` fires once `t` is freed. */
 void pl_tokens_destroy(struct pl_tokens *t, void (*cb)(void *arg), void *arg);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Enrich: the order and the customer of an event (src/pipeline/enrich.c)                         */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The enrichment fetcher (SPEC §3 "Enrichment"): GETs a Checkout's SalesOrder and an event's
+ * customer from the event's CSU and classifies the answer; the pipeline decides what to do next.
+ *
+ *   order     GET {csu.url}Commerce/SalesOrders/GetSalesOrderDetailsByTransactionId(
+ *                 transactionId=@p1,searchLocationValue=1)?@p1='<cart id>'&api-version=7.3
+ *   customer  GET {csu.url}Commerce/Customers('<customer id>')?api-version=7.3
+ *
+ * The id is an OData string literal: single quotes around it, every quote inside doubled, then
+ * percent-encoded (everything but RFC 3986's unreserved characters), so `O'Neil` travels as
+ * 'O%27%27Neil'. One '/' joins the CSU's URL and "Commerce" whether or not the URL ends in one.
+ * Headers: OUN, Authorization: Bearer <token> (from the CSU identity's token cache), Accept.
+ *
+ * - Coalescing: identical concurrent GETs (same CSU, same URL) share one HTTP request and one
+ *   parsed document; a fetch that arrives while one is queued or in flight joins it.
+ * - Customer cache: by (CSU, customer id), each entry for customer_ttl_ms, least recently used
+ *   out first past cache_max_entries or cache_max_bytes (the parsed trees' estimated size). Only
+ *   OK answers are cached. Orders are never cached: a cart has one order, fetched once per
+ *   Checkout, and coalescing covers concurrent duplicates.
+ * - Per-CSU bound: at most max_in_flight GETs per CSU hold a slot (from the token request to the
+ *   answer, a 401 retry included); further GETs wait in FIFO order. The queue itself is not
+ *   bounded here: it is bounded by the pipeline's live-event budget (limits.max_live_events),
+ *   since each live event has at most one order and one customer fetch outstanding.
+ * - Outcomes (every waiter of a GET gets the same one):
+ *     PL_FETCH_OK         2xx with a JSON object: `doc`.
+ *     PL_FETCH_NOT_FOUND  404 (Commerce's ObjectNotFound / CustomerNotFound). Not decided here:
+ *                         an order missing right after its Checkout may be replication delay, so
+ *                         the pipeline retries a few times before it gives up (and a guest's
+ *                         customer is never asked for at all).
+ *     PL_FETCH_RETRY      408, 429, 5xx, transport errors (reason "timeout", "reset", ...),
+ *                         retry_after_ms from Retry-After; a 2xx that is not a JSON object
+ *                         (reason "malformed": a truncated answer is transient); a token that
+ *                         could not be had (reason "token", excerpt the token cache's error); a
+ *                         second 401 in a row (reason "http_401").
+ *     PL_FETCH_DEAD       any other 4xx (reason "http_<status>", excerpt the body's start).
+ *   The rules are sk_classify_http's (sink.h), so fetches and deliveries are judged alike. A 401
+ *   invalidates the token it was sent with and retries once inside the fetch, with a fresh one.
+ * - Shared results: a document lives in a refcounted holder outside any arena. Each waiter that
+ *   gets it holds a reference until pl_fetch_release(); the cache holds one while the entry
+ *   lives. The document is freed when the last reference goes, even after pl_enrich_destroy().
+ */
+
+struct pl_enrich;
+struct pl__enrich_doc;
+
+struct pl_enrich_opts {
+  uint64_t customer_ttl_ms; /* how long a customer stays cached; 0 = 300000 (5 min) */
+  size_t cache_max_entries; /* customers cached at most; 0 = 50000 */
+  size_t cache_max_bytes;   /* estimated bytes of the cached documents; 0 = 32 MiB */
+  unsigned max_in_flight;   /* GETs in flight per CSU; 0 = 8 */
+  long timeout_ms;          /* per GET; 0 = the HTTP client's default */
+};
+
+enum pl_fetch_kind { PL_FETCH_ORDER, PL_FETCH_CUSTOMER };
+
+enum pl_fetch_outcome { PL_FETCH_OK, PL_FETCH_NOT_FOUND, PL_FETCH_RETRY, PL_FETCH_DEAD };
+
+/**
+ * One fetch, embedded in the caller's memory (the event's). Zero it before the first use; it may be
+ * re-armed from its own callback or after it. The callback finds it with RX_CONTAINER_OF(fut,
+ * struct pl_fetch, fut).
+ */
+struct pl_fetch {
+  /* public */
+  void *data;
+  /* read-only, set when the callback runs: fut.result is 0 when an outcome was decided (read
+   * `outcome`), or UV_ECANCELED (pl_fetch_cancel, pl_enrich_destroy) and nothing else is set */
+  struct rx_fut fut;
+  yajl_val doc; /* PL_FETCH_OK: the document, valid until pl_fetch_release() */
+  enum pl_fetch_outcome outcome;
+  int status;             /* HTTP status of the answer, 0 when none */
+  int64_t retry_after_ms; /* from Retry-After, -1 when absent */
+  char reason[64];        /* "" on OK; "http_404", "http_429", "timeout", "malformed", ... */
+  char excerpt[256];      /* the start of the error body or message, valid UTF-8 */
+  /* private */
+  void *_flight; /* the GET it waits on, NULL when not waiting */
+  struct pl_fetch *_prev, *_next;
+  struct pl__enrich_doc *_doc; /* the reference behind `doc` */
+};
+
+/** Counters and gauges for /metrics (all CSUs). */
+struct pl_enrich_stats {
+  uint64_t fetches;         /* fetches accepted (order + customer) */
+  uint64_t requests;        /* HTTP GETs sent (a 401 retry is a second one) */
+  uint64_t coalesced;       /* fetches that joined a GET already queued or in flight */
+  uint64_t cache_hits;      /* customer fetches answered from the cache */
+  uint64_t cache_misses;    /* customer fetches that were not (expired ones included) */
+  uint64_t cache_expired;   /* entries dropped at lookup because their TTL had passed */
+  uint64_t cache_evictions; /* entries dropped for room (entries or bytes) */
+  uint64_t token_refreshes; /* 401s answered by invalidating the token and retrying once */
+  /* fetch completions by outcome */
+  uint64_t ok, not_found, retry, dead, cancelled;
+  uint64_t in_flight;     /* gauge: GETs holding a slot, all CSUs */
+  uint64_t queued;        /* gauge: GETs waiting for a slot */
+  uint64_t cache_entries; /* gauge */
+  uint64_t cache_bytes;   /* gauge: estimated size of the cached documents */
+};
+
+/** One CSU's share, for the per-CSU /metrics lines and for tests. */
+struct pl_enrich_csu_stats {
+  uint64_t requests;      /* HTTP GETs sent to this CSU */
+  unsigned in_flight;     /* GETs holding a slot now */
+  unsigned in_flight_max; /* the most ever held at once (never above max_in_flight) */
+  unsigned queued;        /* GETs waiting for a slot now */
+};
+
+/**
+ * Creates the fetcher for `csus` (copied: name, url, oun and identity name; the array need not
+ * outlive the call). `tokens(tokens_arg, identity_name)` gives the token cache of a CSU's identity
+ * when a GET needs a token (NULL when unknown: that GET ends PL_FETCH_DEAD, reason "no_identity");
+ * it is the shape of sk_env.tokens. `http` and the caches it returns must outlive the fetcher.
+ * `opts` may be NULL for the defaults. -EINVAL on a NULL argument or no CSUs, -ENOMEM.
+ */
+CSR_NODISCARD int pl_enrich_create(struct rx_loop *loop, struct rx_http *http,
+                                   const struct csr_csu *csus, size_t n_csus,
+                                   struct pl_tokens *(*tokens)(void *arg, const char *identity),
+                                   void *tokens_arg, const struct pl_enrich_opts *opts,
+                                   struct pl_enrich **out);
+
+/**
+ * Fetches the SalesOrder of cart `cart_id` (EventTransactionId) from `csu`, one of the CSUs given
+ * at create (matched by name, so a reloaded config's struct works too). `cb` fires exactly once,
+ * from the loop, with req->fut. Returns < 0 without calling `cb`: -EINVAL (NULL or empty id, an
+ * id over 512 bytes, an unknown CSU), -EBUSY (req is still pending), -ECANCELED (destroy began),
+ * -ENOMEM. A result `req` still held from its last use is released first.
+ */
+CSR_NODISCARD int pl_enrich_order(struct pl_enrich *e, const struct csr_csu *csu,
+                                  const char *cart_id, struct pl_fetch *req, rx_fut_cb cb);
+
+/**
+ * Fetches customer `customer_id` (EventCustomerId, an AccountNumber) from `csu`: from the cache
+ * when a live entry holds it (the callback still fires from the loop, never synchronously), else
+ * by joining or starting the GET. Guests have no customer: an empty id is -EINVAL, so
+ * Customers('') is never requested; skip the fetch for them. Errors as pl_enrich_order().
+ */
+CSR_NODISCARD int pl_enrich_customer(struct pl_enrich *e, const struct csr_csu *csu,
+                                     const char *customer_id, struct pl_fetch *req, rx_fut_cb cb);
+
+/**
+ * Stops waiting: req completes with UV_ECANCELED (later, from the loop). The GET goes on for the
+ * other waiters; the last one to leave cancels it. A fetch whose outcome was already decided (a
+ * cache hit, a GET that just answered) completes with that outcome instead, and its result is
+ * released as usual. No-op when req is not pending.
+ */
+void pl_fetch_cancel(struct pl_fetch *req);
+
+/**
+ * Drops req's reference to its document (doc becomes NULL); the document is freed when nobody
+ * else holds it and the cache does not. Safe on any completed req, any number of times, and
+ * after pl_enrich_destroy().
+ */
+void pl_fetch_release(struct pl_fetch *req);
+
+/**
+ * Writes the URL of a fetch into buf (NUL-terminated): the exact text pl_enrich_order() or
+ * pl_enrich_customer() would GET. Returns its length, -EINVAL (NULL arguments, an empty id) or
+ * -E2BIG (buf too small).
+ */
+CSR_NODISCARD int pl_enrich_url(const char *csu_url, enum pl_fetch_kind kind, const char *id,
+                                char *buf, size_t len);
+
+const struct pl_enrich_stats *pl_enrich_stats(const struct pl_enrich *e);
+
+/** The per-CSU share of `csu` (by name), or NULL when it is not one of the fetcher's. */
+const struct pl_enrich_csu_stats *pl_enrich_csu_stats(const struct pl_enrich *e,
+                                                      const struct csr_csu *csu);
+
+/**
+ * Completes every waiting fetch with UV_ECANCELED, cancels the GETs and token requests in flight,
+ * empties the cache, and fires `cb` (may be NULL) from the loop once `e` is freed. Documents still
+ * held by callers stay valid until released. A second call is ignored.
+ */
+void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
 
 #endif

@@ -14,7 +14,7 @@
 
 /* The sinks that exist. Adding one is one file (src/sinks/<name>.c ending in sk_<name>_ops) and
  * one X(<name>) here. */
-#define SK_SINKS(X) X(webhook)
+#define SK_SINKS(X) X(webhook) X(cij)
 
 #define DECLARE_OPS(n) extern const struct sk_ops sk_##n##_ops;
 SK_SINKS(DECLARE_OPS)

@@ -373,4 +373,158 @@ const struct pl_enrich_csu_stats *pl_enrich_csu_stats(const struct pl_enrich *e,
  */
 void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Retry scheduler: one per sink (src/pipeline/retry.c)                                            */
+/* ---------------------------------------------------------------------------------------------- */
+
+#include "csurelay/sink.h" /* struct sk_delivery, struct sk_sink */
+
+/*
+ * The engine side of SPEC §3 "Retries" (STYLE §5: sinks classify, the scheduler owns the timing).
+ * One scheduler drives one sink; schedulers share nothing, so a stuck sink never holds up another.
+ *
+ * Items. A `struct pl_sched_item` lives in the caller's memory (the event's arena), zeroed before
+ * its first use. The caller sets item->d.event and item->d.conf (and may use item->data and
+ * item->d.data), then submits it. The scheduler owns d.done and d.attempt while it is submitted.
+ *
+ * Flow. A submitted item is either queued (ready, FIFO), waiting (a min-heap on its due time, so
+ * adding, cancelling and expiring are O(log n) and tens of thousands of waiting items cost one
+ * pointer each and no scan), or in flight. One rx_timer per scheduler is armed to the earliest of:
+ * the heap's first due time, the end of a pause, the next rate token. A delivery starts only when
+ *  - the sink has fewer than min(conf->max_in_flight, window) deliveries in flight;
+ *  - the rate allows it: conf->rate_per_s > 0 is a token bucket refilled continuously at that rate
+ *    with a burst of max(1, rate_per_s / 10) tokens (a tenth of a second's worth), starting full;
+ *  - the sink is not paused (below).
+ *
+ * Outcomes of an attempt:
+ *  - SK_DELIVERED, SK_SKIPPED, SK_DEAD: final at once (a permanent 4xx goes to the dead-letter
+ *    queue with its own status, reason and excerpt); ops->on_final.
+ *  - SK_RETRY: if this was attempt max_attempts, final SK_DEAD with reason "max_attempts: <last
+ *    reason>" (status and excerpt of the last answer kept). Otherwise the next attempt waits
+ *    max(retry_after_ms, full-jitter backoff) with the backoff a uniform draw from
+ *    [0, min(cap_ms, base_ms * 2^(attempt - 1))] (rx_backoff_ms), and ops->on_attempt reports the
+ *    new schedule (item->attempt is the next attempt's number, item->next_wall_ms its earliest
+ *    start).
+ *    A start that sk_deliver refuses with an error other than CSR_ELIMIT or -ECANCELED counts as a
+ *    failed attempt (reason "start", excerpt the error's name); CSR_ELIMIT (the sink's slots are
+ *    held elsewhere) is asked again shortly; -ECANCELED (the sink is closing) hands the item back
+ *    through on_cancelled.
+ *
+ * Throttling (Dataverse's rule, reference §3.8). An answer of 429, or a 503 with Retry-After,
+ * pauses the whole sink: no delivery starts until the pause ends; those in flight finish normally.
+ * The pause lasts Retry-After (base_ms without one). If a delivery started after the pause began is
+ * throttled again, the next pause doubles (up to cap_ms, never below its Retry-After); throttled
+ * answers to deliveries that were already in flight only extend the pause to their own
+ * Retry-After. After a pause the in-flight window restarts at 1 and grows by one for each answer
+ * that is not throttled, back to max_in_flight; a non-throttled answer also ends the doubling.
+ * Together with the per-item jitter this keeps a recovering sink from a retry storm: items that
+ * came due during an outage start at most `window` at a time, spread by their own draws.
+ *
+ * Nothing is synchronous: no callback runs inside the call that caused it, and no callback runs
+ * before pl_sched_submit returns. Callbacks may submit, cancel and close freely.
+ *
+ * Cancel and close: every submitted item comes back exactly once, through ops->on_final (it has a
+ * final outcome) or ops->on_cancelled (it has none: it stays admitted and, after a restart, replays
+ * from the AOF with the schedule the pipeline recorded). A queued or waiting item that is
+ * cancelled comes back through on_cancelled from the loop. An in-flight one has its delivery
+ * cancelled through the sink; if the answer had already arrived and is final, on_final reports it
+ * (the receiver has it), otherwise on_cancelled does. Only after its callback may the item be
+ * freed or submitted again.
+ */
+
+struct pl_sched;
+struct pl_sched_item;
+
+struct pl_sched_opts {
+  uint64_t base_ms;      /* retry.base_ms; 0 = 1000 */
+  uint64_t cap_ms;       /* retry.cap_ms; 0 = 300000 */
+  unsigned max_attempts; /* retry.max_attempts; 0 = 10 */
+  uint64_t seed;         /* the jitter generator; 0 = from the clock */
+};
+
+struct pl_sched_ops {
+  /**
+   * The item has a final outcome (item->outcome == item->d.outcome: SK_DELIVERED, SK_SKIPPED or
+   * SK_DEAD, with d.status, d.reason and d.excerpt). Required. The item is the caller's again.
+   */
+  void (*on_final)(void *arg, struct pl_sched_item *item);
+  /**
+   * An attempt ended with SK_RETRY and the item waits for attempt item->attempt, not before
+   * item->next_wall_ms (record it in the store). d holds the failed attempt's answer. May be NULL.
+   */
+  void (*on_attempt)(void *arg, struct pl_sched_item *item);
+  /**
+   * The item was cancelled (pl_sched_cancel or pl_sched_close) without a final outcome; it is the
+   * caller's again. May be NULL only if the caller tracks its items by other means.
+   */
+  void (*on_cancelled)(void *arg, struct pl_sched_item *item);
+};
+
+struct pl_sched_item {
+  /* public */
+  void *data;
+  struct sk_delivery d; /* set d.event and d.conf before submit; d.done is the scheduler's */
+  /* read-only */
+  unsigned attempt;        /* next attempt when queued/waiting, current in flight, last if final */
+  int64_t next_wall_ms;    /* earliest start of the next attempt (wall clock), 0 when none */
+  uint64_t started_ms;     /* when the current or last attempt started (loop time), 0 before */
+  enum sk_outcome outcome; /* the final outcome, valid in on_final */
+  /* private */
+  struct pl_sched *_s;
+  struct pl_sched_item *_prev, *_next; /* the queue, the in-flight list or the cancelled list */
+  uint64_t _due_ms;                    /* loop time, while waiting */
+  uint64_t _seq;                       /* ties on _due_ms keep submission order */
+  size_t _heap_idx;
+  unsigned _state;
+  int _cancel;
+};
+
+struct pl_sched_stats {
+  uint64_t queued;    /* ready, waiting for a slot, a token or the end of a pause */
+  uint64_t waiting;   /* in backoff, or submitted for a later time */
+  uint64_t in_flight; /* deliveries of this scheduler in flight */
+  uint64_t delivered; /* final outcomes ... */
+  uint64_t skipped;
+  uint64_t dead;           /* ... max_attempts exhausted included */
+  uint64_t retried;        /* attempts that failed transiently (cancels not counted) */
+  uint64_t cancelled;      /* items handed back through on_cancelled */
+  uint64_t pauses;         /* sink-wide pauses begun */
+  int64_t paused_until_ms; /* wall clock end of the current pause, 0 when not paused */
+  unsigned window;         /* the current in-flight window (max_in_flight when not ramping) */
+};
+
+/**
+ * Creates a scheduler for `sink` (which the caller keeps open until the close callback). `opts`
+ * may be NULL for the defaults; `ops` is copied, `ops->on_final` is required. Returns 0,
+ * UV_EINVAL or UV_ENOMEM.
+ */
+CSR_NODISCARD int pl_sched_create(struct rx_loop *loop, struct sk_sink *sink,
+                                  const struct pl_sched_opts *opts, const struct pl_sched_ops *ops,
+                                  void *arg, struct pl_sched **out);
+
+/**
+ * Submits attempt 1 now: the item joins the back of the queue. UV_EINVAL without item->d.event,
+ * UV_EBUSY when the item is already submitted, UV_ECANCELED once closing.
+ */
+CSR_NODISCARD int pl_sched_submit(struct pl_sched *s, struct pl_sched_item *item);
+
+/**
+ * Submits an item replayed from the store: attempt `attempt` (>= 1), not before the wall-clock
+ * time `not_before_wall_ms` (a past time queues it now). Errors as pl_sched_submit.
+ */
+CSR_NODISCARD int pl_sched_submit_at(struct pl_sched *s, struct pl_sched_item *item,
+                                     unsigned attempt, int64_t not_before_wall_ms);
+
+/** Cancels a submitted item (see the contract above); a no-op for an item not submitted. */
+void pl_sched_cancel(struct pl_sched_item *item);
+
+void pl_sched_stats(const struct pl_sched *s, struct pl_sched_stats *out);
+
+/**
+ * Cancels every item (each comes back once, as above), stops the timer and frees `s`; `cb` (may be
+ * NULL) fires from the loop after every item's callback. The sink is left open. A second call is
+ * ignored. To drain instead, wait until stats.queued + waiting + in_flight is 0 first.
+ */
+void pl_sched_close(struct pl_sched *s, void (*cb)(void *arg), void *arg);
+
 #endif

@@ -374,6 +374,205 @@ const struct pl_enrich_csu_stats *pl_enrich_csu_stats(const struct pl_enrich *e,
 void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
 
 /* ---------------------------------------------------------------------------------------------- */
+/* Poll stage: Search paging per (CSU, event type) (src/pipeline/poll.c, poll_window.c)            */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The poll stage reads every CSU's events with CommerceEventsController/Search (reference §1.2-1.4)
+ * and hands them to the admitter page by page. It runs one lane per (CSU, event type), since a
+ * Search takes one type. It owns no event: admission and dedupe belong to the admitter, because the
+ * overlap, the sweep and the paging below all re-read events on purpose. What it guarantees: once
+ * a window completes, every row of it committed before the window's first Search has been on a
+ * page the admitter answered with success. Rows committed later are the overlap's and the sweep's.
+ *
+ *   POST {csu.url}Commerce/CommerceEventsController/Search?$top=N&$skip=M&api-version=7.3
+ *   OUN, Authorization: Bearer <token> (the CSU identity's cache), Content-Type: application/json
+ *   {"commerceEventSearchCriteria":{"EventType":T,"EventDateTimeFrom":F,"EventDateTimeTo":To}}
+ *   (dates as yyyy-MM-ddTHH:mm:ssZ; the CSU keeps rows with From < EventDateTime <= To, both
+ *   truncated to whole seconds)
+ *
+ * Windows (SPEC §3):
+ *  - Every poll_interval_ms a lane searches From = cursor - overlap_s, To = now - settle_ms, both
+ *    rounded down to whole seconds. A lane with no cursor from pl_poll_set_cursor() starts at
+ *    csu.start_from without the overlap. A regular window starts only when its To is past the
+ *    cursor, and any window only when its To is past every earlier window's To on the lane, so
+ *    To <= From never happens.
+ *  - The cursor moves only over rows on pages the admitter answered with 0. It moves to To when a
+ *    window completes. Inside a long window it also moves each time the paging passes a whole
+ *    second, so a backlog moves it as it goes. ops->on_cursor reports every move.
+ *  - The sweep (csu.sweep_s > 0) runs every sweep_every_s as one window over
+ *    (now - sweep_s, To]. It is paged the same way and leaves the cursor alone. It is skipped when
+ *    the next regular window starts before it anyway, as during a backlog. A due sweep takes the
+ *    next new To, so the regular window after it waits for the following second (every window has
+ *    a To of its own, see the stale cache below). A lane has one page outstanding at a time: while
+ *    a sweep runs, a due regular window's pages go first and the sweep's go in between.
+ *
+ * Paging without loss. ORDER BY EventDateTime has no tiebreaker, so $skip paging can skip or
+ * repeat rows of equal time across a page boundary (W-C4). Instead:
+ *  - Keyset: the lane reads (From, To] with $top = page_size and $skip 0, and a short page ends
+ *    the window. A full page holds every row earlier than its latest time t. The next Search is
+ *    (floor_s(t - 1 ms), To], again with $skip 0. Because From is exclusive at whole seconds, this
+ *    reads t's whole second again (the admitter drops the repeats). A row at a page boundary is
+ *    therefore always read by a query that starts before its second.
+ *  - Dense second: a full page that lies inside one second (From, From + 1 s] gives the keyset
+ *    nowhere to go. The lane then reads (From, To] with $skip, in passes. A pass ends at a short
+ *    page or at a page holding a row after the second. Every page of a pass but the last is full
+ *    of the second's rows, so the pass's count of such rows is the second's size when the pass
+ *    ended. The lane collects their ids (as 64-bit hashes) across passes. Once it has seen as many
+ *    distinct ids as the last pass counted, every row of the second has been on a page, and the
+ *    keyset resumes at From + 1 s. Pass p uses $top = wide_top - p, skipping page_size, so pass 0
+ *    reads a second of fewer than wide_top rows in one consistent page (such a page goes to the
+ *    admitter like any other; it may hold up to wide_top rows). A second that is still incomplete
+ *    after max_passes passes fails the window, which is retried later. The bound: each pass costs
+ *    ceil(rows of the second / $top) Searches. If each query orders the ties afresh at random, one
+ *    pass misses a given row with a probability below 1/e, so 32 passes miss it below 1e-13.
+ *  - Stale cache. The CSU caches non-empty pages for 1 h under (From, To, $top, $skip) (W-C3).
+ *    Every window of a lane, regular or sweep, gets a To later than all its earlier windows, From
+ *    only grows within a window, and each dense pass has its own $top. So the lane never sends
+ *    the same query twice, and a cached answer is always the first answer to that query. A restart
+ *    within the same second as the last window could repeat one query; the overlap absorbs that.
+ *
+ * Errors. A Search fails on a 429, a 5xx or any other non-2xx, a timeout or transport error, a
+ * token that cannot be had, or a page that does not parse. A page does not parse when it is not
+ * JSON, its `value` is not an array, or a row lacks a string EventDataAreaId, EventType or
+ * EventTransactionId or a valid EventDateTime, or falls outside the window. A failed Search is
+ * logged with the CSU and a reason, and counted. Every lane of that CSU then waits out a jittered
+ * exponential backoff (at least Retry-After) while other CSUs carry on, and the window starts
+ * again from its start. A 401 invalidates the token it carried and the Search is retried once
+ * with a fresh one. A page the admitter fails (< 0) restarts its window after a backoff of that
+ * lane alone.
+ *
+ * Bounds and fairness. At most max_searches Searches are in flight over all CSUs, from the token
+ * wait to the answer. They start round-robin over CSUs (then over a CSU's types), so a busy CSU
+ * gets one turn in each round like the others. A lane has at most one page outstanding, either in
+ * flight or held by the admitter. No Search starts while ops->full() says the admitter is full.
+ * No callback ever runs inside the call that caused it.
+ */
+
+struct pl_poll;
+
+struct pl_poll_opts {
+  unsigned max_searches;    /* Searches in flight over every CSU; 0 = 4 */
+  long timeout_ms;          /* per Search; 0 = the HTTP client's default */
+  unsigned wide_top;        /* $top of a dense second's first pass; 0 = 1000; page_size at least */
+  unsigned max_passes;      /* dense passes before the window fails; 0 = 32 */
+  uint64_t backoff_base_ms; /* a failing CSU waits a draw from [0, min(cap, base * 2^n)]; 0 = 500 */
+  uint64_t backoff_cap_ms;  /* 0 = 30000 */
+  uint64_t seed;            /* the jitter generator; 0 = from the clock */
+};
+
+/** One row of a page. */
+struct pl_poll_event {
+  const char *id;  /* SPEC §3: csu|EventDataAreaId|EventType|EventTransactionId|EventDateTime,
+                      each field exactly as the CSU sent it */
+  int64_t time_ms; /* EventDateTime, ms since the epoch */
+  yajl_val row;    /* the event object as received */
+};
+
+/** A non-empty page for the admitter; everything in it is valid until pl_poll_page_done(). */
+struct pl_poll_page {
+  /* read-only */
+  const struct csr_csu *csu;
+  const char *type;       /* the lane's event type, as configured */
+  bool sweep;             /* read by a sweep (the cursor does not move for it) */
+  int64_t from_ms, to_ms; /* the Search's window: From < time <= To, whole seconds */
+  size_t n;               /* rows, at least 1 */
+  const struct pl_poll_event *events;
+  /* private */
+  void *_lane;
+};
+
+/** The admitter's side. `arg` is the one given to pl_poll_create(). */
+struct pl_poll_ops {
+  /**
+   * A page of events. Answer it with pl_poll_page_done() once every event in it is durably
+   * admitted or known to be a duplicate (0), or has failed (< 0). Answering from inside on_page is
+   * fine. The lane's next page waits for the answer.
+   */
+  void (*on_page)(void *arg, struct pl_poll_page *page);
+  /** Non-zero when downstream is full: no new Search starts. May be NULL (never full). */
+  int (*full)(void *arg);
+  /**
+   * Every event of (csu, type) up to cursor_ms has been admitted: write the cursor record. It
+   * only ever grows, and may be written lazily, because the overlap covers a cursor lost in a
+   * crash. May be NULL.
+   */
+  void (*on_cursor)(void *arg, const struct csr_csu *csu, const char *type, int64_t cursor_ms);
+};
+
+/** The token cache for a CSU's identity (asked once per CSU, at create). */
+typedef struct pl_tokens *(*pl_poll_tokens_fn)(void *arg, const struct csr_csu *csu);
+
+/** One lane's numbers, for /metrics and /v1/status. */
+struct pl_poll_stats {
+  const char *csu;          /* the CSU's name */
+  const char *type;         /* the event type */
+  uint64_t searches;        /* Search requests answered or failed (a 401 retry counts twice) */
+  uint64_t pages;           /* non-empty pages handed to on_page */
+  uint64_t events;          /* rows handed over, repeats included */
+  uint64_t errors;          /* failed Searches and incomplete dense seconds */
+  uint64_t unauthorized;    /* 401 answers */
+  uint64_t admit_failures;  /* pages answered < 0 */
+  uint64_t windows;         /* regular windows completed */
+  uint64_t sweeps;          /* sweep windows completed */
+  uint64_t dense_seconds;   /* seconds that needed $skip passes */
+  uint64_t dense_passes;    /* those passes */
+  int64_t cursor_ms;        /* the cursor (start_from until the first window completes) */
+  double cursor_lag_s;      /* wall clock now - cursor */
+  bool backing_off;         /* the CSU or this lane waits out a backoff */
+  uint64_t backoff_left_ms; /* until it ends */
+  unsigned csu_failures;    /* the CSU's failed Searches in a row */
+  char last_error[160];     /* "" until the first error; never a token */
+};
+
+/**
+ * Creates the stage for csus[0..n_csus), one lane per configured event type. The caller keeps the
+ * loop, the HTTP client, `csus` and `ops` alive until the stop callback. `tokens` is asked for each
+ * CSU's token cache here. `opts` may be NULL for the defaults. Nothing runs before pl_poll_start().
+ * Returns 0, UV_EINVAL (a NULL argument, no CSU, a CSU without event types or without a token
+ * cache) or UV_ENOMEM.
+ */
+CSR_NODISCARD int pl_poll_create(struct rx_loop *loop, struct rx_http *http,
+                                 const struct csr_csu *csus, size_t n_csus,
+                                 pl_poll_tokens_fn tokens, void *tokens_arg,
+                                 const struct pl_poll_opts *opts, const struct pl_poll_ops *ops,
+                                 void *arg, struct pl_poll **out);
+
+/**
+ * Sets the cursor of (csu_name, type) from the store's replay, before pl_poll_start(). The lane
+ * then starts at cursor_ms - overlap_s instead of start_from. A later call for the same lane keeps
+ * the larger value. Returns 0, UV_ENOENT (no such lane), or UV_EBUSY once started.
+ */
+CSR_NODISCARD int pl_poll_set_cursor(struct pl_poll *p, const char *csu_name, const char *type,
+                                     int64_t cursor_ms);
+
+/** Starts polling (the first Searches go out from the loop). 0, UV_EALREADY or UV_ECANCELED. */
+CSR_NODISCARD int pl_poll_start(struct pl_poll *p);
+
+/**
+ * The admitter's answer to a page: 0 when every event in it is admitted or a known duplicate,
+ * < 0 when it failed. A failed page leaves the cursor where it was, and its window is read again
+ * later. The page and its rows are gone once this returns. Call it exactly once per page. The
+ * stage reacts from the loop, never inside this call.
+ */
+void pl_poll_page_done(struct pl_poll_page *page, int result);
+
+/** The admitter has room again: pending Searches start from the loop without waiting for a tick. */
+void pl_poll_resume(struct pl_poll *p);
+
+/** The number of lanes, and one lane's numbers (i < pl_poll_lanes()); UV_EINVAL past the end. */
+size_t pl_poll_lanes(const struct pl_poll *p);
+CSR_NODISCARD int pl_poll_stats(const struct pl_poll *p, size_t i, struct pl_poll_stats *out);
+
+/**
+ * Stops polling. Searches and token waits in flight are cancelled and the timers close. No ops
+ * callback runs once this is called. Pages the admitter still holds must still be answered with
+ * pl_poll_page_done(), and their results are ignored. `cb` (may be NULL) fires from the loop once
+ * all of that is done and `p` is freed. A second call is ignored.
+ */
+void pl_poll_stop(struct pl_poll *p, void (*cb)(void *arg), void *arg);
+
+/* ---------------------------------------------------------------------------------------------- */
 /* Retry scheduler: one per sink (src/pipeline/retry.c)                                            */
 /* ---------------------------------------------------------------------------------------------- */
 

@@ -1,1 +1,781 @@
-/* Being written for issue 4. */
+/* The poll stage (SPEC §3; the design is in pipeline.h, "Poll stage"): one lane per (CSU, event
+ * type), Searches started round-robin under one bound, the token per CSU identity, the page handed
+ * to the admitter and its answer, backoff, sweeps, stats and stop. What the next Search of a window
+ * is comes from poll_window.c.
+ *
+ * A lane is IDLE (maybe with a window under way), TOKEN (waiting for its token), SEARCH (the
+ * request in flight) or PAGE (the admitter holds its page). One timer wakes the dispatcher at the
+ * earliest moment any idle lane could start; completions dispatch directly. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csurelay/log.h"
+#include "csurelay/timefmt.h"
+#include "poll_internal.h"
+
+#define DEFAULT_MAX_SEARCHES 4
+#define DEFAULT_WIDE_TOP     1000
+#define DEFAULT_MAX_PASSES   32
+#define DEFAULT_BACKOFF_BASE 500
+#define DEFAULT_BACKOFF_CAP  30000
+#define MAX_BACKOFF_EXP      20 /* base * 2^20 is past any sane cap already */
+#define NEVER                UINT64_MAX
+
+enum lane_state { L_IDLE, L_TOKEN, L_SEARCH, L_PAGE };
+enum { WIN_REGULAR, WIN_SWEEP };
+
+struct csu {
+  const struct csr_csu *conf;
+  struct pl_tokens *tokens;
+  struct lane *lanes;
+  size_t n_lanes;
+  size_t rr;              /* the lane to try first next time */
+  uint64_t backoff_until; /* monotonic ms */
+  unsigned failures;      /* failed Searches in a row */
+};
+
+struct lane {
+  struct pl_poll *p;
+  struct csu *c;
+  const char *type;
+  enum lane_state state;
+  struct pl__win win[2]; /* WIN_REGULAR, WIN_SWEEP */
+  int cur;               /* the window of the Search or page outstanding */
+  int64_t cursor_ms;
+  bool cursor_set;    /* by pl_poll_set_cursor */
+  bool fresh;         /* the cursor is still start_from: no overlap before it */
+  int64_t last_to_ms; /* the latest To of any window of this lane */
+  uint64_t next_poll; /* monotonic ms */
+  uint64_t next_sweep;
+  bool sweep_due;
+  uint64_t retry_at; /* the lane's own backoff after a failed page */
+  unsigned failures;
+  /* the Search */
+  struct pl__query q;
+  struct pl_token_req treq;
+  struct rx_http_req req;
+  bool req_live; /* req holds a response or headers to clean up */
+  bool retried;  /* this Search already got a fresh token after a 401 */
+  char *token;
+  char *url;
+  char *body;
+  /* the page */
+  struct pl_poll_page page;
+  struct pl__rows rows;
+  struct rx_fut done;
+  struct pl_poll_stats st;
+};
+
+struct pl_poll {
+  struct rx_loop *loop;
+  struct rx_http *http;
+  struct pl_poll_ops ops;
+  void *arg;
+  struct pl_poll_opts opts;
+  struct csu *csus;
+  size_t n_csus;
+  struct lane *lanes;
+  size_t n_lanes;
+  struct rx_timer wake;
+  struct csr_jw jw;
+  unsigned inflight; /* lanes in TOKEN or SEARCH */
+  size_t rr;         /* the CSU to try first next round */
+  uint64_t rng;
+  uint64_t min_interval;
+  bool started;
+  bool stopping;
+  unsigned pending; /* stop: callbacks still to come */
+  void (*stop_cb)(void *arg);
+  void *stop_arg;
+};
+
+static void schedule(struct pl_poll *p);
+static void stop_step(struct pl_poll *p);
+static void finish_stop(struct pl_poll *p);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Small helpers */
+/* ---------------------------------------------------------------------------------------------- */
+
+static uint64_t max_u64(uint64_t a, uint64_t b) {
+  return a > b ? a : b;
+}
+
+static struct pl__paging paging(const struct lane *l) {
+  const struct pl_poll *p = l->p;
+  unsigned size = l->c->conf->page_size ? l->c->conf->page_size : 250;
+  return (struct pl__paging){
+      .page_size = size, .wide_top = p->opts.wide_top, .max_passes = p->opts.max_passes};
+}
+
+static uint64_t backoff(struct pl_poll *p, unsigned failures) {
+  unsigned exp = failures < MAX_BACKOFF_EXP ? failures : MAX_BACKOFF_EXP;
+  return rx_backoff_ms(exp, p->opts.backoff_base_ms, p->opts.backoff_cap_ms, &p->rng);
+}
+
+static void set_error(struct lane *l, const char *why) {
+  snprintf(l->st.last_error, sizeof(l->st.last_error), "%s", why);
+}
+
+/* To of a window started at wall time `wall`: now - settle, whole seconds. */
+static int64_t settled_to(const struct lane *l, int64_t wall) {
+  return pl__floor_s(wall - (int64_t)l->c->conf->settle_ms);
+}
+
+/* From of the next regular window. */
+static int64_t regular_from(const struct lane *l) {
+  int64_t overlap = l->fresh ? 0 : (int64_t)l->c->conf->overlap_s * 1000;
+  return pl__floor_s(l->cursor_ms - overlap);
+}
+
+/* The monotonic time at which settled_to() will exceed `after_ms`. */
+static uint64_t when_to_passes(const struct lane *l, int64_t after_ms, uint64_t now, int64_t wall) {
+  if (after_ms == INT64_MIN)
+    return now; /* no window yet */
+  int64_t at = pl__floor_s(after_ms) + 1000 + (int64_t)l->c->conf->settle_ms;
+  return at > wall ? now + (uint64_t)(at - wall) : now;
+}
+
+static int64_t max_i64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Failures and the cursor */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Drops the lane's current window (it starts over later); a sweep becomes due again. */
+static void abandon_window(struct lane *l) {
+  if (l->cur == WIN_SWEEP)
+    l->sweep_due = true;
+  pl__win_end(&l->win[l->cur]);
+}
+
+/* A Search failed: the CSU backs off, the window starts over. */
+static void search_failed(struct lane *l, const char *why, long retry_after_ms) {
+  struct pl_poll *p = l->p;
+  struct csu *c = l->c;
+  uint64_t delay = backoff(p, c->failures);
+  if (retry_after_ms > 0 && (uint64_t)retry_after_ms > delay)
+    delay = (uint64_t)retry_after_ms;
+  c->failures++;
+  c->backoff_until = max_u64(c->backoff_until, rx_now_ms(p->loop) + delay);
+  l->st.errors++;
+  set_error(l, why);
+  abandon_window(l);
+  l->state = L_IDLE;
+  CSR_LOG(CSR_WARN, "poll: search failed", CSR_KS("csu", c->conf->name), CSR_KS("type", l->type),
+          CSR_KS("reason", why), CSR_KI("failures", c->failures), CSR_KI("backoff_ms", delay));
+}
+
+/* The window cannot go on (the admitter failed a page, a dense second stayed incomplete): this
+ * lane alone backs off. */
+static void lane_failed(struct lane *l, const char *why) {
+  struct pl_poll *p = l->p;
+  uint64_t delay = backoff(p, l->failures);
+  l->failures++;
+  l->retry_at = rx_now_ms(p->loop) + delay;
+  set_error(l, why);
+  abandon_window(l);
+  CSR_LOG(CSR_WARN, "poll: window failed", CSR_KS("csu", l->c->conf->name), CSR_KS("type", l->type),
+          CSR_KS("reason", why), CSR_KI("backoff_ms", delay));
+}
+
+static void move_cursor(struct lane *l, int64_t mark) {
+  struct pl_poll *p = l->p;
+  if (mark <= l->cursor_ms)
+    return;
+  l->cursor_ms = mark;
+  l->fresh = false;
+  if (!p->stopping && p->ops.on_cursor != NULL)
+    p->ops.on_cursor(p->arg, l->c->conf, l->type, mark);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The page */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void drop_page(struct lane *l) {
+  pl__rows_clear(&l->rows);
+  l->page.n = 0;
+}
+
+/* The admitter's answer (or an empty page): the window's next step. */
+static void after_page(struct lane *l, int result) {
+  struct pl__win *w = &l->win[l->cur];
+  bool sweep = l->cur == WIN_SWEEP;
+  int64_t mark = INT64_MIN;
+  const char *why = "";
+  l->state = L_IDLE;
+  if (result < 0) {
+    char msg[128];
+    snprintf(msg, sizeof(msg), "admitter: %s", csr_strerror(result));
+    l->st.admit_failures++;
+    drop_page(l);
+    lane_failed(l, msg);
+    return;
+  }
+  l->failures = 0;
+  struct pl__paging pg = paging(l);
+  bool was_dense = w->dense;
+  unsigned pass = w->pass;
+  enum pl__step step = pl__win_advance(w, &pg, &l->q, l->rows.ev, l->rows.n, &mark, &why);
+  if (step == PL__STEP_NEXT && w->dense && (!was_dense || w->pass != pass)) {
+    l->st.dense_seconds += !was_dense;
+    l->st.dense_passes++;
+  }
+  drop_page(l);
+  if (step == PL__STEP_FAIL) {
+    l->st.errors++;
+    lane_failed(l, why);
+    return;
+  }
+  if (step == PL__STEP_DONE) {
+    if (sweep)
+      l->st.sweeps++;
+    else
+      l->st.windows++;
+    pl__win_end(w);
+  }
+  if (!sweep && mark != INT64_MIN)
+    move_cursor(l, mark); /* last: the admitter may stop us from inside */
+}
+
+static void on_page_done(struct rx_fut *fut) {
+  struct lane *l = RX_CONTAINER_OF(fut, struct lane, done);
+  struct pl_poll *p = l->p;
+  if (p->stopping) {
+    drop_page(l);
+    l->state = L_IDLE;
+    stop_step(p);
+    return;
+  }
+  after_page(l, fut->result);
+  schedule(p);
+}
+
+void pl_poll_page_done(struct pl_poll_page *page, int result) {
+  struct lane *l = page != NULL ? page->_lane : NULL;
+  if (l == NULL || l->state != L_PAGE || rx_fut_pending(&l->done))
+    return;
+  rx_fut_init(&l->done, l->p->loop, on_page_done);
+  rx_fut_resolve(&l->done, result);
+}
+
+/* Hands a parsed page over, or steps past an empty one. */
+static void deliver(struct lane *l) {
+  struct pl_poll *p = l->p;
+  l->page = (struct pl_poll_page){.csu = l->c->conf,
+                                  .type = l->type,
+                                  .sweep = l->cur == WIN_SWEEP,
+                                  .from_ms = l->q.from_ms,
+                                  .to_ms = l->q.to_ms,
+                                  .n = l->rows.n,
+                                  .events = l->rows.ev,
+                                  ._lane = l};
+  if (l->page.n == 0) {
+    after_page(l, 0);
+    return;
+  }
+  l->state = L_PAGE;
+  l->st.pages++;
+  l->st.events += l->page.n;
+  p->ops.on_page(p->arg, &l->page);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The Search */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void release_req(struct lane *l) {
+  if (l->req_live)
+    rx_http_req_cleanup(&l->req);
+  l->req_live = false;
+}
+
+static void on_search_done(struct rx_fut *fut);
+
+/* "name: prefix value" (a token can be long: no fixed buffer) */
+static int add_header(struct rx_http_req *req, const char *name, const char *prefix,
+                      const char *value) {
+  size_t cap = strlen(name) + strlen(prefix) + strlen(value) + 3;
+  char *line = malloc(cap);
+  if (line == NULL)
+    return UV_ENOMEM;
+  snprintf(line, cap, "%s: %s%s", name, prefix, value);
+  int rc = rx_http_req_header(req, line);
+  free(line);
+  return rc;
+}
+
+static void log_search(const struct lane *l) {
+  char from[CSR_TIME_BUF], to[CSR_TIME_BUF];
+  csr_time_format_seconds(l->q.from_ms, from, sizeof(from));
+  csr_time_format_seconds(l->q.to_ms, to, sizeof(to));
+  CSR_LOG(CSR_DEBUG, "poll: search", CSR_KS("csu", l->c->conf->name), CSR_KS("type", l->type),
+          CSR_KS("from", from), CSR_KS("to", to), CSR_KI("top", l->q.top),
+          CSR_KI("skip", l->q.skip), CSR_KI("sweep", l->cur == WIN_SWEEP));
+}
+
+static int send_search(struct lane *l) {
+  struct pl_poll *p = l->p;
+  int rc = pl__search_body(&p->jw, l->type, &l->q, &l->body);
+  if (rc == 0)
+    rc = pl__search_url(l->c->conf->url, &l->q, &l->url);
+  if (rc < 0)
+    return rc;
+  if (csr_log_threshold <= CSR_DEBUG)
+    log_search(l);
+  rx_http_req_init(&l->req);
+  l->req_live = true;
+  l->req.method = "POST";
+  l->req.url = l->url;
+  l->req.body = l->body;
+  l->req.body_len = strlen(l->body);
+  l->req.timeout_ms = p->opts.timeout_ms;
+  if ((rc = add_header(&l->req, "OUN", "", l->c->conf->oun)) < 0 ||
+      (rc = add_header(&l->req, "Authorization", "Bearer ", l->token)) < 0 ||
+      (rc = rx_http_req_header(&l->req, "Content-Type: application/json")) < 0 ||
+      (rc = rx_http_req_header(&l->req, "Accept: application/json")) < 0)
+    return rc;
+  return rx_http_start(p->http, &l->req, on_search_done);
+}
+
+static void on_token(struct rx_fut *fut) {
+  struct lane *l = RX_CONTAINER_OF(fut, struct lane, treq.fut);
+  struct pl_poll *p = l->p;
+  char why[300];
+  if (p->stopping) {
+    p->inflight--;
+    l->state = L_IDLE;
+    stop_step(p);
+    return;
+  }
+  int rc = fut->result;
+  if (rc == 0) {
+    free(l->token);
+    l->token = strdup(l->treq.token);
+    rc = l->token == NULL ? UV_ENOMEM : send_search(l);
+    if (rc == 0) {
+      l->state = L_SEARCH;
+      return;
+    }
+    release_req(l);
+    snprintf(why, sizeof(why), "request: %s", csr_strerror(rc));
+  } else {
+    const char *detail = pl_tokens_stats(l->c->tokens)->last_error;
+    snprintf(why, sizeof(why), "token: %s%s%s", csr_strerror(rc), detail[0] ? ": " : "", detail);
+  }
+  p->inflight--;
+  search_failed(l, why, -1);
+  schedule(p);
+}
+
+static void start_token(struct lane *l) {
+  struct pl_poll *p = l->p;
+  l->state = L_TOKEN;
+  p->inflight++;
+  int rc = pl_tokens_get(l->c->tokens, &l->treq, on_token);
+  if (rc < 0) {
+    char why[128];
+    snprintf(why, sizeof(why), "token: %s", csr_strerror(rc));
+    p->inflight--;
+    search_failed(l, why, -1);
+  }
+}
+
+/* Why a Search failed, from its answer; "" when it did not. */
+static long classify(struct lane *l, char *why, size_t len) {
+  const struct rx_http_req *r = &l->req;
+  why[0] = '\0';
+  if (r->fut.result < 0)
+    snprintf(why, len, "%s",
+             r->fut.result == UV_ETIMEDOUT ? "timeout" : csr_strerror(r->fut.result));
+  else if (r->status < 200 || r->status > 299)
+    snprintf(why, len, "status %ld", r->status);
+  else
+    return -1;
+  return r->fut.result < 0 ? -1 : r->retry_after_ms;
+}
+
+static void on_search_done(struct rx_fut *fut) {
+  struct lane *l = RX_CONTAINER_OF(fut, struct lane, req.fut);
+  struct pl_poll *p = l->p;
+  char why[200];
+  p->inflight--;
+  l->st.searches++;
+  if (p->stopping) {
+    release_req(l);
+    l->state = L_IDLE;
+    stop_step(p);
+    return;
+  }
+  if (fut->result == 0 && l->req.status == 401) {
+    l->st.unauthorized++;
+    pl_tokens_invalidate(l->c->tokens, l->token);
+    release_req(l);
+    if (!l->retried) {
+      l->retried = true;
+      start_token(l);
+      schedule(p);
+      return;
+    }
+    search_failed(l, "status 401 with a fresh token", -1);
+    schedule(p);
+    return;
+  }
+  long retry_after = classify(l, why, sizeof(why));
+  if (why[0] == '\0' && pl__rows_parse(&l->rows, l->c->conf->name, &l->q, l->req.resp_body,
+                                       l->req.resp_len, why, sizeof(why)) == 0) {
+    release_req(l);
+    l->c->failures = 0;
+    deliver(l);
+  } else {
+    release_req(l);
+    search_failed(l, why, retry_after);
+  }
+  schedule(p);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Dispatch */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Which window the lane would search now (beginning one if it is due), or -1. */
+static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
+  const struct csr_csu *cf = l->c->conf;
+  if (l->state != L_IDLE || l->retry_at > now)
+    return -1;
+  if (l->win[WIN_REGULAR].active)
+    return WIN_REGULAR;
+  int64_t to = settled_to(l, wall);
+  if (cf->sweep_s > 0 && now >= l->next_sweep && !l->win[WIN_SWEEP].active) {
+    l->sweep_due = true;
+    l->next_sweep = now + (cf->sweep_every_s ? cf->sweep_every_s : 1) * 1000;
+  }
+  /* A due sweep takes the next new To before the regular window does: every window needs a To of
+   * its own (see the stale cache), and regular windows would otherwise take every one. */
+  if (l->sweep_due && to > l->last_to_ms) {
+    int64_t from = pl__floor_s(wall - (int64_t)cf->sweep_s * 1000);
+    l->sweep_due = false;
+    if (from < regular_from(l) && from < to) { /* else the next regular window reads it all */
+      pl__win_begin(&l->win[WIN_SWEEP], true, from, to);
+      l->last_to_ms = to;
+      return WIN_SWEEP;
+    }
+  }
+  if (now >= l->next_poll && to > l->cursor_ms && to > l->last_to_ms) {
+    pl__win_begin(&l->win[WIN_REGULAR], false, regular_from(l), to);
+    l->last_to_ms = to;
+    l->next_poll = now + (cf->poll_interval_ms ? cf->poll_interval_ms : 1000);
+    return WIN_REGULAR;
+  }
+  return l->win[WIN_SWEEP].active ? WIN_SWEEP : -1;
+}
+
+/* The earliest monotonic time the idle lane could start a Search, or NEVER. */
+static uint64_t lane_wake(const struct lane *l, uint64_t now, int64_t wall) {
+  const struct csr_csu *cf = l->c->conf;
+  if (l->state != L_IDLE)
+    return NEVER;
+  uint64_t gate = max_u64(max_u64(l->retry_at, l->c->backoff_until), now);
+  if (l->win[WIN_REGULAR].active || l->win[WIN_SWEEP].active)
+    return gate;
+  uint64_t regular = max_u64(max_u64(gate, l->next_poll),
+                             when_to_passes(l, max_i64(l->cursor_ms, l->last_to_ms), now, wall));
+  if (cf->sweep_s == 0)
+    return regular;
+  uint64_t sweep = max_u64(max_u64(gate, l->sweep_due ? now : l->next_sweep),
+                           when_to_passes(l, l->last_to_ms, now, wall));
+  return sweep < regular ? sweep : regular;
+}
+
+static void start_search(struct lane *l, int win) {
+  struct pl__paging pg = paging(l);
+  l->cur = win;
+  pl__win_query(&l->win[win], &pg, &l->q);
+  l->retried = false;
+  start_token(l);
+}
+
+/* One Search per CSU per round, CSUs in turn from where the last round stopped. */
+static void start_ready(struct pl_poll *p, uint64_t now, int64_t wall) {
+  bool progress = true;
+  unsigned max = p->opts.max_searches;
+  while (progress && p->inflight < max && !p->stopping) {
+    progress = false;
+    size_t first = p->rr;
+    for (size_t k = 0; k < p->n_csus && p->inflight < max; k++) {
+      size_t ci = (first + k) % p->n_csus;
+      struct csu *c = &p->csus[ci];
+      if (c->backoff_until > now)
+        continue;
+      for (size_t j = 0; j < c->n_lanes; j++) {
+        size_t li = (c->rr + j) % c->n_lanes;
+        int win = lane_pick(&c->lanes[li], now, wall);
+        if (win < 0)
+          continue;
+        c->rr = (li + 1) % c->n_lanes;
+        p->rr = (ci + 1) % p->n_csus;
+        start_search(&c->lanes[li], win);
+        progress = true;
+        break;
+      }
+    }
+  }
+}
+
+/* Starts what can start; returns the delay until the next wake-up, or NEVER. */
+static uint64_t dispatch(struct pl_poll *p) {
+  uint64_t now = rx_now_ms(p->loop);
+  int64_t wall = rx_wall_ms();
+  if (p->inflight >= p->opts.max_searches)
+    return NEVER; /* a completion dispatches again */
+  if (p->ops.full != NULL && p->ops.full(p->arg))
+    return p->min_interval; /* the next tick looks again, or pl_poll_resume() */
+  if (p->stopping)
+    return NEVER;
+  start_ready(p, now, wall);
+  if (p->inflight >= p->opts.max_searches)
+    return NEVER;
+  uint64_t wake = NEVER;
+  for (size_t i = 0; i < p->n_lanes; i++) {
+    uint64_t at = lane_wake(&p->lanes[i], now, wall);
+    wake = at < wake ? at : wake;
+  }
+  if (wake == NEVER)
+    return NEVER;
+  return wake > now ? wake - now : 1; /* a lane that could start would have: no busy loop */
+}
+
+static uint64_t on_wake(struct rx_timer *timer) {
+  schedule(timer->data);
+  return RX_TIMER_STOP;
+}
+
+static void schedule(struct pl_poll *p) {
+  if (p->stopping || !p->started)
+    return;
+  uint64_t delay = dispatch(p);
+  if (p->stopping)
+    return; /* stopped from inside ops->full() */
+  if (delay == NEVER)
+    rx_timer_stop(&p->wake);
+  else if (rx_timer_start(&p->wake, on_wake, delay) < 0)
+    CSR_LOG(CSR_ERROR, "poll: cannot arm the timer");
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Public API */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void apply_defaults(struct pl_poll_opts *o) {
+  if (o->max_searches == 0)
+    o->max_searches = DEFAULT_MAX_SEARCHES;
+  if (o->wide_top == 0)
+    o->wide_top = DEFAULT_WIDE_TOP;
+  if (o->max_passes == 0)
+    o->max_passes = DEFAULT_MAX_PASSES;
+  if (o->backoff_base_ms == 0)
+    o->backoff_base_ms = DEFAULT_BACKOFF_BASE;
+  if (o->backoff_cap_ms == 0)
+    o->backoff_cap_ms = DEFAULT_BACKOFF_CAP;
+  if (o->seed == 0)
+    o->seed = uv_hrtime() | 1;
+}
+
+static int make_lanes(struct pl_poll *p, const struct csr_csu *csus, pl_poll_tokens_fn tokens,
+                      void *tokens_arg) {
+  size_t n = 0;
+  for (size_t i = 0; i < p->n_csus; i++) {
+    if (csus[i].n_event_types == 0 || csus[i].name == NULL || csus[i].url == NULL ||
+        csus[i].oun == NULL)
+      return UV_EINVAL;
+    n += csus[i].n_event_types;
+  }
+  p->csus = calloc(p->n_csus, sizeof(*p->csus));
+  p->lanes = calloc(n, sizeof(*p->lanes));
+  if (p->csus == NULL || p->lanes == NULL)
+    return UV_ENOMEM;
+  p->n_lanes = n;
+  p->min_interval = NEVER;
+  struct lane *l = p->lanes;
+  for (size_t i = 0; i < p->n_csus; i++) {
+    struct csu *c = &p->csus[i];
+    c->conf = &csus[i];
+    c->tokens = tokens(tokens_arg, &csus[i]);
+    if (c->tokens == NULL)
+      return UV_EINVAL;
+    c->lanes = l;
+    c->n_lanes = csus[i].n_event_types;
+    uint64_t iv = csus[i].poll_interval_ms ? csus[i].poll_interval_ms : 1000;
+    p->min_interval = iv < p->min_interval ? iv : p->min_interval;
+    for (size_t j = 0; j < c->n_lanes; j++, l++) {
+      l->p = p;
+      l->c = c;
+      l->type = csus[i].event_types[j];
+      l->last_to_ms = INT64_MIN;
+      l->st.csu = csus[i].name;
+      l->st.type = l->type;
+    }
+  }
+  return 0;
+}
+
+static void free_poll(struct pl_poll *p) {
+  for (size_t i = 0; p->lanes != NULL && i < p->n_lanes; i++) {
+    struct lane *l = &p->lanes[i];
+    pl__win_end(&l->win[WIN_REGULAR]);
+    pl__win_end(&l->win[WIN_SWEEP]);
+    release_req(l);
+    pl__rows_free(&l->rows);
+    free(l->token);
+    free(l->url);
+    free(l->body);
+  }
+  free(p->lanes);
+  free(p->csus);
+  free(p);
+}
+
+int pl_poll_create(struct rx_loop *loop, struct rx_http *http, const struct csr_csu *csus,
+                   size_t n_csus, pl_poll_tokens_fn tokens, void *tokens_arg,
+                   const struct pl_poll_opts *opts, const struct pl_poll_ops *ops, void *arg,
+                   struct pl_poll **out) {
+  if (loop == NULL || http == NULL || csus == NULL || n_csus == 0 || tokens == NULL ||
+      ops == NULL || ops->on_page == NULL || out == NULL)
+    return UV_EINVAL;
+  struct pl_poll *p = calloc(1, sizeof(*p));
+  if (p == NULL)
+    return UV_ENOMEM;
+  p->loop = loop;
+  p->http = http;
+  p->ops = *ops;
+  p->arg = arg;
+  if (opts != NULL)
+    p->opts = *opts;
+  apply_defaults(&p->opts);
+  p->rng = p->opts.seed;
+  p->n_csus = n_csus;
+  int rc = make_lanes(p, csus, tokens, tokens_arg);
+  if (rc == 0)
+    rc = csr_jw_init(&p->jw);
+  else
+    free_poll(p);
+  if (rc < 0)
+    return rc == UV_EINVAL || rc == UV_ENOMEM ? rc : UV_ENOMEM;
+  /* the timer last: an initialised handle must be closed, never just freed */
+  if ((rc = rx_timer_init(&p->wake, loop)) < 0) {
+    csr_jw_free(&p->jw);
+    free_poll(p);
+    return rc;
+  }
+  p->wake.data = p;
+  *out = p;
+  return 0;
+}
+
+int pl_poll_set_cursor(struct pl_poll *p, const char *csu_name, const char *type,
+                       int64_t cursor_ms) {
+  if (p == NULL || csu_name == NULL || type == NULL)
+    return UV_EINVAL;
+  if (p->started || p->stopping)
+    return UV_EBUSY;
+  for (size_t i = 0; i < p->n_lanes; i++) {
+    struct lane *l = &p->lanes[i];
+    if (strcmp(l->c->conf->name, csu_name) != 0 || strcmp(l->type, type) != 0)
+      continue;
+    if (!l->cursor_set || cursor_ms > l->cursor_ms)
+      l->cursor_ms = cursor_ms;
+    l->cursor_set = true;
+    return 0;
+  }
+  return UV_ENOENT;
+}
+
+int pl_poll_start(struct pl_poll *p) {
+  if (p == NULL)
+    return UV_EINVAL;
+  if (p->stopping)
+    return UV_ECANCELED;
+  if (p->started)
+    return UV_EALREADY;
+  uint64_t now = rx_now_ms(p->loop);
+  int64_t wall = rx_wall_ms();
+  for (size_t i = 0; i < p->n_lanes; i++) {
+    struct lane *l = &p->lanes[i];
+    const struct csr_csu *cf = l->c->conf;
+    if (!l->cursor_set)
+      l->cursor_ms = cf->start_relative ? wall + cf->start_from_ms : cf->start_from_ms;
+    l->fresh = !l->cursor_set;
+    l->next_poll = now;
+    l->next_sweep = now + (cf->sweep_every_s ? cf->sweep_every_s : 1) * 1000;
+  }
+  p->started = true;
+  return rx_timer_start(&p->wake, on_wake, 0);
+}
+
+void pl_poll_resume(struct pl_poll *p) {
+  if (p != NULL && p->started && !p->stopping && rx_timer_start(&p->wake, on_wake, 0) < 0)
+    CSR_LOG(CSR_ERROR, "poll: cannot arm the timer");
+}
+
+size_t pl_poll_lanes(const struct pl_poll *p) {
+  return p != NULL ? p->n_lanes : 0;
+}
+
+int pl_poll_stats(const struct pl_poll *p, size_t i, struct pl_poll_stats *out) {
+  if (p == NULL || out == NULL || i >= p->n_lanes)
+    return UV_EINVAL;
+  const struct lane *l = &p->lanes[i];
+  uint64_t now = rx_now_ms(p->loop);
+  uint64_t until = max_u64(l->retry_at, l->c->backoff_until);
+  *out = l->st;
+  out->cursor_ms = l->cursor_ms;
+  out->cursor_lag_s = (double)(rx_wall_ms() - l->cursor_ms) / 1000.0;
+  out->backing_off = until > now;
+  out->backoff_left_ms = until > now ? until - now : 0;
+  out->csu_failures = l->c->failures;
+  return 0;
+}
+
+static void stop_step(struct pl_poll *p) {
+  if (--p->pending == 0)
+    finish_stop(p);
+}
+
+static void on_wake_closed(struct rx_timer *timer) {
+  stop_step(timer->data);
+}
+
+static void finish_stop(struct pl_poll *p) {
+  void (*cb)(void *) = p->stop_cb;
+  void *arg = p->stop_arg;
+  csr_jw_free(&p->jw);
+  free_poll(p);
+  if (cb != NULL)
+    cb(arg);
+}
+
+void pl_poll_stop(struct pl_poll *p, void (*cb)(void *arg), void *arg) {
+  if (p == NULL || p->stopping)
+    return;
+  p->stopping = true;
+  p->stop_cb = cb;
+  p->stop_arg = arg;
+  p->pending = 1; /* the timer's close */
+  for (size_t i = 0; i < p->n_lanes; i++) {
+    struct lane *l = &p->lanes[i];
+    if (l->state == L_IDLE)
+      continue;
+    p->pending++;
+    if (l->state == L_TOKEN)
+      pl_tokens_cancel(&l->treq);
+    else if (l->state == L_SEARCH)
+      rx_http_cancel(&l->req);
+    /* L_PAGE: the admitter still answers it */
+  }
+  rx_timer_close(&p->wake, on_wake_closed);
+}

@@ -1,0 +1,385 @@
+/* What the next Search of a window is: the keyset walk, the $skip passes over a dense second and
+ * the proof that such a second was read whole (the approach is described in pipeline.h, "Poll
+ * stage"); the Search's body and URL; the answer's rows and their ids. No I/O: poll.c does that. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csurelay/timefmt.h"
+#include "poll_internal.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Id hashes */
+/* ---------------------------------------------------------------------------------------------- */
+
+uint64_t pl__id_hash(const char *id) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const unsigned char *s = (const unsigned char *)id; *s; s++)
+    h = (h ^ *s) * 0x100000001b3ULL;
+  return h;
+}
+
+static int idset_grow(struct pl__idset *s) {
+  size_t cap = s->cap ? s->cap * 2 : 256;
+  uint64_t *slots = calloc(cap, sizeof(*slots));
+  if (slots == NULL)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < s->cap; i++) {
+    if (s->slots[i] == 0)
+      continue;
+    size_t pos = (size_t)s->slots[i] & (cap - 1);
+    while (slots[pos] != 0)
+      pos = (pos + 1) & (cap - 1);
+    slots[pos] = s->slots[i];
+  }
+  free(s->slots);
+  s->slots = slots;
+  s->cap = cap;
+  return 0;
+}
+
+int pl__idset_add(struct pl__idset *s, uint64_t h) {
+  if (h == 0)
+    h = 1;
+  if ((s->n + 1) * 2 > s->cap) {
+    if (s->n >= PL__IDSET_MAX)
+      return UV_E2BIG;
+    int rc = idset_grow(s);
+    if (rc < 0)
+      return rc;
+  }
+  /* the low bits of FNV-1a are poorly mixed for short keys that differ at the end: fold first */
+  size_t pos = (size_t)(h ^ (h >> 29) ^ (h >> 47)) & (s->cap - 1);
+  while (s->slots[pos] != 0) {
+    if (s->slots[pos] == h)
+      return 0;
+    pos = (pos + 1) & (s->cap - 1);
+  }
+  s->slots[pos] = h;
+  s->n++;
+  return 1;
+}
+
+void pl__idset_free(struct pl__idset *s) {
+  free(s->slots);
+  memset(s, 0, sizeof(*s));
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Windows */
+/* ---------------------------------------------------------------------------------------------- */
+
+void pl__win_begin(struct pl__win *w, bool sweep, int64_t from_ms, int64_t to_ms) {
+  pl__idset_free(&w->seen);
+  *w = (struct pl__win){
+      .active = true, .sweep = sweep, .start_ms = from_ms, .to_ms = to_ms, .from_ms = from_ms};
+}
+
+void pl__win_end(struct pl__win *w) {
+  pl__idset_free(&w->seen);
+  memset(w, 0, sizeof(*w));
+}
+
+/* $top of dense pass `pass`: counting down from the wide top, never page_size (the keyset's own
+ * query of the same second, which the CSU may have cached), so no two passes of a window ever
+ * send the same (From, To, $top, $skip). 0 when the tops run out. */
+static unsigned pass_top(const struct pl__paging *pg, unsigned pass) {
+  unsigned wide = pg->wide_top > pg->page_size ? pg->wide_top : pg->page_size;
+  if (pass >= wide)
+    return 0;
+  unsigned top = wide - pass;
+  if (top <= pg->page_size)
+    top--;
+  return top;
+}
+
+void pl__win_query(const struct pl__win *w, const struct pl__paging *pg, struct pl__query *q) {
+  q->from_ms = w->from_ms;
+  q->to_ms = w->to_ms;
+  q->top = w->dense ? w->top : pg->page_size;
+  q->skip = w->dense ? w->skip : 0;
+}
+
+/* Adds the ids of rows inside the dense second to `seen`; returns how many rows were inside it (or
+ * < 0 when the set cannot grow) and whether any row lies after it. */
+static long note_second(struct pl__win *w, const struct pl_poll_event *ev, size_t n, bool *beyond) {
+  int64_t hi = w->from_ms + 1000;
+  long inside = 0;
+  *beyond = false;
+  for (size_t i = 0; i < n; i++) {
+    if (ev[i].time_ms > hi) {
+      *beyond = true;
+      continue;
+    }
+    int rc = pl__idset_add(&w->seen, pl__id_hash(ev[i].id));
+    if (rc < 0)
+      return rc;
+    inside++;
+  }
+  return inside;
+}
+
+/* A full page inside one second: start paging that second in passes. The stuck page's rows count
+ * as seen (they are rows of the second), which helps the first pass finish the proof. */
+static enum pl__step enter_dense(struct pl__win *w, const struct pl__paging *pg,
+                                 const struct pl_poll_event *ev, size_t n, const char **why) {
+  bool beyond;
+  w->dense = true;
+  w->pass = 0;
+  w->skip = 0;
+  w->pass_rows = 0;
+  w->top = pass_top(pg, 0);
+  if (note_second(w, ev, n, &beyond) < 0) {
+    *why = "dense second: too many rows to track";
+    return PL__STEP_FAIL;
+  }
+  return PL__STEP_NEXT;
+}
+
+static enum pl__step keyset_step(struct pl__win *w, const struct pl__paging *pg,
+                                 const struct pl__query *q, const struct pl_poll_event *ev,
+                                 size_t n, int64_t *mark, const char **why) {
+  if (n < q->top) {
+    *mark = w->to_ms;
+    return PL__STEP_DONE;
+  }
+  int64_t last = ev[0].time_ms;
+  for (size_t i = 1; i < n; i++)
+    if (ev[i].time_ms > last)
+      last = ev[i].time_ms;
+  /* every row before `last` is on this page; From is exclusive, so the next Search starts just
+   * before last's second and reads all of it again */
+  int64_t next = pl__floor_s(last - 1);
+  if (next > w->from_ms) {
+    w->from_ms = next;
+    *mark = next;
+    return PL__STEP_NEXT;
+  }
+  return enter_dense(w, pg, ev, n, why);
+}
+
+static enum pl__step dense_step(struct pl__win *w, const struct pl__paging *pg,
+                                const struct pl__query *q, const struct pl_poll_event *ev, size_t n,
+                                int64_t *mark, const char **why) {
+  bool beyond;
+  long inside = note_second(w, ev, n, &beyond);
+  if (inside < 0) {
+    *why = "dense second: too many rows to track";
+    return PL__STEP_FAIL;
+  }
+  w->pass_rows += (uint64_t)inside;
+  bool short_page = n < q->top;
+  if (!short_page && !beyond) {
+    w->skip += q->top;
+    return PL__STEP_NEXT;
+  }
+  /* The pass is over. Its pages before this one were full of the second's rows, so pass_rows is
+   * the second's size as of this page; ids only accumulate rows that exist, so reaching that many
+   * distinct ids means every row of the second has been on a page. */
+  if (w->seen.n >= w->pass_rows) {
+    int64_t hi = w->from_ms + 1000;
+    w->dense = false;
+    pl__idset_free(&w->seen);
+    if (short_page || hi >= w->to_ms) {
+      *mark = w->to_ms;
+      return PL__STEP_DONE;
+    }
+    w->from_ms = hi;
+    *mark = hi;
+    return PL__STEP_NEXT;
+  }
+  w->pass++;
+  w->top = w->pass < pg->max_passes ? pass_top(pg, w->pass) : 0;
+  if (w->top == 0) {
+    *why = "dense second: rows still unseen after every pass";
+    return PL__STEP_FAIL;
+  }
+  w->skip = 0;
+  w->pass_rows = 0;
+  return PL__STEP_NEXT;
+}
+
+enum pl__step pl__win_advance(struct pl__win *w, const struct pl__paging *pg,
+                              const struct pl__query *q, const struct pl_poll_event *ev, size_t n,
+                              int64_t *mark, const char **why) {
+  enum pl__step step =
+      w->dense ? dense_step(w, pg, q, ev, n, mark, why) : keyset_step(w, pg, q, ev, n, mark, why);
+  if (step == PL__STEP_NEXT && w->dense && w->top == 0) {
+    *why = "dense second: no $top left for a pass";
+    return PL__STEP_FAIL;
+  }
+  return step;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The request */
+/* ---------------------------------------------------------------------------------------------- */
+
+static int keep_text(const char *text, size_t len, char **out) {
+  char *s = realloc(*out, len + 1);
+  if (s == NULL)
+    return UV_ENOMEM;
+  memcpy(s, text, len);
+  s[len] = '\0';
+  *out = s;
+  return 0;
+}
+
+int pl__search_body(struct csr_jw *jw, const char *type, const struct pl__query *q, char **body) {
+  char from[CSR_TIME_BUF], to[CSR_TIME_BUF];
+  const char *text;
+  size_t len;
+  if (csr_time_format_seconds(q->from_ms, from, sizeof(from)) == 0 ||
+      csr_time_format_seconds(q->to_ms, to, sizeof(to)) == 0)
+    return UV_EINVAL;
+  csr_jw_reset(jw);
+  csr_jw_obj(jw);
+  csr_jw_key(jw, "commerceEventSearchCriteria");
+  csr_jw_obj(jw);
+  csr_jw_kstr(jw, "EventType", type);
+  csr_jw_kstr(jw, "EventDateTimeFrom", from);
+  csr_jw_kstr(jw, "EventDateTimeTo", to);
+  csr_jw_obj_end(jw);
+  csr_jw_obj_end(jw);
+  int rc = csr_jw_finish(jw, &text, &len);
+  return rc < 0 ? rc : keep_text(text, len, body);
+}
+
+int pl__search_url(const char *base, const struct pl__query *q, char **url) {
+  size_t blen = strlen(base);
+  const char *slash = blen > 0 && base[blen - 1] == '/' ? "" : "/";
+  char tail[160];
+  int n = snprintf(tail, sizeof(tail),
+                   "%sCommerce/CommerceEventsController/Search?$top=%u&$skip=%" PRIu64
+                   "&api-version=7.3",
+                   slash, q->top, q->skip);
+  char *s = realloc(*url, blen + (size_t)n + 1);
+  if (s == NULL)
+    return UV_ENOMEM;
+  memcpy(s, base, blen);
+  memcpy(s + blen, tail, (size_t)n + 1);
+  *url = s;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The answer */
+/* ---------------------------------------------------------------------------------------------- */
+
+static int ensure_caps(struct pl__rows *r, size_t n, size_t id_bytes) {
+  if (n > r->ev_cap) {
+    struct pl_poll_event *ev = realloc(r->ev, n * sizeof(*ev));
+    if (ev == NULL)
+      return UV_ENOMEM;
+    r->ev = ev;
+    r->ev_cap = n;
+  }
+  if (id_bytes > r->ids_cap) {
+    char *ids = realloc(r->ids, id_bytes);
+    if (ids == NULL)
+      return UV_ENOMEM;
+    r->ids = ids;
+    r->ids_cap = id_bytes;
+  }
+  return 0;
+}
+
+/* The id's parts after the CSU name, in order (SPEC §3). */
+static const char *const KEY_FIELDS[4] = {"EventDataAreaId", "EventType", "EventTransactionId",
+                                          "EventDateTime"};
+
+/* Checks one row; returns the bytes of its id (with the NUL) or 0 with `why` filled. */
+static size_t check_row(yajl_val row, size_t i, size_t csu_len, const struct pl__query *q,
+                        int64_t *time_ms, char *why, size_t len) {
+  size_t bytes = csu_len + 5;
+  if (!YAJL_IS_OBJECT(row)) {
+    snprintf(why, len, "malformed page: row %zu is not an object", i);
+    return 0;
+  }
+  for (int k = 0; k < 4; k++) {
+    const char *s = csr_json_get_str(row, KEY_FIELDS[k]);
+    if (s == NULL || (k >= 2 && s[0] == '\0')) {
+      snprintf(why, len, "malformed page: row %zu has no %s", i, KEY_FIELDS[k]);
+      return 0;
+    }
+    bytes += strlen(s);
+  }
+  if (csr_time_parse(csr_json_get_str(row, "EventDateTime"), time_ms) < 0) {
+    snprintf(why, len, "malformed page: row %zu has an invalid EventDateTime", i);
+    return 0;
+  }
+  /* the keyset and the dense-second proof rest on every row being inside the window */
+  if (*time_ms <= q->from_ms || *time_ms > q->to_ms) {
+    snprintf(why, len, "malformed page: row %zu lies outside the window", i);
+    return 0;
+  }
+  return bytes;
+}
+
+/* Writes csu|area|type|txn|time at dst, each part exactly as sent; returns the bytes with the NUL.
+ */
+static size_t write_id(const char *csu, yajl_val row, char *dst) {
+  size_t at = strlen(csu);
+  memcpy(dst, csu, at);
+  for (int k = 0; k < 4; k++) {
+    const char *s = csr_json_get_str(row, KEY_FIELDS[k]);
+    size_t n = strlen(s);
+    dst[at++] = '|';
+    memcpy(dst + at, s, n);
+    at += n;
+  }
+  dst[at++] = '\0';
+  return at;
+}
+
+int pl__rows_parse(struct pl__rows *r, const char *csu, const struct pl__query *q, const char *text,
+                   size_t len, char *why, size_t whylen) {
+  char err[128] = "";
+  pl__rows_clear(r);
+  yajl_val doc = csr_json_parse(text, len, err, sizeof(err));
+  if (doc == NULL) {
+    snprintf(why, whylen, "malformed JSON: %s", err);
+    return CSR_EPARSE;
+  }
+  yajl_val value = csr_json_get(doc, "value");
+  size_t n = csr_json_len(value), bytes = 0, csu_len = strlen(csu);
+  int rc = YAJL_IS_ARRAY(value) ? ensure_caps(r, n, 1) : CSR_EPARSE;
+  if (rc == CSR_EPARSE)
+    snprintf(why, whylen, "malformed page: value is not an array");
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    size_t b = check_row(csr_json_at(value, i), i, csu_len, q, &r->ev[i].time_ms, why, whylen);
+    rc = b == 0 ? CSR_EPARSE : 0;
+    bytes += b;
+  }
+  if (rc == 0)
+    rc = ensure_caps(r, n, bytes);
+  if (rc == UV_ENOMEM)
+    snprintf(why, whylen, "out of memory for a page of %zu rows", n);
+  if (rc < 0) {
+    csr_json_free(doc);
+    return rc;
+  }
+  /* the ids go into one buffer, written only once it has its final size */
+  for (size_t i = 0, at = 0; i < n; i++) {
+    r->ev[i].row = csr_json_at(value, i);
+    r->ev[i].id = r->ids + at;
+    at += write_id(csu, r->ev[i].row, r->ids + at);
+  }
+  r->doc = doc;
+  r->n = n;
+  return 0;
+}
+
+void pl__rows_clear(struct pl__rows *r) {
+  csr_json_free(r->doc);
+  r->doc = NULL;
+  r->n = 0;
+}
+
+void pl__rows_free(struct pl__rows *r) {
+  pl__rows_clear(r);
+  free(r->ev);
+  free(r->ids);
+  memset(r, 0, sizeof(*r));
+}

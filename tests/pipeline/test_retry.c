@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "csurelay/pipeline.h"
-#include "simtest.h"
+#include "sinks/sinktest.h"
 
 #define GUARD_MS  30000
 #define MAX_ITEMS 20000
@@ -31,19 +31,14 @@ struct item {
 };
 
 struct fx {
-  struct st t;
-  struct rx_http http;
-  struct sk_env env;
-  struct csr_sink_conf conf;
-  struct sk_sink *sink;
+  struct skt k;
   struct pl_sched *sched;
   struct pl_sched_opts opts;
-  char url[256];
   yajl_val event;
   struct item *items;
   size_t n;
   int finals, attempts, cancels;
-  int sched_closed, sink_closed, http_closed;
+  int sched_closed;
   int closed_after; /* finals + cancels when the scheduler's close callback fired */
   unsigned max_in_flight_seen;
 };
@@ -52,33 +47,15 @@ struct fx {
 /* Fixture */
 /* ---------------------------------------------------------------------------------------------- */
 
-static uint64_t on_guard(struct rx_timer *timer) {
-  *(int *)timer->data = 1;
-  return RX_TIMER_STOP;
-}
-
-static int run_until(struct fx *fx, const int *flag, int want, uint64_t ms) {
-  struct rx_timer guard;
-  int expired = 0;
-  assert_int_equal(rx_timer_init(&guard, &fx->t.loop), 0);
-  guard.data = &expired;
-  assert_int_equal(rx_timer_start(&guard, on_guard, ms), 0);
-  while (*flag < want && !expired)
-    uv_run(&fx->t.uv, UV_RUN_ONCE);
-  rx_timer_close(&guard, NULL);
-  uv_run(&fx->t.uv, UV_RUN_NOWAIT);
-  return *flag >= want;
-}
-
 static void note_in_flight(struct fx *fx) {
-  if (fx->sink->in_flight > fx->max_in_flight_seen)
-    fx->max_in_flight_seen = fx->sink->in_flight;
+  if (fx->k.sink->in_flight > fx->max_in_flight_seen)
+    fx->max_in_flight_seen = fx->k.sink->in_flight;
 }
 
 static void record_try(struct item *v) {
   if (v->tries < MAX_TRIES) {
     v->starts[v->tries] = v->it.started_ms;
-    v->ends[v->tries] = rx_now_ms(&v->fx->t.loop);
+    v->ends[v->tries] = rx_now_ms(&v->fx->k.t.loop);
   }
   v->tries++;
 }
@@ -119,19 +96,16 @@ static struct fx *fx_start(const char *faults, const char *path, size_t n, unsig
                            double rate, const struct pl_sched_opts *opts) {
   struct fx *fx = calloc(1, sizeof(*fx));
   assert_non_null(fx);
-  st_start(&fx->t, 1, 0, faults);
-  struct rx_http_opts hopts = {.max_per_host = 64};
-  assert_int_equal(rx_http_init(&fx->http, &fx->t.loop, &hopts), 0);
-  fx->env = (struct sk_env){.loop = &fx->t.loop, .http = &fx->http, .default_timeout_ms = 10000};
-  snprintf(fx->url, sizeof(fx->url), "%s%s", fx->t.sim.base_url, path ? path : "/hooks/audit");
-  fx->conf = (struct csr_sink_conf){.name = "audit",
-                                    .type = CSR_SINK_WEBHOOK,
-                                    .url = fx->url,
-                                    .max_in_flight = max_in_flight,
-                                    .rate_per_s = rate,
-                                    .line = 1};
-  struct csr_err err;
-  assert_int_equal(sk_sink_create(&fx->conf, &fx->env, &fx->sink, &err), 0);
+  struct sim_opts o;
+  sim_opts_default(&o);
+  o.csus = 1;
+  o.rate = 0;
+  o.faults_yaml = faults;
+  skt_start(&fx->k, &o, 64, 10000);
+  fx->k.guard_ms = GUARD_MS;
+  skt_webhook_conf(&fx->k, path, max_in_flight);
+  fx->k.conf.rate_per_s = rate;
+  skt_create_sink(&fx->k, "webhook");
   static const char text[] =
       "{\"EventType\":\"Checkout\",\"EventTransactionId\":\"T\",\"EventDateTime\":"
       "\"2024-07-24T14:17:02.16Z\",\"EventDataAreaId\":\"usrt\",\"EventData\":\"{}\"}";
@@ -148,7 +122,7 @@ static struct fx *fx_start(const char *faults, const char *path, size_t n, unsig
     v->it.d.event = &v->ev;
   }
   fx->opts = opts ? *opts : (struct pl_sched_opts){.base_ms = 100, .cap_ms = 1000, .seed = 42};
-  assert_int_equal(pl_sched_create(&fx->t.loop, fx->sink, &fx->opts, &ops, fx, &fx->sched), 0);
+  assert_int_equal(pl_sched_create(&fx->k.t.loop, fx->k.sink, &fx->opts, &ops, fx, &fx->sched), 0);
   return fx;
 }
 
@@ -158,19 +132,11 @@ static void on_sched_closed(void *arg) {
   fx->closed_after = fx->finals + fx->cancels;
 }
 
-static void on_sink_closed(void *arg) {
-  ((struct fx *)arg)->sink_closed++;
-}
-
-static void on_http_closed(struct rx_http *http) {
-  RX_CONTAINER_OF(http, struct fx, http)->http_closed++;
-}
-
 static void fx_close_sched(struct fx *fx) {
   pl_sched_close(fx->sched, on_sched_closed, fx);
   pl_sched_close(fx->sched, on_sched_closed, fx); /* a second close is ignored */
   assert_int_equal(fx->sched_closed, 0);          /* never from inside the call */
-  assert_true(run_until(fx, &fx->sched_closed, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->sched_closed, 1, GUARD_MS));
   /* Every submitted item came back exactly once, before the close callback. */
   assert_int_equal(fx->closed_after, fx->finals + fx->cancels);
 }
@@ -178,13 +144,9 @@ static void fx_close_sched(struct fx *fx) {
 static void fx_stop(struct fx *fx) {
   if (fx->sched_closed == 0)
     fx_close_sched(fx);
-  sk_sink_close(fx->sink, on_sink_closed, fx);
-  assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
-  rx_http_close(&fx->http, on_http_closed);
-  assert_true(run_until(fx, &fx->http_closed, 1, GUARD_MS));
-  st_stop(&fx->t);
+  skt_stop(&fx->k); /* the sink, the client, the sim */
   assert_int_equal(fx->sched_closed, 1);
-  assert_int_equal(fx->sink_closed, 1);
+  assert_int_equal(fx->k.sink_closed, 1);
   for (size_t i = 0; i < fx->n; i++)
     assert_true(fx->items[i].finals + fx->items[i].cancels <= 1);
   csr_json_free(fx->event);
@@ -199,16 +161,9 @@ static void submit_all(struct fx *fx, size_t from, size_t to) {
   assert_int_equal(fx->finals + fx->attempts + fx->cancels, before); /* nothing synchronous */
 }
 
-static void set_faults(struct fx *fx, const char *yaml) {
-  struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "POST", "/sim/faults", NULL, yaml, 0, &r), 0);
-  assert_int_equal(r.status, 200);
-  st_resp_free(&r);
-}
-
 static unsigned webhook_received(struct fx *fx) {
   struct sim_ledger_sink_counts c;
-  int rc = sim_ledger_sink_counts(fx->t.sim.ledger, "webhook:audit", &c);
+  int rc = sim_ledger_sink_counts(fx->k.t.sim.ledger, "webhook:audit", &c);
   if (rc == UV_ENOENT)
     return 0; /* the receiver never saw a request */
   assert_int_equal(rc, 0);
@@ -225,7 +180,7 @@ struct sampler {
 static uint64_t on_sample(struct rx_timer *timer) {
   struct sampler *sm = timer->data;
   unsigned held = 0;
-  for (const struct sim_req *r = sm->fx->t.sim._held; r; r = r->_next)
+  for (const struct sim_req *r = sm->fx->k.t.sim._held; r; r = r->_next)
     if (strcmp(r->endpoint, "webhook") == 0)
       held++;
   if (held > sm->max_held)
@@ -241,14 +196,14 @@ static uint64_t on_sample(struct rx_timer *timer) {
 static void test_in_flight_bound(void **state) {
   struct fx *fx = fx_start("endpoints:\n  webhook:\n    latency_ms: 20\n", NULL, 200, 8, 0, NULL);
   struct sampler sm = {.fx = fx};
-  assert_int_equal(rx_timer_init(&sm.timer, &fx->t.loop), 0);
+  assert_int_equal(rx_timer_init(&sm.timer, &fx->k.t.loop), 0);
   sm.timer.data = &sm;
   assert_int_equal(rx_timer_start(&sm.timer, on_sample, 1), 0);
   submit_all(fx, 0, 200);
   struct pl_sched_stats st;
   pl_sched_stats(fx->sched, &st);
   assert_int_equal(st.queued, 200);
-  assert_true(run_until(fx, &fx->finals, 200, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 200, GUARD_MS));
   rx_timer_close(&sm.timer, NULL);
   for (size_t i = 0; i < 200; i++) {
     assert_int_equal(fx->items[i].finals, 1);
@@ -268,9 +223,9 @@ static void test_in_flight_bound(void **state) {
 
 static void test_rate(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 100, 32, 50, NULL);
-  uint64_t t0 = rx_now_ms(&fx->t.loop);
+  uint64_t t0 = rx_now_ms(&fx->k.t.loop);
   submit_all(fx, 0, 100);
-  assert_true(run_until(fx, &fx->finals, 100, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 100, GUARD_MS));
   uint64_t first = UINT64_MAX, last = 0;
   for (size_t i = 0; i < 100; i++) {
     assert_int_equal(fx->items[i].it.outcome, SK_DELIVERED);
@@ -280,7 +235,7 @@ static void test_rate(void **state) {
   }
   /* A burst of 5, then 50/s: the last start is at least 95 / 50 s after the first. */
   assert_true(last - first >= 1800);
-  assert_true(rx_now_ms(&fx->t.loop) - t0 < 10000);
+  assert_true(rx_now_ms(&fx->k.t.loop) - t0 < 10000);
   /* No second in the run started more than 50 + the burst. */
   for (uint64_t w = first; w <= last; w += 100) {
     unsigned in = 0;
@@ -305,9 +260,9 @@ static void test_outage(void **state) {
   struct fx *fx = fx_start("endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [503]\n"
                            "    until_s: 2\n",
                            NULL, 40, 8, 0, &o);
-  uint64_t up_at = rx_now_ms(&fx->t.loop) + 2000 - sim_elapsed_ms(&fx->t.sim);
+  uint64_t up_at = rx_now_ms(&fx->k.t.loop) + 2000 - sim_elapsed_ms(&fx->k.t.sim);
   submit_all(fx, 0, 40);
-  assert_true(run_until(fx, &fx->finals, 40, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 40, GUARD_MS));
   uint64_t starts[40];
   for (size_t i = 0; i < 40; i++) {
     struct item *v = &fx->items[i];
@@ -346,7 +301,7 @@ static void test_pause_429(void **state) {
                            "    retry_after_s: 1\n",
                            NULL, 10, 4, 0, NULL);
   submit_all(fx, 0, 1);
-  assert_true(run_until(fx, &fx->attempts, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->attempts, 1, GUARD_MS));
   struct item *a = &fx->items[0];
   assert_int_equal(a->it.d.status, 429);
   assert_int_equal(a->it.d.retry_after_ms, 1000);
@@ -358,13 +313,13 @@ static void test_pause_429(void **state) {
   assert_true(st.paused_until_ms > wall + 800 && st.paused_until_ms <= wall + 1000);
   assert_int_equal(st.window, 1);
   assert_true(a->it.next_wall_ms >= wall + 900); /* never before Retry-After */
-  set_faults(fx, ""); /* healed, but the sink still waits out the pause */
+  skt_set_faults(&fx->k, ""); /* healed, but the sink still waits out the pause */
   submit_all(fx, 1, 10);
-  st_run_ms(&fx->t, 500);
+  st_run_ms(&fx->k.t, 500);
   assert_int_equal(fx->finals, 0);
-  assert_int_equal(fx->sink->in_flight, 0);
+  assert_int_equal(fx->k.sink->in_flight, 0);
   assert_int_equal(webhook_received(fx), 0);
-  assert_true(run_until(fx, &fx->finals, 10, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 10, GUARD_MS));
   for (size_t i = 0; i < 10; i++) {
     assert_int_equal(fx->items[i].it.outcome, SK_DELIVERED);
     assert_true(fx->items[i].it.started_ms >= t429 + 995);
@@ -384,7 +339,7 @@ static void test_pause_grows(void **state) {
                            "    retry_after_s: 1\n",
                            NULL, 1, 4, 0, &o);
   submit_all(fx, 0, 1);
-  assert_true(run_until(fx, &fx->finals, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 1, GUARD_MS));
   struct item *a = &fx->items[0];
   assert_int_equal(a->tries, 3);
   assert_true(a->starts[1] - a->ends[0] >= 995);  /* the first pause: Retry-After */
@@ -403,7 +358,7 @@ static void test_max_attempts(void **state) {
   struct fx *fx = fx_start("endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [503]\n", NULL,
                            1, 8, 0, &o);
   submit_all(fx, 0, 1);
-  assert_true(run_until(fx, &fx->finals, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 1, GUARD_MS));
   struct item *a = &fx->items[0];
   assert_int_equal(a->finals, 1);
   assert_int_equal(a->attempts, 2);
@@ -437,7 +392,7 @@ static void test_max_attempts(void **state) {
 static void test_permanent_404(void **state) {
   struct fx *fx = fx_start(NULL, "/nope", 1, 8, 0, NULL);
   submit_all(fx, 0, 1);
-  assert_true(run_until(fx, &fx->finals, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 1, GUARD_MS));
   struct item *a = &fx->items[0];
   assert_int_equal(a->it.outcome, SK_DEAD);
   assert_int_equal(a->it.attempt, 1);
@@ -454,7 +409,7 @@ static void test_permanent_404(void **state) {
 
 static void test_submit_at(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 52, 64, 0, NULL);
-  uint64_t now = rx_now_ms(&fx->t.loop);
+  uint64_t now = rx_now_ms(&fx->k.t.loop);
   int64_t wall = rx_wall_ms();
   /* A replayed attempt 4 due in 800 ms, one overdue (runs now), and 50 at shuffled times. */
   assert_int_equal(pl_sched_submit_at(fx->sched, &fx->items[0].it, 4, wall + 800), 0);
@@ -472,10 +427,10 @@ static void test_submit_at(void **state) {
   pl_sched_stats(fx->sched, &st);
   assert_int_equal(st.waiting, 51);
   assert_int_equal(st.queued, 1);
-  assert_true(run_until(fx, &fx->finals, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 1, GUARD_MS));
   assert_int_equal(fx->items[1].finals, 1);
   assert_int_equal(fx->items[1].it.d.attempt, 2);
-  assert_true(run_until(fx, &fx->finals, 52, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->finals, 52, GUARD_MS));
   struct item *a = &fx->items[0];
   assert_int_equal(a->it.outcome, SK_DELIVERED);
   assert_int_equal(a->it.d.attempt, 4);
@@ -502,7 +457,7 @@ static void test_close(void **state) {
   submit_all(fx, 0, 5); /* 2 in flight, 3 queued */
   for (size_t i = 5; i < 8; i++)
     assert_int_equal(pl_sched_submit_at(fx->sched, &fx->items[i].it, 3, wall + 60000), 0);
-  st_run_ms(&fx->t, 200);
+  st_run_ms(&fx->k.t, 200);
   struct pl_sched_stats st;
   pl_sched_stats(fx->sched, &st);
   assert_int_equal(st.in_flight, 2);
@@ -512,7 +467,7 @@ static void test_close(void **state) {
   pl_sched_cancel(&fx->items[7].it);
   pl_sched_cancel(&fx->items[7].it);
   assert_int_equal(fx->cancels, 0);
-  st_run_ms(&fx->t, 20);
+  st_run_ms(&fx->k.t, 20);
   assert_int_equal(fx->items[7].cancels, 1);
   pl_sched_stats(fx->sched, &st);
   assert_int_equal(st.waiting, 2);
@@ -520,14 +475,14 @@ static void test_close(void **state) {
   pl_sched_close(fx->sched, on_sched_closed, fx);
   assert_int_equal(pl_sched_submit(fx->sched, &fx->items[7].it), UV_ECANCELED);
   assert_int_equal(fx->cancels, 1);
-  assert_true(run_until(fx, &fx->sched_closed, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->sched_closed, 1, GUARD_MS));
   assert_int_equal(fx->closed_after, 8);
   assert_int_equal(fx->finals, 0);
   assert_int_equal(fx->attempts, 0);
   for (size_t i = 0; i < 8; i++)
     assert_int_equal(fx->items[i].cancels, 1);
-  assert_int_equal(fx->sink->in_flight, 0);
-  assert_int_equal(fx->sink->retried, 2); /* the two cancelled deliveries */
+  assert_int_equal(fx->k.sink->in_flight, 0);
+  assert_int_equal(fx->k.sink->retried, 2); /* the two cancelled deliveries */
   fx_stop(fx);
 }
 
@@ -542,7 +497,7 @@ static void test_many_waiting(void **state) {
                      0);
   for (size_t i = 0; i < MAX_ITEMS; i += 2)
     pl_sched_cancel(&fx->items[i].it);
-  st_run_ms(&fx->t, 20);
+  st_run_ms(&fx->k.t, 20);
   assert_int_equal(fx->cancels, MAX_ITEMS / 2);
   struct pl_sched_stats st;
   pl_sched_stats(fx->sched, &st);
@@ -566,13 +521,13 @@ static void on_final_close(void *arg, struct pl_sched_item *it) {
 static void test_close_from_callback(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 20, 1, 0, NULL);
   pl_sched_close(fx->sched, on_sched_closed, fx); /* an empty scheduler closes at once */
-  assert_true(run_until(fx, &fx->sched_closed, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->sched_closed, 1, GUARD_MS));
   fx->sched_closed = 0;
   struct pl_sched_ops o = ops;
   o.on_final = on_final_close;
-  assert_int_equal(pl_sched_create(&fx->t.loop, fx->sink, &fx->opts, &o, fx, &fx->sched), 0);
+  assert_int_equal(pl_sched_create(&fx->k.t.loop, fx->k.sink, &fx->opts, &o, fx, &fx->sched), 0);
   submit_all(fx, 0, 20);
-  assert_true(run_until(fx, &fx->sched_closed, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &fx->sched_closed, 1, GUARD_MS));
   assert_int_equal(fx->finals, 3);
   assert_int_equal(fx->cancels, 17);
   assert_int_equal(fx->closed_after, 20);

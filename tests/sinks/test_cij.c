@@ -15,15 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "csurelay/log.h"
 #include "csurelay/pipeline.h"
-#include "csurelay/sink.h"
 #include "csurelay/timefmt.h"
-#include "simtest.h"
+#include "sinktest.h"
 
-#define GUARD_MS   15000
+#define GUARD_MS   SKT_GUARD_MS
 #define MAX_EVENTS 24
 #define TOKEN_PATH "/csusim.onmicrosoft.com/oauth2/v2.0/token"
 #define ZERO_ID    "00000000-0000-0000-0000-000000000000"
@@ -67,54 +65,18 @@ struct evt {
 };
 
 struct fx {
-  struct st t;
-  struct rx_http http;
+  struct skt k; /* k.url: the Dataverse */
   struct csr_identity ident;
   char token_url[256];
   struct pl_tokens *tokens;
   char token0[4096]; /* the first token, fetched before any delivery */
-  struct sk_env env;
-  struct csr_sink_conf conf;
   struct csr_delivery_conf dconf;
-  char dv_url[256];
-  struct sk_sink *sink;
-  char events_path[64];
   struct evt evs[MAX_EVENTS];
   size_t nevs;
-  int http_closed, sink_closed, tokens_closed;
-  int seq, close_seq;
+  int tokens_closed;
 };
-
-struct deliv {
-  struct sk_delivery d;
-  struct fx *fx;
-  int done;
-  int seq;
-  unsigned in_flight;
-};
-
-static uint64_t on_guard(struct rx_timer *timer) {
-  *(int *)timer->data = 1;
-  return RX_TIMER_STOP;
-}
-
-static int run_until(struct fx *fx, int *flag, int want, uint64_t ms) {
-  struct rx_timer guard;
-  int expired = 0;
-  assert_int_equal(rx_timer_init(&guard, &fx->t.loop), 0);
-  guard.data = &expired;
-  assert_int_equal(rx_timer_start(&guard, on_guard, ms), 0);
-  while (*flag < want && !expired)
-    uv_run(&fx->t.uv, UV_RUN_ONCE);
-  rx_timer_close(&guard, NULL);
-  uv_run(&fx->t.uv, UV_RUN_NOWAIT);
-  return *flag >= want;
-}
 
 static void write_events_file(struct fx *fx, const struct script *sc, size_t n) {
-  snprintf(fx->events_path, sizeof(fx->events_path), "/tmp/test_cij_XXXXXX");
-  int fd = mkstemp(fx->events_path);
-  assert_true(fd >= 0);
   struct csr_jw jw;
   assert_int_equal(csr_jw_init(&jw), 0);
   csr_jw_arr(&jw);
@@ -137,15 +99,14 @@ static void write_events_file(struct fx *fx, const struct script *sc, size_t n) 
   const char *text;
   size_t len;
   assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
-  assert_int_equal(write(fd, text, len), (ssize_t)len);
-  close(fd);
+  skt_write_events(&fx->k, "test_cij", text, len);
   csr_jw_free(&jw);
 }
 
 static yajl_val get_json(struct fx *fx, const char *path) {
-  const char *h[] = {st_auth(&fx->t, SIM_AUD_COMMERCE), "OUN: 128", NULL};
+  const char *h[] = {st_auth(&fx->k.t, SIM_AUD_COMMERCE), "OUN: 128", NULL};
   struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "GET", path, h, NULL, 0, &r), 0);
+  assert_int_equal(st_call(&fx->k.t, "GET", path, h, NULL, 0, &r), 0);
   if (r.status != 200)
     fail_msg("GET %s: %ld %s", path, r.status, r.body);
   yajl_val v = csr_json_parse(r.body, r.len, NULL, 0);
@@ -159,15 +120,8 @@ static yajl_val get_json(struct fx *fx, const char *path) {
 static void build_evt(struct fx *fx, struct evt *e, const struct script *sc, yajl_val rec) {
   snprintf(e->id, sizeof(e->id), "%s", csr_json_get_str(rec, "id"));
   snprintf(e->time_text, sizeof(e->time_text), "%s", csr_json_get_str(rec, "time"));
-  char text[1024], path[512];
-  snprintf(text, sizeof(text),
-           "{\"EventType\":\"Checkout\",\"EventTransactionId\":\"%s\",\"EventDateTime\":\"%s\","
-           "\"EventDataAreaId\":\"usrt\",\"EventData\":\"{}\",\"EventChannelId\":5637144592,"
-           "\"EventTerminalId\":\"HOUSTON-17\",\"EventStaffId\":\"000168\","
-           "\"EventCustomerId\":\"%s\"}",
-           sc->txn, e->time_text, sc->customer);
-  e->event = csr_json_parse(text, strlen(text), NULL, 0);
-  assert_non_null(e->event);
+  char path[512];
+  e->event = skt_checkout_event(sc->txn, e->time_text, sc->customer);
   snprintf(path, sizeof(path),
            "/csu0/Commerce/SalesOrders/GetSalesOrderDetailsByTransactionId(transactionId=@p1,"
            "searchLocationValue=1)?@p1='%s'&api-version=7.3",
@@ -190,29 +144,21 @@ static void build_evt(struct fx *fx, struct evt *e, const struct script *sc, yaj
 }
 
 static void find_events(struct fx *fx, const struct script *sc, size_t n) {
-  for (int tries = 0; tries < 200; tries++) {
-    struct st_resp r;
-    assert_int_equal(st_call(&fx->t, "GET", "/ledger/events?limit=1000", NULL, NULL, 0, &r), 0);
-    yajl_val list = csr_json_get(r.json, "events");
-    if (csr_json_len(list) >= n) {
-      for (size_t i = 0; i < n; i++) {
-        char needle[96];
-        snprintf(needle, sizeof(needle), "|%s|", sc[i].txn);
-        yajl_val rec = NULL;
-        for (size_t j = 0; j < csr_json_len(list) && rec == NULL; j++)
-          if (strstr(csr_json_get_str(csr_json_at(list, j), "id"), needle))
-            rec = csr_json_at(list, j);
-        assert_non_null(rec);
-        build_evt(fx, &fx->evs[i], &sc[i], rec);
-      }
-      fx->nevs = n;
-      st_resp_free(&r);
-      return;
-    }
-    st_resp_free(&r);
-    st_run_ms(&fx->t, 20);
+  struct st_resp r;
+  skt_ledger_events(&fx->k, n, &r);
+  yajl_val list = csr_json_get(r.json, "events");
+  for (size_t i = 0; i < n; i++) {
+    char needle[96];
+    snprintf(needle, sizeof(needle), "|%s|", sc[i].txn);
+    yajl_val rec = NULL;
+    for (size_t j = 0; j < csr_json_len(list) && rec == NULL; j++)
+      if (strstr(csr_json_get_str(csr_json_at(list, j), "id"), needle))
+        rec = csr_json_at(list, j);
+    assert_non_null(rec);
+    build_evt(fx, &fx->evs[i], &sc[i], rec);
   }
-  fail_msg("the scripted events never reached the ledger");
+  fx->nevs = n;
+  st_resp_free(&r);
 }
 
 static struct pl_tokens *tokens_for(void *arg, const char *identity) {
@@ -237,19 +183,13 @@ static void on_token(struct rx_fut *fut) {
 static void get_token(struct fx *fx, char *out, size_t len) {
   struct waiter w = {0};
   assert_int_equal(pl_tokens_get(fx->tokens, &w.req, on_token), 0);
-  assert_true(run_until(fx, &w.done, 1, GUARD_MS));
+  assert_true(skt_run_until(&fx->k, &w.done, 1, GUARD_MS));
   assert_int_equal(w.result, 0);
   snprintf(out, len, "%s", w.token);
 }
 
 static void create_sink(struct fx *fx) {
-  struct csr_err err;
-  int rc = sk_sink_create(&fx->conf, &fx->env, &fx->sink, &err);
-  if (rc < 0) {
-    char buf[1024];
-    fail_msg("sk_sink_create: %s", csr_err_format(&err, buf, sizeof(buf)));
-  }
-  assert_ptr_equal(fx->sink->ops, sk_find("cij"));
+  skt_create_sink(&fx->k, "cij");
 }
 
 /* A sim with the scripted events and `faults`, a token cache for its Dataverse (with a first
@@ -259,39 +199,32 @@ static struct fx *fx_start(const char *faults, const struct script *sc, size_t n
   assert_non_null(fx);
   loglen = 0;
   logbuf[0] = '\0';
+  if (n > 0)
+    write_events_file(fx, sc, n);
   struct sim_opts o;
   sim_opts_default(&o);
   o.faults_yaml = faults;
-  if (n > 0) {
-    write_events_file(fx, sc, n);
-    o.events_path = fx->events_path;
-  }
-  st_start_opts(&fx->t, &o);
-  struct rx_http_opts hopts = {.max_per_host = 64};
-  assert_int_equal(rx_http_init(&fx->http, &fx->t.loop, &hopts), 0);
-  snprintf(fx->token_url, sizeof(fx->token_url), "%s%s", fx->t.sim.base_url, TOKEN_PATH);
+  skt_start(&fx->k, &o, 64, 5000);
+  snprintf(fx->token_url, sizeof(fx->token_url), "%s%s", fx->k.t.sim.base_url, TOKEN_PATH);
   fx->ident = (struct csr_identity){.name = "dataverse",
                                     .tenant = "csusim.onmicrosoft.com",
                                     .client_id = SIM_CLIENT_ID,
                                     .scope = SIM_DATAVERSE_SCOPE,
                                     .token_url = fx->token_url,
                                     .secret = SIM_DEFAULT_SECRET};
-  assert_int_equal(pl_tokens_create(&fx->t.loop, &fx->http, &fx->ident, &fx->tokens), 0);
-  fx->env = (struct sk_env){.loop = &fx->t.loop,
-                            .http = &fx->http,
-                            .default_timeout_ms = 5000,
-                            .tokens = tokens_for,
-                            .tokens_arg = fx};
-  snprintf(fx->dv_url, sizeof(fx->dv_url), "%s/dataverse/", fx->t.sim.base_url);
-  fx->conf = (struct csr_sink_conf){.name = "journeys",
-                                    .type = CSR_SINK_CIJ,
-                                    .max_in_flight = 52,
-                                    .rate_per_s = 40,
-                                    .dataverse_url = fx->dv_url,
-                                    .identity_name = "dataverse",
-                                    .line = 1};
+  assert_int_equal(pl_tokens_create(&fx->k.t.loop, &fx->k.http, &fx->ident, &fx->tokens), 0);
+  fx->k.env.tokens = tokens_for;
+  fx->k.env.tokens_arg = fx;
+  snprintf(fx->k.url, sizeof(fx->k.url), "%s/dataverse/", fx->k.t.sim.base_url);
+  fx->k.conf = (struct csr_sink_conf){.name = "journeys",
+                                      .type = CSR_SINK_CIJ,
+                                      .max_in_flight = 52,
+                                      .rate_per_s = 40,
+                                      .dataverse_url = fx->k.url,
+                                      .identity_name = "dataverse",
+                                      .line = 1};
   fx->dconf = (struct csr_delivery_conf){
-      .sink_name = "journeys", .sink = &fx->conf, .trigger = SIM_DEFAULT_TRIGGER, .line = 2};
+      .sink_name = "journeys", .sink = &fx->k.conf, .trigger = SIM_DEFAULT_TRIGGER, .line = 2};
   if (n > 0)
     find_events(fx, sc, n);
   get_token(fx, fx->token0, sizeof(fx->token0));
@@ -300,18 +233,8 @@ static struct fx *fx_start(const char *faults, const struct script *sc, size_t n
   return fx;
 }
 
-static void on_sink_closed(void *arg) {
-  struct fx *fx = arg;
-  fx->sink_closed++;
-  fx->close_seq = fx->seq;
-}
-
 static void on_tokens_closed(void *arg) {
   ((struct fx *)arg)->tokens_closed++;
-}
-
-static void on_http_closed(struct rx_http *http) {
-  RX_CONTAINER_OF(http, struct fx, http)->http_closed++;
 }
 
 /* No email, name or token of this test in any log line. */
@@ -332,75 +255,33 @@ static void check_logs(struct fx *fx) {
 
 static void fx_stop(struct fx *fx) {
   check_logs(fx);
-  if (fx->sink != NULL && fx->sink_closed == 0) {
-    assert_int_equal(fx->sink->in_flight, 0);
-    sk_sink_close(fx->sink, on_sink_closed, fx);
-    assert_int_equal(fx->sink_closed, 0);
-    assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
-  }
+  skt_close_sink(&fx->k);
   pl_tokens_destroy(fx->tokens, on_tokens_closed, fx);
-  assert_true(run_until(fx, &fx->tokens_closed, 1, GUARD_MS));
-  rx_http_close(&fx->http, on_http_closed);
-  assert_true(run_until(fx, &fx->http_closed, 1, GUARD_MS));
-  st_stop(&fx->t);
-  assert_int_equal(fx->sink_closed, fx->sink ? 1 : 0);
+  assert_true(skt_run_until(&fx->k, &fx->tokens_closed, 1, GUARD_MS));
+  skt_stop(&fx->k);
   assert_int_equal(fx->tokens_closed, 1);
-  assert_int_equal(fx->http_closed, 1);
   for (size_t i = 0; i < fx->nevs; i++) {
     csr_json_free(fx->evs[i].event);
     csr_json_free(fx->evs[i].order);
     csr_json_free(fx->evs[i].customer);
   }
-  if (fx->events_path[0])
-    unlink(fx->events_path);
   free(fx);
 }
 
-static void on_done(struct sk_delivery *d) {
-  struct deliv *v = RX_CONTAINER_OF(d, struct deliv, d);
-  v->done++;
-  v->seq = ++v->fx->seq;
-  v->in_flight = v->fx->sink->in_flight;
-  assert_ptr_equal(d->done, on_done);
+/* Runs `ev` (with `conf`, NULL: the route's) until its done() fired. */
+static void run_ev(struct fx *fx, struct skt_deliv *v, const struct sk_event *ev,
+                   const struct csr_delivery_conf *conf) {
+  skt_run_delivery(&fx->k, v, ev, conf ? conf : &fx->dconf);
 }
 
-static void start_ev(struct fx *fx, struct deliv *v, const struct sk_event *ev,
-                     const struct csr_delivery_conf *conf) {
-  memset(v, 0, sizeof(*v));
-  v->fx = fx;
-  v->d.event = ev;
-  v->d.conf = conf ? conf : &fx->dconf;
-  v->d.attempt = 1;
-  v->d.done = on_done;
-  assert_int_equal(sk_deliver(fx->sink, &v->d), 0);
-  assert_int_equal(v->done, 0); /* never synchronous */
+static void start(struct fx *fx, struct skt_deliv *v, size_t i) {
+  skt_start_delivery(&fx->k, v, &fx->evs[i].ev, &fx->dconf);
 }
 
-static void start(struct fx *fx, struct deliv *v, size_t i) {
-  start_ev(fx, v, &fx->evs[i].ev, NULL);
-}
-
-static void deliver(struct fx *fx, struct deliv *v, size_t i) {
-  start(fx, v, i);
-  assert_true(run_until(fx, &v->done, 1, GUARD_MS));
-  st_run_ms(&fx->t, 5);
+static void deliver(struct fx *fx, struct skt_deliv *v, size_t i) {
+  run_ev(fx, v, &fx->evs[i].ev, NULL);
+  st_run_ms(&fx->k.t, 5);
   assert_int_equal(v->done, 1);
-}
-
-static void set_faults(struct fx *fx, const char *yaml) {
-  struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "POST", "/sim/faults", NULL, yaml, 0, &r), 0);
-  assert_int_equal(r.status, 200);
-  st_resp_free(&r);
-}
-
-static void assert_outcome(const struct deliv *v, enum sk_outcome outcome, int status,
-                           const char *reason, int64_t retry_after_ms) {
-  if (v->d.outcome != outcome || v->d.status != status || strcmp(v->d.reason, reason) != 0 ||
-      v->d.retry_after_ms != retry_after_ms)
-    fail_msg("got outcome %d status %d reason '%s' retry_after %lld excerpt '%s'",
-             (int)v->d.outcome, v->d.status, v->d.reason, (long long)v->d.retry_after_ms,
-             v->d.excerpt);
 }
 
 /* encode() for `d`, with the ingestion timestamp checked to be now and replaced by "NOW". */
@@ -410,7 +291,7 @@ static char *encode_text(struct fx *fx, const struct sk_delivery *d) {
   size_t len;
   assert_int_equal(csr_jw_init(&jw), 0);
   int64_t before = rx_wall_ms();
-  int rc = fx->sink->ops->encode(fx->sink, d, &jw);
+  int rc = fx->k.sink->ops->encode(fx->k.sink, d, &jw);
   int64_t after = rx_wall_ms();
   if (rc < 0) {
     csr_jw_free(&jw);
@@ -460,18 +341,18 @@ static void cached_contact(struct fx *fx, const struct sk_event *ev, char *out, 
 static struct sim_ledger_sink_counts trigger_counts(struct fx *fx) {
   struct sim_ledger_sink_counts c;
   memset(&c, 0, sizeof(c));
-  sim_ledger_sink_counts(fx->t.sim.ledger, "trigger", &c);
+  sim_ledger_sink_counts(fx->k.t.sim.ledger, "trigger", &c);
   return c;
 }
 
 static struct sim_ledger_counts ledger_counts(struct fx *fx) {
   struct sim_ledger_counts c;
-  sim_ledger_counts(fx->t.sim.ledger, &c);
+  sim_ledger_counts(fx->k.t.sim.ledger, &c);
   return c;
 }
 
 static uint64_t requests(struct fx *fx, const char *endpoint, int status) {
-  return sim_ledger_requests(fx->t.sim.ledger, endpoint, status);
+  return sim_ledger_requests(fx->k.t.sim.ledger, endpoint, status);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -599,7 +480,7 @@ static void test_encode_refusals(void **state) {
   free(text);
   struct csr_jw jw;
   assert_int_equal(csr_jw_init(&jw), 0);
-  assert_int_equal(fx->sink->ops->encode(fx->sink, NULL, &jw), -EINVAL);
+  assert_int_equal(fx->k.sink->ops->encode(fx->k.sink, NULL, &jw), -EINVAL);
   csr_jw_free(&jw);
   csr_json_free(b);
   golden_stop(&g);
@@ -610,27 +491,27 @@ static void test_init_refusals(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 0, 0);
   struct csr_err err;
   struct sk_sink *sink = NULL;
-  char *good = fx->conf.dataverse_url;
+  char *good = fx->k.conf.dataverse_url;
   const char *bad[] = {NULL, "", "ftp://x/", "http://127.0.0.1:9/dataverse"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-    fx->conf.dataverse_url = (char *)bad[i];
-    assert_true(sk_sink_create(&fx->conf, &fx->env, &sink, &err) < 0);
+    fx->k.conf.dataverse_url = (char *)bad[i];
+    assert_true(sk_sink_create(&fx->k.conf, &fx->k.env, &sink, &err) < 0);
     assert_null(sink);
     assert_string_equal(err.key, "dataverse_url");
   }
-  fx->conf.dataverse_url = good;
-  fx->conf.identity_name = "commerce"; /* no token cache for it */
-  assert_true(sk_sink_create(&fx->conf, &fx->env, &sink, &err) < 0);
+  fx->k.conf.dataverse_url = good;
+  fx->k.conf.identity_name = "commerce"; /* no token cache for it */
+  assert_true(sk_sink_create(&fx->k.conf, &fx->k.env, &sink, &err) < 0);
   assert_string_equal(err.key, "identity");
   assert_int_equal(err.line, 1);
-  fx->conf.identity_name = "dataverse";
-  fx->env.http = NULL;
-  assert_true(sk_sink_create(&fx->conf, &fx->env, &sink, &err) < 0);
+  fx->k.conf.identity_name = "dataverse";
+  fx->k.env.http = NULL;
+  assert_true(sk_sink_create(&fx->k.conf, &fx->k.env, &sink, &err) < 0);
   assert_non_null(strstr(err.msg, "HTTP client"));
-  fx->env.http = &fx->http;
+  fx->k.env.http = &fx->k.http;
   create_sink(fx);
   char why[128] = "";
-  assert_int_equal(fx->sink->ops->ready(fx->sink, why, sizeof(why)), 0);
+  assert_int_equal(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)), 0);
   fx_stop(fx);
 }
 
@@ -643,11 +524,11 @@ static void test_delivered(void **state) {
       {"HOUSTON-HOUSTON-17-1721824109286", "001002", "Diego.Fischer+Receipts@Contoso.com"}};
   struct fx *fx = fx_start(NULL, sc, 1, 1);
   uint64_t gets = requests(fx, "contacts_get", 200);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(v.in_flight, 0);
-  assert_int_equal(fx->sink->delivered, 1);
+  assert_int_equal(fx->k.sink->delivered, 1);
   /* One lookup (exact, with the '+' intact: it found nothing), one create, one trigger call that
    * passed every check of the sim's trigger and ledger. */
   assert_int_equal(requests(fx, "contacts_get", 200), gets + 1);
@@ -661,7 +542,7 @@ static void test_delivered(void **state) {
   assert_int_equal(c.unknown, 0);
   assert_int_equal(c.mismatched, 0);
   struct sim_ledger_diff diff;
-  assert_int_equal(sim_ledger_diff(fx->t.sim.ledger, "trigger", -1, 0, &diff), 0);
+  assert_int_equal(sim_ledger_diff(fx->k.t.sim.ledger, "trigger", -1, 0, &diff), 0);
   assert_int_equal(diff.expected, 1);
   assert_int_equal(diff.delivered, 1);
   assert_int_equal(diff.missing, 0);
@@ -671,9 +552,9 @@ static void test_delivered(void **state) {
   assert_int_equal(strlen(id), 36);
   assert_string_not_equal(id, ZERO_ID);
   snprintf(path, sizeof(path), "/dataverse/api/data/v9.2/contacts(%s)", id);
-  const char *h[] = {st_auth(&fx->t, SIM_AUD_DATAVERSE), NULL};
+  const char *h[] = {st_auth(&fx->k.t, SIM_AUD_DATAVERSE), NULL};
   struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "GET", path, h, NULL, 0, &r), 0);
+  assert_int_equal(st_call(&fx->k.t, "GET", path, h, NULL, 0, &r), 0);
   assert_int_equal(r.status, 200);
   yajl_val cust = fx->evs[0].customer;
   assert_string_equal(csr_json_get_str(r.json, "emailaddress1"),
@@ -684,7 +565,7 @@ static void test_delivered(void **state) {
   st_resp_free(&r);
   assert_non_null(strstr(logbuf, "cij contact created"));
   char why[64];
-  assert_int_equal(fx->sink->ops->ready(fx->sink, why, sizeof(why)), 0);
+  assert_int_equal(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)), 0);
   fx_stop(fx);
 }
 
@@ -704,32 +585,33 @@ static void test_email_fallback_and_skip(void **state) {
   for (char *p = strchr(upper, '@'); p && *p; p++)
     *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
   snprintf(body, sizeof(body), "{\"emailaddress1\":\"%s\",\"lastname\":\"Elsewhere\"}", upper);
-  const char *h[] = {st_auth(&fx->t, SIM_AUD_DATAVERSE), NULL};
+  const char *h[] = {st_auth(&fx->k.t, SIM_AUD_DATAVERSE), NULL};
   struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "POST", "/dataverse/api/data/v9.2/contacts", h, body, 0, &r), 0);
+  assert_int_equal(st_call(&fx->k.t, "POST", "/dataverse/api/data/v9.2/contacts", h, body, 0, &r),
+                   0);
   assert_int_equal(r.status, 204);
   const char *ent = strrchr(r.odata_entity_id, '(');
   char existing[64];
   snprintf(existing, sizeof(existing), "%.36s", ent + 1);
   st_resp_free(&r);
   /* The POS order reaches the customer's Email. */
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(trigger_counts(fx).mismatched, 0);
   /* The guest with no email: skipped, and nothing was sent anywhere. */
-  uint64_t before = fx->t.sim.requests;
+  uint64_t before = fx->k.t.sim.requests;
   struct sim_dataverse_stats ds0, ds1;
-  sim_dataverse_stats(fx->t.sim.dv, &ds0);
+  sim_dataverse_stats(fx->k.t.sim.dv, &ds0);
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_SKIPPED, 0, "no_email", -1);
-  assert_int_equal(fx->t.sim.requests, before);
-  sim_dataverse_stats(fx->t.sim.dv, &ds1);
+  skt_assert_outcome(&v, SK_SKIPPED, 0, "no_email", -1);
+  assert_int_equal(fx->k.t.sim.requests, before);
+  sim_dataverse_stats(fx->k.t.sim.dv, &ds1);
   assert_int_equal(ds1.lookups, ds0.lookups);
-  assert_int_equal(fx->sink->skipped, 1);
+  assert_int_equal(fx->k.sink->skipped, 1);
   /* The existing contact is found by the exact, case-blind filter: no second contact. */
   deliver(fx, &v, 2);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   char id[64];
   cached_contact(fx, &fx->evs[2].ev, id, sizeof(id));
   assert_string_equal(id, existing);
@@ -739,7 +621,7 @@ static void test_email_fallback_and_skip(void **state) {
   assert_int_equal(c.received, 2);
   assert_int_equal(c.mismatched, 0);
   struct sim_ledger_diff diff;
-  assert_int_equal(sim_ledger_diff(fx->t.sim.ledger, "trigger", -1, 0, &diff), 0);
+  assert_int_equal(sim_ledger_diff(fx->k.t.sim.ledger, "trigger", -1, 0, &diff), 0);
   assert_int_equal(diff.skipped_no_email, 1);
   assert_int_equal(diff.unexpected, 0);
   assert_int_equal(diff.missing, 0);
@@ -757,15 +639,15 @@ static void test_single_flight(void **state) {
     sc[i] = (struct script){txns[i], "", i % 2 ? SHARED : "Shared.Buyer@Contoso.com"};
   }
   struct fx *fx = fx_start(NULL, sc, N_SHARED, 1);
-  static struct deliv v[N_SHARED];
+  static struct skt_deliv v[N_SHARED];
   for (size_t i = 0; i < N_SHARED; i++)
     start(fx, &v[i], i);
-  assert_int_equal(fx->sink->in_flight, N_SHARED);
+  assert_int_equal(fx->k.sink->in_flight, N_SHARED);
   for (size_t i = 0; i < N_SHARED; i++) {
-    assert_true(run_until(fx, &v[i].done, 1, GUARD_MS));
-    assert_outcome(&v[i], SK_DELIVERED, 204, "", -1);
+    assert_true(skt_run_until(&fx->k, &v[i].done, 1, GUARD_MS));
+    skt_assert_outcome(&v[i], SK_DELIVERED, 204, "", -1);
   }
-  st_run_ms(&fx->t, 20);
+  st_run_ms(&fx->k.t, 20);
   for (size_t i = 0; i < N_SHARED; i++)
     assert_int_equal(v[i].done, 1);
   /* One lookup and one contact for the twenty (the case of the email does not split them). */
@@ -779,12 +661,12 @@ static void test_single_flight(void **state) {
   assert_int_equal(c.unique, N_SHARED);
   assert_int_equal(c.mismatched, 0);
   /* The cache: another delivery for the email sends no lookup. */
-  struct deliv again;
+  struct skt_deliv again;
   deliver(fx, &again, 3);
-  assert_outcome(&again, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&again, SK_DELIVERED, 204, "", -1);
   assert_int_equal(requests(fx, "contacts_get", 200), 1);
   assert_int_equal(trigger_counts(fx).duplicates, 1);
-  assert_int_equal(fx->sink->delivered, N_SHARED + 1);
+  assert_int_equal(fx->k.sink->delivered, N_SHARED + 1);
   fx_stop(fx);
 }
 
@@ -801,18 +683,18 @@ static void test_trigger_429_503(void **state) {
   struct fx *fx = fx_start("endpoints:\n  trigger:\n    error_rate: 1.0\n    errors: [429]\n"
                            "    retry_after_s: 3\n",
                            two, 2, 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_RETRY, 429, "http_429", 3000);
+  skt_assert_outcome(&v, SK_RETRY, 429, "http_429", 3000);
   assert_non_null(strstr(v.d.excerpt, "0x8"));
-  set_faults(fx, "endpoints:\n  trigger:\n    error_rate: 1.0\n    errors: [503]\n");
+  skt_set_faults(&fx->k, "endpoints:\n  trigger:\n    error_rate: 1.0\n    errors: [503]\n");
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_RETRY, 503, "http_503", -1);
-  assert_int_equal(fx->sink->retried, 2);
+  skt_assert_outcome(&v, SK_RETRY, 503, "http_503", -1);
+  assert_int_equal(fx->k.sink->retried, 2);
   /* Healed: the contact made on the first try is reused. */
-  set_faults(fx, "");
+  skt_set_faults(&fx->k, "");
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(requests(fx, "contacts_get", 200), 1);
   assert_int_equal(ledger_counts(fx).contacts_created, 1);
   assert_int_equal(trigger_counts(fx).received, 1);
@@ -822,31 +704,33 @@ static void test_trigger_429_503(void **state) {
 static void test_contact_failures(void **state) {
   struct fx *fx =
       fx_start("endpoints:\n  contacts_get:\n    error_rate: 1.0\n    errors: [503]\n", two, 2, 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_RETRY, 503, "contact_lookup: http_503", -1);
-  set_faults(fx, "endpoints:\n  contacts_get:\n    error_rate: 1.0\n    errors: [429]\n"
-                 "    retry_after_s: 2\n");
+  skt_assert_outcome(&v, SK_RETRY, 503, "contact_lookup: http_503", -1);
+  skt_set_faults(&fx->k, "endpoints:\n  contacts_get:\n    error_rate: 1.0\n    errors: [429]\n"
+                         "    retry_after_s: 2\n");
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_RETRY, 429, "contact_lookup: http_429", 2000);
-  set_faults(fx, "endpoints:\n  contacts_create:\n    error_rate: 1.0\n    errors: [503]\n");
+  skt_assert_outcome(&v, SK_RETRY, 429, "contact_lookup: http_429", 2000);
+  skt_set_faults(&fx->k,
+                 "endpoints:\n  contacts_create:\n    error_rate: 1.0\n    errors: [503]\n");
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_RETRY, 503, "contact_create: http_503", -1);
-  set_faults(fx, "endpoints:\n  contacts_create:\n    error_rate: 1.0\n    errors: [400]\n");
+  skt_assert_outcome(&v, SK_RETRY, 503, "contact_create: http_503", -1);
+  skt_set_faults(&fx->k,
+                 "endpoints:\n  contacts_create:\n    error_rate: 1.0\n    errors: [400]\n");
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_DEAD, 400, "contact_create: http_400", -1);
+  skt_assert_outcome(&v, SK_DEAD, 400, "contact_create: http_400", -1);
   assert_true(v.d.excerpt[0] != '\0');
-  set_faults(fx, "endpoints:\n  contacts_get:\n    reset_rate: 1.0\n");
+  skt_set_faults(&fx->k, "endpoints:\n  contacts_get:\n    reset_rate: 1.0\n");
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_RETRY, 0, "contact_lookup: reset", -1);
+  skt_assert_outcome(&v, SK_RETRY, 0, "contact_lookup: reset", -1);
   assert_int_equal(ledger_counts(fx).contacts_created, 0);
   assert_int_equal(trigger_counts(fx).received, 0);
-  set_faults(fx, "");
+  skt_set_faults(&fx->k, "");
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(ledger_counts(fx).contacts_created, 1);
-  assert_int_equal(fx->sink->dead, 1);
-  assert_int_equal(fx->sink->retried, 4);
+  assert_int_equal(fx->k.sink->dead, 1);
+  assert_int_equal(fx->k.sink->retried, 4);
   fx_stop(fx);
 }
 
@@ -869,41 +753,36 @@ static void test_permanent_400(void **state) {
   struct csr_delivery_conf custom = fx->dconf;
   custom.fields = fields;
   custom.n_fields = sizeof(fields) / sizeof(fields[0]);
-  struct deliv v;
-  start_ev(fx, &v, &fx->evs[0].ev, &custom);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  assert_outcome(&v, SK_DEAD, 400, "http_400", -1);
+  struct skt_deliv v;
+  run_ev(fx, &v, &fx->evs[0].ev, &custom);
+  skt_assert_outcome(&v, SK_DEAD, 400, "http_400", -1);
   assert_non_null(strstr(v.d.excerpt, "msdynmkt_salesid"));
-  assert_int_equal(fx->sink->dead, 1);
+  assert_int_equal(fx->k.sink->dead, 1);
   /* With the parameter, the same map delivers (and the ledger agrees with every field). */
   struct csr_field_map full[sizeof(fields) / sizeof(fields[0]) + 1];
   memcpy(full, fields, sizeof(fields));
   full[custom.n_fields] = (struct csr_field_map){"msdynmkt_salesid", "OrderDetails.SalesId"};
   custom.fields = full;
   custom.n_fields++;
-  start_ev(fx, &v, &fx->evs[0].ev, &custom);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  run_ev(fx, &v, &fx->evs[0].ev, &custom);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(trigger_counts(fx).mismatched, 0);
   /* The default mapping without an order is a configuration mistake: dead, with no call. */
   struct sk_event no_order = fx->evs[1].ev;
   no_order.order = NULL;
-  uint64_t before = fx->t.sim.requests;
-  start_ev(fx, &v, &no_order, NULL);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  assert_outcome(&v, SK_DEAD, 0, "no_order", -1);
+  uint64_t before = fx->k.t.sim.requests;
+  run_ev(fx, &v, &no_order, NULL);
+  skt_assert_outcome(&v, SK_DEAD, 0, "no_order", -1);
   /* So is a route without a trigger name. */
   struct csr_delivery_conf nameless = fx->dconf;
   nameless.trigger = NULL;
-  start_ev(fx, &v, &fx->evs[1].ev, &nameless);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  assert_outcome(&v, SK_DEAD, 0, "no_trigger", -1);
+  run_ev(fx, &v, &fx->evs[1].ev, &nameless);
+  skt_assert_outcome(&v, SK_DEAD, 0, "no_trigger", -1);
   nameless.trigger = "msdynmkt_x/../contacts";
-  start_ev(fx, &v, &fx->evs[1].ev, &nameless);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  assert_outcome(&v, SK_DEAD, 0, "no_trigger", -1);
-  assert_int_equal(fx->t.sim.requests, before);
-  assert_int_equal(fx->sink->dead, 4);
+  run_ev(fx, &v, &fx->evs[1].ev, &nameless);
+  skt_assert_outcome(&v, SK_DEAD, 0, "no_trigger", -1);
+  assert_int_equal(fx->k.t.sim.requests, before);
+  assert_int_equal(fx->k.sink->dead, 4);
   fx_stop(fx);
 }
 
@@ -918,40 +797,40 @@ static const struct script three[] = {
 };
 
 static void wait_elapsed(struct fx *fx, uint64_t ms) {
-  while (sim_elapsed_ms(&fx->t.sim) < ms)
-    st_run_ms(&fx->t, 50);
+  while (sim_elapsed_ms(&fx->k.t.sim) < ms)
+    st_run_ms(&fx->k.t, 50);
 }
 
 static void test_token_revoked(void **state) {
   struct fx *fx = fx_start("tokens:\n  revoke_at_s: 2\n", three, 3, 1);
   struct sim_entra_stats es0, es1;
-  struct deliv v;
+  struct skt_deliv v;
   /* Before the revocation: the first token serves the lookup, the create and the trigger. */
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
-  assert_true(sim_elapsed_ms(&fx->t.sim) < 2000);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  assert_true(sim_elapsed_ms(&fx->k.t.sim) < 2000);
   assert_int_equal(pl_tokens_stats(fx->tokens)->fetches, 1);
   /* After it: the trigger call (the contact is cached) gets a 401, the sink refreshes once. */
   wait_elapsed(fx, 2200);
-  sim_entra_stats(fx->t.sim.entra, &es0);
+  sim_entra_stats(fx->k.t.sim.entra, &es0);
   deliver(fx, &v, 1);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
-  sim_entra_stats(fx->t.sim.entra, &es1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  sim_entra_stats(fx->k.t.sim.entra, &es1);
   assert_int_equal(es1.issued, es0.issued + 1);
   assert_int_equal(es1.rejected_revoked, es0.rejected_revoked + 1);
   assert_int_equal(pl_tokens_stats(fx->tokens)->fetches, 2);
   assert_int_equal(pl_tokens_stats(fx->tokens)->invalidations, 1);
   /* Revoked again: now the lookup of a new email meets the 401, and refreshes the same way. */
-  uint64_t at = sim_elapsed_ms(&fx->t.sim) / 1000 + 1;
+  uint64_t at = sim_elapsed_ms(&fx->k.t.sim) / 1000 + 1;
   char yaml[64];
   snprintf(yaml, sizeof(yaml), "tokens:\n  revoke_at_s: %llu\n", (unsigned long long)at);
-  set_faults(fx, yaml);
+  skt_set_faults(&fx->k, yaml);
   wait_elapsed(fx, at * 1000 + 200);
-  sim_entra_stats(fx->t.sim.entra, &es0);
+  sim_entra_stats(fx->k.t.sim.entra, &es0);
   uint64_t gets = requests(fx, "contacts_get", 401);
   deliver(fx, &v, 2);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
-  sim_entra_stats(fx->t.sim.entra, &es1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  sim_entra_stats(fx->k.t.sim.entra, &es1);
   assert_int_equal(es1.issued, es0.issued + 1);
   assert_int_equal(requests(fx, "contacts_get", 401), gets + 1);
   assert_int_equal(pl_tokens_stats(fx->tokens)->fetches, 3);
@@ -959,16 +838,16 @@ static void test_token_revoked(void **state) {
   struct sim_ledger_sink_counts c = trigger_counts(fx);
   assert_int_equal(c.received, 3);
   assert_int_equal(c.mismatched, 0);
-  assert_int_equal(fx->sink->delivered, 3);
+  assert_int_equal(fx->k.sink->delivered, 3);
   fx_stop(fx);
 }
 
 static void test_401_twice(void **state) {
   struct fx *fx =
       fx_start("endpoints:\n  trigger:\n    error_rate: 1.0\n    errors: [401]\n", two, 2, 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v, 0);
-  assert_outcome(&v, SK_RETRY, 401, "http_401", -1);
+  skt_assert_outcome(&v, SK_RETRY, 401, "http_401", -1);
   assert_int_equal(pl_tokens_stats(fx->tokens)->fetches, 2); /* one refresh, not a loop */
   assert_int_equal(requests(fx, "trigger", 401), 2);
   fx_stop(fx);
@@ -999,12 +878,6 @@ struct capture {
   const char *trigger_body;
 };
 
-static void copy_header(const struct rx_http_request *req, const char *name, char *out,
-                        size_t len) {
-  const char *v = rx_http_header(req, name);
-  snprintf(out, len, "%s", v ? v : "(none)");
-}
-
 static void on_wire(struct rx_http_request *req, void *arg) {
   struct capture *c = arg;
   assert_true(c->n < MAX_WIRE);
@@ -1012,12 +885,12 @@ static void on_wire(struct rx_http_request *req, void *arg) {
   snprintf(w->method, sizeof(w->method), "%s", req->method);
   snprintf(w->path, sizeof(w->path), "%s", req->path);
   snprintf(w->query, sizeof(w->query), "%s", req->query);
-  copy_header(req, "Accept", w->accept, sizeof(w->accept));
-  copy_header(req, "OData-MaxVersion", w->maxver, sizeof(w->maxver));
-  copy_header(req, "OData-Version", w->ver, sizeof(w->ver));
-  copy_header(req, "Authorization", w->auth, sizeof(w->auth)); /* "Bearer ..." cut short */
-  copy_header(req, "Content-Type", w->ctype, sizeof(w->ctype));
-  copy_header(req, "Prefer", w->prefer, sizeof(w->prefer));
+  skt_copy_header(req, "Accept", w->accept, sizeof(w->accept));
+  skt_copy_header(req, "OData-MaxVersion", w->maxver, sizeof(w->maxver));
+  skt_copy_header(req, "OData-Version", w->ver, sizeof(w->ver));
+  skt_copy_header(req, "Authorization", w->auth, sizeof(w->auth)); /* "Bearer ..." cut short */
+  skt_copy_header(req, "Content-Type", w->ctype, sizeof(w->ctype));
+  skt_copy_header(req, "Prefer", w->prefer, sizeof(w->prefer));
   w->body = malloc(req->body_len + 1);
   assert_non_null(w->body);
   memcpy(w->body, req->body, req->body_len + 1);
@@ -1032,12 +905,6 @@ static void on_wire(struct rx_http_request *req, void *arg) {
     const char *b = c->trigger_body ? c->trigger_body : "";
     rx_http_respond(req, c->trigger_status, NULL, json, b, strlen(b));
   }
-}
-
-static int srv_closed;
-
-static void on_srv_closed(struct rx_http_server *srv) {
-  srv_closed++;
 }
 
 static void assert_dv_headers(const struct wire_req *w, const char *ctype) {
@@ -1067,10 +934,8 @@ static struct wire *wire_start(void) {
   assert_non_null(w);
   w->fx = fx_start(NULL, NULL, 0, 0);
   w->cap = (struct capture){.lookup_answer = "{\"value\":[]}", .trigger_status = 204};
-  assert_int_equal(rx_http_server_init(&w->srv, &w->fx->t.loop, NULL), 0);
-  assert_int_equal(rx_http_server_route(&w->srv, NULL, "/dv/api/data/v9.2/*", on_wire, &w->cap), 0);
-  assert_int_equal(rx_http_server_listen(&w->srv, "127.0.0.1", 0), 0);
-  snprintf(w->fx->dv_url, sizeof(w->fx->dv_url), "http://127.0.0.1:%d/dv/", w->srv.port);
+  skt_serve(&w->fx->k, &w->srv, NULL, "/dv/api/data/v9.2/*", on_wire, &w->cap);
+  snprintf(w->fx->k.url, sizeof(w->fx->k.url), "http://127.0.0.1:%d/dv/", w->srv.port);
   w->fx->dconf.trigger = "msdynmkt_trig";
   create_sink(w->fx);
   w->customer = csr_json_parse(cust, strlen(cust), NULL, 0);
@@ -1083,12 +948,12 @@ static struct wire *wire_start(void) {
 }
 
 /* Delivers w->ev with `order` (NULL: the wire's own) and `customer`; the outcome is in `v`. */
-static void wire_deliver(struct wire *w, struct deliv *v, const char *order, yajl_val customer) {
+static void wire_deliver(struct wire *w, struct skt_deliv *v, const char *order,
+                         yajl_val customer) {
   yajl_val o = order ? csr_json_parse(order, strlen(order), NULL, 0) : NULL;
   w->ev.order = o ? o : w->order;
   w->ev.customer = customer;
-  start_ev(w->fx, v, &w->ev, NULL);
-  assert_true(run_until(w->fx, &v->done, 1, GUARD_MS));
+  run_ev(w->fx, v, &w->ev, NULL);
   w->ev.order = w->order;
   w->ev.customer = w->customer;
   csr_json_free(o);
@@ -1104,8 +969,8 @@ static void wire_stop(struct wire *w) {
     free(w->cap.reqs[i].body);
   csr_json_free(w->customer);
   csr_json_free(w->order);
-  srv_closed = 0;
-  rx_http_server_close(&w->srv, on_srv_closed);
+  int srv_closed;
+  skt_close_server(&w->srv, &srv_closed);
   fx_stop(w->fx);
   assert_int_equal(srv_closed, 1);
   free(w);
@@ -1115,9 +980,9 @@ static void wire_stop(struct wire *w) {
 static void test_wire_requests(void **state) {
   struct wire *w = wire_start();
   struct capture *cap = &w->cap;
-  struct deliv v;
+  struct skt_deliv v;
   wire_deliver(w, &v, NULL, w->customer);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(cap->n, 3);
   /* The lookup: an exact filter, the quote doubled, every reserved byte percent-encoded. */
   assert_string_equal(cap->reqs[0].method, "GET");
@@ -1157,12 +1022,12 @@ static void test_wire_requests(void **state) {
 static void test_wire_guest_and_found(void **state) {
   struct wire *w = wire_start();
   struct capture *cap = &w->cap;
-  struct deliv v;
+  struct skt_deliv v;
   wire_deliver(w, &v,
                "{\"ReceiptEmail\":\"guest@example.net\",\"AmountPaid\":1,"
                "\"Name\":\"  Ana   María López \"}",
                NULL);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(cap->n, 3);
   assert_string_equal(cap->reqs[1].body, "{\"firstname\":\"Ana\",\"lastname\":\"María López\","
                                          "\"emailaddress1\":\"guest@example.net\"}");
@@ -1173,14 +1038,14 @@ static void test_wire_guest_and_found(void **state) {
   cap->lookup_answer =
       "{\"value\":[{\"@odata.etag\":\"W/\\\"1\\\"\",\"contactid\":\"" FOUND_ID "\"}]}";
   wire_deliver(w, &v, "{\"ReceiptEmail\":\"found@example.net\",\"AmountPaid\":1}", NULL);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(cap->n, 8);
   assert_string_equal(cap->reqs[6].method, "GET");
   assert_non_null(strstr(cap->reqs[7].body, "\"msdynmkt_profileid\":\"" FOUND_ID "\""));
   /* An answer that is not a list of ids is transient, not a contact. */
   cap->lookup_answer = "{\"value\":[{\"contactid\":\"not-a-guid\"}]}";
   wire_deliver(w, &v, "{\"ReceiptEmail\":\"odd@example.net\",\"AmountPaid\":1}", NULL);
-  assert_outcome(&v, SK_RETRY, 200, "contact_lookup: bad_answer", -1);
+  skt_assert_outcome(&v, SK_RETRY, 200, "contact_lookup: bad_answer", -1);
   assert_int_equal(cap->n, 9);
   wire_stop(w);
 }
@@ -1191,22 +1056,22 @@ static void test_wire_stale_contact(void **state) {
   struct wire *w = wire_start();
   struct capture *cap = &w->cap;
   static const char found[] = "{\"ReceiptEmail\":\"found@example.net\",\"AmountPaid\":1}";
-  struct deliv v;
+  struct skt_deliv v;
   cap->lookup_answer = "{\"value\":[{\"contactid\":\"" FOUND_ID "\"}]}";
   wire_deliver(w, &v, found, NULL);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(cap->n, 2);
   cap->trigger_status = 400;
   cap->trigger_body =
       "{\"error\":{\"code\":\"0x80040217\",\"message\":\"contact With Id = " FOUND_ID
       " Does Not Exist\"}}";
   wire_deliver(w, &v, found, NULL);
-  assert_outcome(&v, SK_RETRY, 400, "stale_contact", -1);
+  skt_assert_outcome(&v, SK_RETRY, 400, "stale_contact", -1);
   assert_non_null(strstr(v.d.excerpt, "Does Not Exist"));
   assert_int_equal(cap->n, 3); /* the trigger only: the contact came from the cache */
   cap->trigger_status = 204;
   wire_deliver(w, &v, found, NULL);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(cap->n, 5);
   assert_string_equal(cap->reqs[3].method, "GET"); /* looked up again */
   /* About another contact: not about ours. */
@@ -1214,14 +1079,14 @@ static void test_wire_stale_contact(void **state) {
   wire_deliver(w, &v, NULL, w->customer); /* creates WIRE_ID, cached */
   cap->trigger_status = 400;
   wire_deliver(w, &v, NULL, w->customer);
-  assert_outcome(&v, SK_DEAD, 400, "http_400", -1);
+  skt_assert_outcome(&v, SK_DEAD, 400, "http_400", -1);
   assert_int_equal(cap->n, 9);
   /* Found by this delivery (not from the cache): not second-guessed. */
   cap->lookup_answer = "{\"value\":[{\"contactid\":\"" FOUND_ID "\"}]}";
   wire_deliver(w, &v, "{\"ReceiptEmail\":\"fresh@example.net\",\"AmountPaid\":1}", NULL);
-  assert_outcome(&v, SK_DEAD, 400, "http_400", -1);
+  skt_assert_outcome(&v, SK_DEAD, 400, "http_400", -1);
   assert_int_equal(cap->n, 11);
-  assert_int_equal(w->fx->sink->dead, 2);
+  assert_int_equal(w->fx->k.sink->dead, 2);
   wire_stop(w);
 }
 
@@ -1231,104 +1096,95 @@ static void test_wire_stale_contact(void **state) {
 
 static void test_cancel_trigger(void **state) {
   struct fx *fx = fx_start("endpoints:\n  trigger:\n    latency_ms: 5000\n", two, 2, 1);
-  struct deliv v;
+  struct skt_deliv v;
   start(fx, &v, 0);
   for (int i = 0; i < 100 && requests(fx, "contacts_create", 201) == 0; i++)
-    st_run_ms(&fx->t, 20);
-  st_run_ms(&fx->t, 100); /* the trigger call is now held by the latency */
-  assert_int_equal(v.done, 0);
-  assert_int_equal(fx->sink->in_flight, 1);
-  fx->sink->ops->cancel(fx->sink, &v.d);
-  fx->sink->ops->cancel(fx->sink, &v.d); /* twice is harmless */
-  assert_int_equal(v.done, 0);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  st_run_ms(&fx->t, 50);
-  assert_int_equal(v.done, 1);
-  assert_outcome(&v, SK_RETRY, 0, "cancelled", -1);
-  assert_int_equal(fx->sink->in_flight, 0);
-  assert_int_equal(fx->sink->retried, 1);
+    st_run_ms(&fx->k.t, 20);
+  st_run_ms(&fx->k.t, 100); /* the trigger call is now held by the latency */
+  skt_cancel_in_flight(&fx->k, &v, 50);
   char why[64];
-  assert_int_equal(fx->sink->ops->ready(fx->sink, why, sizeof(why)), 0); /* a cancel is no fault */
+  assert_int_equal(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)),
+                   0); /* a cancel is no fault */
   fx_stop(fx);
 }
 
 static void test_cancel_waiter(void **state) {
   struct fx *fx = fx_start("endpoints:\n  contacts_get:\n    latency_ms: 400\n", three, 3, 1);
-  struct deliv a, b;
+  struct skt_deliv a, b;
   start(fx, &a, 0);
   start(fx, &b, 1); /* the same email: waits on a's lookup */
-  st_run_ms(&fx->t, 50);
-  fx->sink->ops->cancel(fx->sink, &a.d);
-  assert_true(run_until(fx, &a.done, 1, GUARD_MS));
-  assert_outcome(&a, SK_RETRY, 0, "cancelled", -1);
+  st_run_ms(&fx->k.t, 50);
+  fx->k.sink->ops->cancel(fx->k.sink, &a.d);
+  assert_true(skt_run_until(&fx->k, &a.done, 1, GUARD_MS));
+  skt_assert_outcome(&a, SK_RETRY, 0, "cancelled", -1);
   assert_int_equal(b.done, 0);
   /* The flight goes on for b, and caches what it found. */
-  assert_true(run_until(fx, &b.done, 1, GUARD_MS));
-  assert_outcome(&b, SK_DELIVERED, 204, "", -1);
+  assert_true(skt_run_until(&fx->k, &b.done, 1, GUARD_MS));
+  skt_assert_outcome(&b, SK_DELIVERED, 204, "", -1);
   assert_int_equal(a.done, 1);
   assert_int_equal(requests(fx, "contacts_get", 200), 1);
   assert_int_equal(ledger_counts(fx).contacts_created, 1);
   /* A flight whose only waiter left still fills the cache for the retry. */
-  struct deliv c;
+  struct skt_deliv c;
   start(fx, &c, 2);
-  st_run_ms(&fx->t, 50);
-  fx->sink->ops->cancel(fx->sink, &c.d);
-  assert_true(run_until(fx, &c.done, 1, GUARD_MS));
-  assert_outcome(&c, SK_RETRY, 0, "cancelled", -1);
+  st_run_ms(&fx->k.t, 50);
+  fx->k.sink->ops->cancel(fx->k.sink, &c.d);
+  assert_true(skt_run_until(&fx->k, &c.done, 1, GUARD_MS));
+  skt_assert_outcome(&c, SK_RETRY, 0, "cancelled", -1);
   for (int i = 0; i < 100 && ledger_counts(fx).contacts_created < 2; i++)
-    st_run_ms(&fx->t, 20);
-  st_run_ms(&fx->t, 50);
+    st_run_ms(&fx->k.t, 20);
+  st_run_ms(&fx->k.t, 50);
   assert_int_equal(ledger_counts(fx).contacts_created, 2);
   deliver(fx, &c, 2);
-  assert_outcome(&c, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&c, SK_DELIVERED, 204, "", -1);
   assert_int_equal(requests(fx, "contacts_get", 200), 2);
   fx_stop(fx);
 }
 
 static void test_close_in_flight(void **state) {
   struct fx *fx = fx_start("endpoints:\n  trigger:\n    latency_ms: 5000\n", three, 3, 1);
-  struct deliv v[3];
+  struct skt_deliv v[3];
   for (size_t i = 0; i < 3; i++)
     start(fx, &v[i], i);
   for (int i = 0; i < 100 && requests(fx, "contacts_create", 201) < 2; i++)
-    st_run_ms(&fx->t, 20);
-  st_run_ms(&fx->t, 100);
-  assert_int_equal(fx->sink->in_flight, 3);
-  uint64_t t0 = rx_now_ms(&fx->t.loop);
-  sk_sink_close(fx->sink, on_sink_closed, fx);
-  sk_sink_close(fx->sink, on_sink_closed, fx);
-  struct deliv extra = {.fx = fx, .d = {.event = &fx->evs[0].ev, .done = on_done}};
-  assert_int_equal(sk_deliver(fx->sink, &extra.d), -ECANCELED);
+    st_run_ms(&fx->k.t, 20);
+  st_run_ms(&fx->k.t, 100);
+  assert_int_equal(fx->k.sink->in_flight, 3);
+  uint64_t t0 = rx_now_ms(&fx->k.t.loop);
+  sk_sink_close(fx->k.sink, skt_on_sink_closed, &fx->k);
+  sk_sink_close(fx->k.sink, skt_on_sink_closed, &fx->k);
+  struct skt_deliv extra = {.k = &fx->k, .d = {.event = &fx->evs[0].ev, .done = skt_on_done}};
+  assert_int_equal(sk_deliver(fx->k.sink, &extra.d), -ECANCELED);
   char why[64];
-  assert_true(fx->sink->ops->ready(fx->sink, why, sizeof(why)) < 0);
-  assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
-  assert_true(rx_now_ms(&fx->t.loop) - t0 < 2000);
-  st_run_ms(&fx->t, 50);
-  assert_int_equal(fx->sink_closed, 1);
+  assert_true(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)) < 0);
+  assert_true(skt_run_until(&fx->k, &fx->k.sink_closed, 1, GUARD_MS));
+  assert_true(rx_now_ms(&fx->k.t.loop) - t0 < 2000);
+  st_run_ms(&fx->k.t, 50);
+  assert_int_equal(fx->k.sink_closed, 1);
   for (size_t i = 0; i < 3; i++) {
     assert_int_equal(v[i].done, 1);
-    assert_outcome(&v[i], SK_RETRY, 0, "cancelled", -1);
+    skt_assert_outcome(&v[i], SK_RETRY, 0, "cancelled", -1);
   }
-  assert_int_equal(fx->seq, 3);
-  assert_int_equal(fx->close_seq, 3);
+  assert_int_equal(fx->k.seq, 3);
+  assert_int_equal(fx->k.close_seq, 3);
   fx_stop(fx);
 }
 
 static void test_close_during_flight(void **state) {
   struct fx *fx = fx_start("endpoints:\n  contacts_create:\n    latency_ms: 5000\n", three, 3, 1);
-  struct deliv v[3];
+  struct skt_deliv v[3];
   for (size_t i = 0; i < 3; i++)
     start(fx, &v[i], i);
-  st_run_ms(&fx->t, 200); /* both flights wait on their create */
-  uint64_t t0 = rx_now_ms(&fx->t.loop);
-  sk_sink_close(fx->sink, on_sink_closed, fx);
-  assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
-  assert_true(rx_now_ms(&fx->t.loop) - t0 < 2000);
+  st_run_ms(&fx->k.t, 200); /* both flights wait on their create */
+  uint64_t t0 = rx_now_ms(&fx->k.t.loop);
+  sk_sink_close(fx->k.sink, skt_on_sink_closed, &fx->k);
+  assert_true(skt_run_until(&fx->k, &fx->k.sink_closed, 1, GUARD_MS));
+  assert_true(rx_now_ms(&fx->k.t.loop) - t0 < 2000);
   for (size_t i = 0; i < 3; i++) {
     assert_int_equal(v[i].done, 1);
-    assert_outcome(&v[i], SK_RETRY, 0, "cancelled", -1);
+    skt_assert_outcome(&v[i], SK_RETRY, 0, "cancelled", -1);
   }
-  assert_int_equal(fx->close_seq, 3);
+  assert_int_equal(fx->k.close_seq, 3);
   fx_stop(fx);
 }
 

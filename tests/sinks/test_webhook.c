@@ -13,127 +13,52 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "csurelay/sink.h"
-#include "simtest.h"
+#include "sinktest.h"
 
 #define TXN       "HOUSTON-HOUSTON-17-1721824109286"
-#define GUARD_MS  15000
+#define GUARD_MS  SKT_GUARD_MS
 #define MAX_DELIV 8
 
 struct fx {
-  struct st t;
-  struct rx_http http;
-  struct sk_env env;
-  struct csr_sink_conf conf;
-  struct sk_sink *sink;
-  char events_path[64];
-  char url[256];
+  struct skt k;
   char id[256];
   char time_text[64];
   yajl_val event;
   yajl_val order;
   struct sk_event ev;
-  int http_closed;
-  int sink_closed;
-  int close_seq; /* the value of `seq` when the close callback fired */
-  int seq;       /* done() callbacks so far, across deliveries */
-};
-
-struct deliv {
-  struct sk_delivery d;
-  struct fx *fx;
-  int done;
-  int seq;            /* the order this one's done() fired in */
-  unsigned in_flight; /* sink->in_flight seen from done() */
 };
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Fixture */
 /* ---------------------------------------------------------------------------------------------- */
 
-static uint64_t on_guard(struct rx_timer *timer) {
-  *(int *)timer->data = 1;
-  return RX_TIMER_STOP;
-}
-
-/* Runs the loop until *flag >= want or `ms` passed; returns whether the flag got there. */
-static int run_until(struct fx *fx, int *flag, int want, uint64_t ms) {
-  struct rx_timer guard;
-  int expired = 0;
-  assert_int_equal(rx_timer_init(&guard, &fx->t.loop), 0);
-  guard.data = &expired;
-  assert_int_equal(rx_timer_start(&guard, on_guard, ms), 0);
-  while (*flag < want && !expired)
-    uv_run(&fx->t.uv, UV_RUN_ONCE);
-  rx_timer_close(&guard, NULL);
-  uv_run(&fx->t.uv, UV_RUN_NOWAIT);
-  return *flag >= want;
-}
-
-static void write_events_file(struct fx *fx) {
-  snprintf(fx->events_path, sizeof(fx->events_path), "/tmp/test_webhook_XXXXXX");
-  int fd = mkstemp(fx->events_path);
-  assert_true(fd >= 0);
-  static const char events[] =
-      "[{\"csu\": 0, \"EventType\": \"Checkout\", \"EventTransactionId\": \"" TXN "\",\n"
-      "  \"EventDateTime\": \"2024-07-24T14:17:02.16Z\", \"EventData\": \"{}\",\n"
-      "  \"EventTerminalId\": \"HOUSTON-17\", \"EventStaffId\": \"000168\",\n"
-      "  \"EventCustomerId\": \"1002\", \"ReceiptEmail\": \"karen@contoso.com\"}]\n";
-  assert_int_equal(write(fd, events, sizeof(events) - 1), (ssize_t)(sizeof(events) - 1));
-  close(fd);
-}
-
 /* The scripted event's id and time as the sim generated them (GET /ledger/events). */
-static void find_event(struct fx *fx, char *time_text, size_t len) {
-  for (int i = 0; i < 100; i++) {
-    struct st_resp r;
-    assert_int_equal(st_call(&fx->t, "GET", "/ledger/events", NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    yajl_val first = csr_json_at(csr_json_get(r.json, "events"), 0);
-    if (first != NULL) {
-      snprintf(fx->id, sizeof(fx->id), "%s", csr_json_get_str(first, "id"));
-      snprintf(time_text, len, "%s", csr_json_get_str(first, "time"));
-      st_resp_free(&r);
-      return;
-    }
-    st_resp_free(&r);
-    st_run_ms(&fx->t, 20);
-  }
-  fail_msg("the scripted event never reached the ledger");
+static void find_event(struct fx *fx) {
+  struct st_resp r;
+  skt_ledger_events(&fx->k, 1, &r);
+  yajl_val first = csr_json_at(csr_json_get(r.json, "events"), 0);
+  snprintf(fx->id, sizeof(fx->id), "%s", csr_json_get_str(first, "id"));
+  snprintf(fx->time_text, sizeof(fx->time_text), "%s", csr_json_get_str(first, "time"));
+  st_resp_free(&r);
 }
 
 /* The event object as the CSU would send it, with the sim's time text. */
-static void build_event(struct fx *fx, const char *time_text) {
-  char text[1024];
-  snprintf(text, sizeof(text),
-           "{\"EventType\":\"Checkout\",\"EventTransactionId\":\"" TXN "\",\"EventDateTime\":"
-           "\"%s\",\"EventDataAreaId\":\"usrt\",\"EventData\":\"{}\",\"EventChannelId\":"
-           "5637144592,\"EventTerminalId\":\"HOUSTON-17\",\"EventStaffId\":\"000168\","
-           "\"EventCustomerId\":\"1002\"}",
-           time_text);
-  fx->event = csr_json_parse(text, strlen(text), NULL, 0);
-  assert_non_null(fx->event);
+static void build_event(struct fx *fx) {
+  fx->event = skt_checkout_event(TXN, fx->time_text, "1002");
   static const char order[] = "{\"SalesId\":\"012345\",\"AmountPaid\":184.2200000000000000}";
   fx->order = csr_json_parse(order, strlen(order), NULL, 0);
   assert_non_null(fx->order);
   fx->ev = (struct sk_event){.id = fx->id,
                              .csu = "csu0",
                              .type = "Checkout",
-                             .time_text = time_text,
+                             .time_text = fx->time_text,
                              .event = fx->event,
                              .order = fx->order};
 }
 
 static void create_sink(struct fx *fx) {
-  struct csr_err err;
-  int rc = sk_sink_create(&fx->conf, &fx->env, &fx->sink, &err);
-  if (rc < 0) {
-    char buf[1024];
-    fail_msg("sk_sink_create: %s", csr_err_format(&err, buf, sizeof(buf)));
-  }
-  assert_ptr_equal(fx->sink->ops, sk_find("webhook"));
+  skt_create_sink(&fx->k, "webhook");
 }
 
 /* A sim with the scripted event and `faults`, and a webhook sink posting to `path` (NULL: the
@@ -141,93 +66,40 @@ static void create_sink(struct fx *fx) {
 static struct fx *fx_start(const char *faults, const char *path, int create) {
   struct fx *fx = calloc(1, sizeof(*fx));
   assert_non_null(fx);
-  write_events_file(fx);
+  static const char events[] =
+      "[{\"csu\": 0, \"EventType\": \"Checkout\", \"EventTransactionId\": \"" TXN "\",\n"
+      "  \"EventDateTime\": \"2024-07-24T14:17:02.16Z\", \"EventData\": \"{}\",\n"
+      "  \"EventTerminalId\": \"HOUSTON-17\", \"EventStaffId\": \"000168\",\n"
+      "  \"EventCustomerId\": \"1002\", \"ReceiptEmail\": \"karen@contoso.com\"}]\n";
+  skt_write_events(&fx->k, "test_webhook", events, sizeof(events) - 1);
   struct sim_opts o;
   sim_opts_default(&o);
   o.faults_yaml = faults;
-  o.events_path = fx->events_path;
-  st_start_opts(&fx->t, &o);
-  struct rx_http_opts hopts = {.max_per_host = 16};
-  assert_int_equal(rx_http_init(&fx->http, &fx->t.loop, &hopts), 0);
-  fx->env = (struct sk_env){.loop = &fx->t.loop, .http = &fx->http, .default_timeout_ms = 5000};
-  snprintf(fx->url, sizeof(fx->url), "%s%s", fx->t.sim.base_url, path ? path : "/hooks/audit");
-  fx->conf = (struct csr_sink_conf){
-      .name = "audit", .type = CSR_SINK_WEBHOOK, .url = fx->url, .max_in_flight = 32, .line = 1};
-  find_event(fx, fx->time_text, sizeof(fx->time_text));
-  build_event(fx, fx->time_text);
+  skt_start(&fx->k, &o, 16, 5000);
+  skt_webhook_conf(&fx->k, path, 32);
+  find_event(fx);
+  build_event(fx);
   if (create)
     create_sink(fx);
   return fx;
 }
 
-static void on_sink_closed(void *arg) {
-  struct fx *fx = arg;
-  fx->sink_closed++;
-  fx->close_seq = fx->seq;
-}
-
-static void on_http_closed(struct rx_http *http) {
-  RX_CONTAINER_OF(http, struct fx, http)->http_closed++;
-}
-
 static void fx_stop(struct fx *fx) {
-  if (fx->sink != NULL && fx->sink_closed == 0) {
-    assert_int_equal(fx->sink->in_flight, 0);
-    sk_sink_close(fx->sink, on_sink_closed, fx);
-    assert_int_equal(fx->sink_closed, 0); /* never from inside the call */
-    assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
-  }
-  rx_http_close(&fx->http, on_http_closed);
-  assert_true(run_until(fx, &fx->http_closed, 1, GUARD_MS));
-  st_stop(&fx->t);
-  assert_int_equal(fx->sink_closed, fx->sink ? 1 : 0);
-  assert_int_equal(fx->http_closed, 1);
+  skt_stop(&fx->k);
   csr_json_free(fx->event);
   csr_json_free(fx->order);
-  unlink(fx->events_path);
   free(fx);
 }
 
-static void on_done(struct sk_delivery *d) {
-  struct deliv *v = RX_CONTAINER_OF(d, struct deliv, d);
-  v->done++;
-  v->seq = ++v->fx->seq;
-  v->in_flight = v->fx->sink->in_flight;
-  assert_ptr_equal(d->done, on_done); /* the caller's callback is back */
-}
-
-static void start(struct fx *fx, struct deliv *v) {
-  memset(v, 0, sizeof(*v));
-  v->fx = fx;
-  v->d.event = &fx->ev;
-  v->d.attempt = 1;
-  v->d.done = on_done;
-  assert_int_equal(sk_deliver(fx->sink, &v->d), 0);
-  assert_int_equal(v->done, 0); /* never synchronous */
+static void start(struct fx *fx, struct skt_deliv *v) {
+  skt_start_delivery(&fx->k, v, &fx->ev, NULL);
 }
 
 /* One delivery run to its outcome. */
-static void deliver(struct fx *fx, struct deliv *v) {
-  start(fx, v);
-  assert_true(run_until(fx, &v->done, 1, GUARD_MS));
+static void deliver(struct fx *fx, struct skt_deliv *v) {
+  skt_run_delivery(&fx->k, v, &fx->ev, NULL);
   assert_int_equal(v->done, 1);
   assert_int_equal(v->in_flight, 0);
-}
-
-static void set_faults(struct fx *fx, const char *yaml) {
-  struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "POST", "/sim/faults", NULL, yaml, 0, &r), 0);
-  assert_int_equal(r.status, 200);
-  st_resp_free(&r);
-}
-
-static void assert_outcome(const struct deliv *v, enum sk_outcome outcome, int status,
-                           const char *reason, int64_t retry_after_ms) {
-  if (v->d.outcome != outcome || v->d.status != status || strcmp(v->d.reason, reason) != 0 ||
-      v->d.retry_after_ms != retry_after_ms)
-    fail_msg("got outcome %d status %d reason '%s' retry_after %lld excerpt '%s'",
-             (int)v->d.outcome, v->d.status, v->d.reason, (long long)v->d.retry_after_ms,
-             v->d.excerpt);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -239,21 +111,21 @@ static void test_delivered(void **state) {
   char want[300];
   snprintf(want, sizeof(want), "csu0|usrt|Checkout|" TXN "|%s", fx->ev.time_text);
   assert_string_equal(fx->id, want);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_DELIVERED, 200, "", -1);
-  assert_int_equal(fx->sink->delivered, 1);
-  assert_int_equal(fx->sink->retried + fx->sink->dead + fx->sink->skipped, 0);
+  skt_assert_outcome(&v, SK_DELIVERED, 200, "", -1);
+  assert_int_equal(fx->k.sink->delivered, 1);
+  assert_int_equal(fx->k.sink->retried + fx->k.sink->dead + fx->k.sink->skipped, 0);
   /* The receiver matched Idempotency-Key to the body's EventId and to the generated event. */
   struct sim_ledger_sink_counts c;
-  assert_int_equal(sim_ledger_sink_counts(fx->t.sim.ledger, "webhook:audit", &c), 0);
+  assert_int_equal(sim_ledger_sink_counts(fx->k.t.sim.ledger, "webhook:audit", &c), 0);
   assert_int_equal(c.received, 1);
   assert_int_equal(c.unique, 1);
   assert_int_equal(c.unknown, 0);
   assert_int_equal(c.mismatched, 0);
   assert_int_equal(c.rejected, 0);
   struct st_resp r;
-  assert_int_equal(st_call(&fx->t, "GET", "/ledger/events", NULL, NULL, 0, &r), 0);
+  assert_int_equal(st_call(&fx->k.t, "GET", "/ledger/events", NULL, NULL, 0, &r), 0);
   yajl_val first = csr_json_at(csr_json_get(r.json, "events"), 0);
   assert_string_equal(csr_json_get_str(first, "id"), fx->id);
   int64_t n = 0;
@@ -262,13 +134,13 @@ static void test_delivered(void **state) {
   st_resp_free(&r);
   /* A second delivery of the same event is a duplicate to the receiver, and delivered to us. */
   deliver(fx, &v);
-  assert_outcome(&v, SK_DELIVERED, 200, "", -1);
-  assert_int_equal(sim_ledger_sink_counts(fx->t.sim.ledger, "webhook:audit", &c), 0);
+  skt_assert_outcome(&v, SK_DELIVERED, 200, "", -1);
+  assert_int_equal(sim_ledger_sink_counts(fx->k.t.sim.ledger, "webhook:audit", &c), 0);
   assert_int_equal(c.received, 2);
   assert_int_equal(c.duplicates, 1);
-  assert_int_equal(fx->sink->delivered, 2);
+  assert_int_equal(fx->k.sink->delivered, 2);
   char why[128] = "";
-  assert_int_equal(fx->sink->ops->ready(fx->sink, why, sizeof(why)), 0);
+  assert_int_equal(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)), 0);
   fx_stop(fx);
 }
 
@@ -284,19 +156,13 @@ struct capture {
   size_t len;
 };
 
-static void copy_header(const struct rx_http_request *req, const char *name, char *out,
-                        size_t len) {
-  const char *v = rx_http_header(req, name);
-  snprintf(out, len, "%s", v ? v : "(none)");
-}
-
 static void on_capture(struct rx_http_request *req, void *arg) {
   struct capture *c = arg;
   c->requests++;
   snprintf(c->method, sizeof(c->method), "%s", req->method);
-  copy_header(req, "Content-Type", c->ctype, sizeof(c->ctype));
-  copy_header(req, "Idempotency-Key", c->key, sizeof(c->key));
-  copy_header(req, "Authorization", c->auth, sizeof(c->auth));
+  skt_copy_header(req, "Content-Type", c->ctype, sizeof(c->ctype));
+  skt_copy_header(req, "Idempotency-Key", c->key, sizeof(c->key));
+  skt_copy_header(req, "Authorization", c->auth, sizeof(c->auth));
   free(c->body);
   c->body = malloc(req->body_len + 1);
   assert_non_null(c->body);
@@ -305,25 +171,17 @@ static void on_capture(struct rx_http_request *req, void *arg) {
   rx_http_respond(req, c->status, NULL, "text/plain", "moved\n", c->status == 204 ? 0 : 6);
 }
 
-static int srv_closed;
-
-static void on_srv_closed(struct rx_http_server *srv) {
-  srv_closed++;
-}
-
 static void test_wire(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 0);
   struct rx_http_server srv;
   struct capture cap = {.status = 204};
-  assert_int_equal(rx_http_server_init(&srv, &fx->t.loop, NULL), 0);
-  assert_int_equal(rx_http_server_route(&srv, "POST", "/in", on_capture, &cap), 0);
-  assert_int_equal(rx_http_server_listen(&srv, "127.0.0.1", 0), 0);
-  snprintf(fx->url, sizeof(fx->url), "http://127.0.0.1:%d/in", srv.port);
-  fx->conf.auth_header = "Bearer s3cr3t";
+  skt_serve(&fx->k, &srv, "POST", "/in", on_capture, &cap);
+  snprintf(fx->k.url, sizeof(fx->k.url), "http://127.0.0.1:%d/in", srv.port);
+  fx->k.conf.auth_header = "Bearer s3cr3t";
   create_sink(fx);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_DELIVERED, 204, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 204, "", -1);
   assert_int_equal(cap.requests, 1);
   assert_string_equal(cap.method, "POST");
   assert_string_equal(cap.ctype, "application/json");
@@ -334,7 +192,7 @@ static void test_wire(void **state) {
   const char *text;
   size_t len;
   assert_int_equal(csr_jw_init(&jw), 0);
-  assert_int_equal(fx->sink->ops->encode(fx->sink, &v.d, &jw), 0);
+  assert_int_equal(fx->k.sink->ops->encode(fx->k.sink, &v.d, &jw), 0);
   assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
   assert_int_equal(cap.len, len);
   assert_memory_equal(cap.body, text, len);
@@ -345,13 +203,13 @@ static void test_wire(void **state) {
   /* A redirect is not followed and not retried: the configured URL is wrong. */
   cap.status = 301;
   deliver(fx, &v);
-  assert_outcome(&v, SK_DEAD, 301, "http_301", -1);
+  skt_assert_outcome(&v, SK_DEAD, 301, "http_301", -1);
   assert_string_equal(v.d.excerpt, "moved ");
-  assert_int_equal(fx->sink->delivered, 1);
-  assert_int_equal(fx->sink->dead, 1);
+  assert_int_equal(fx->k.sink->delivered, 1);
+  assert_int_equal(fx->k.sink->dead, 1);
   free(cap.body);
-  srv_closed = 0;
-  rx_http_server_close(&srv, on_srv_closed);
+  int srv_closed;
+  skt_close_server(&srv, &srv_closed);
   fx_stop(fx);
   assert_int_equal(srv_closed, 1);
 }
@@ -364,12 +222,12 @@ static void test_429_retry_after(void **state) {
   struct fx *fx = fx_start("endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [429]\n"
                            "    retry_after_s: 2\n",
                            NULL, 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_RETRY, 429, "http_429", 2000);
-  assert_int_equal(fx->sink->retried, 1);
+  skt_assert_outcome(&v, SK_RETRY, 429, "http_429", 2000);
+  assert_int_equal(fx->k.sink->retried, 1);
   struct sim_ledger_sink_counts c;
-  sim_ledger_sink_counts(fx->t.sim.ledger, "webhook:audit", &c);
+  sim_ledger_sink_counts(fx->k.t.sim.ledger, "webhook:audit", &c);
   assert_int_equal(c.received, 0);
   fx_stop(fx);
 }
@@ -377,31 +235,31 @@ static void test_429_retry_after(void **state) {
 static void test_5xx(void **state) {
   struct fx *fx =
       fx_start("endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [503]\n", NULL, 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_RETRY, 503, "http_503", -1);
-  set_faults(fx, "endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [500]\n");
+  skt_assert_outcome(&v, SK_RETRY, 503, "http_503", -1);
+  skt_set_faults(&fx->k, "endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [500]\n");
   deliver(fx, &v);
-  assert_outcome(&v, SK_RETRY, 500, "http_500", -1);
+  skt_assert_outcome(&v, SK_RETRY, 500, "http_500", -1);
   assert_true(v.d.excerpt[0] != '\0');
   /* Healed: the next attempt delivers. */
-  set_faults(fx, "");
+  skt_set_faults(&fx->k, "");
   deliver(fx, &v);
-  assert_outcome(&v, SK_DELIVERED, 200, "", -1);
-  assert_int_equal(fx->sink->retried, 2);
-  assert_int_equal(fx->sink->delivered, 1);
+  skt_assert_outcome(&v, SK_DELIVERED, 200, "", -1);
+  assert_int_equal(fx->k.sink->retried, 2);
+  assert_int_equal(fx->k.sink->delivered, 1);
   fx_stop(fx);
 }
 
 static void test_timeout(void **state) {
   struct fx *fx = fx_start("endpoints:\n  webhook:\n    timeout_rate: 1.0\n", NULL, 0);
-  fx->conf.timeout_ms = 300;
+  fx->k.conf.timeout_ms = 300;
   create_sink(fx);
-  struct deliv v;
-  uint64_t t0 = rx_now_ms(&fx->t.loop);
+  struct skt_deliv v;
+  uint64_t t0 = rx_now_ms(&fx->k.t.loop);
   deliver(fx, &v);
-  uint64_t took = rx_now_ms(&fx->t.loop) - t0;
-  assert_outcome(&v, SK_RETRY, 0, "timeout", -1);
+  uint64_t took = rx_now_ms(&fx->k.t.loop) - t0;
+  skt_assert_outcome(&v, SK_RETRY, 0, "timeout", -1);
   assert_true(took >= 250 && took < 3000);
   fx_stop(fx);
 }
@@ -409,21 +267,21 @@ static void test_timeout(void **state) {
 static void test_reset_and_ready(void **state) {
   struct fx *fx = fx_start("endpoints:\n  webhook:\n    reset_rate: 1.0\n", NULL, 1);
   char why[128] = "";
-  struct deliv v;
+  struct skt_deliv v;
   for (int i = 0; i < 5; i++) {
-    assert_int_equal(fx->sink->ops->ready(fx->sink, why, sizeof(why)), 0);
+    assert_int_equal(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)), 0);
     deliver(fx, &v);
-    assert_outcome(&v, SK_RETRY, 0, "reset", -1);
+    skt_assert_outcome(&v, SK_RETRY, 0, "reset", -1);
   }
   /* Five transport failures in a row: not ready, with the reason. */
-  assert_true(fx->sink->ops->ready(fx->sink, why, sizeof(why)) < 0);
+  assert_true(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)) < 0);
   assert_non_null(strstr(why, "reset"));
-  set_faults(fx, "");
+  skt_set_faults(&fx->k, "");
   deliver(fx, &v);
-  assert_outcome(&v, SK_DELIVERED, 200, "", -1);
-  assert_int_equal(fx->sink->ops->ready(fx->sink, why, sizeof(why)), 0);
-  assert_int_equal(fx->sink->retried, 5);
-  assert_int_equal(fx->sink->delivered, 1);
+  skt_assert_outcome(&v, SK_DELIVERED, 200, "", -1);
+  assert_int_equal(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)), 0);
+  assert_int_equal(fx->k.sink->retried, 5);
+  assert_int_equal(fx->k.sink->delivered, 1);
   fx_stop(fx);
 }
 
@@ -434,56 +292,56 @@ static void test_refused(void **state) {
   struct sockaddr_in addr;
   struct sockaddr_storage bound;
   int blen = sizeof(bound);
-  assert_int_equal(uv_tcp_init(&fx->t.uv, &tcp), 0);
+  assert_int_equal(uv_tcp_init(&fx->k.t.uv, &tcp), 0);
   assert_int_equal(uv_ip4_addr("127.0.0.1", 0, &addr), 0);
   assert_int_equal(uv_tcp_bind(&tcp, (const struct sockaddr *)&addr, 0), 0);
   assert_int_equal(uv_tcp_getsockname(&tcp, (struct sockaddr *)&bound, &blen), 0);
   int port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
   uv_close((uv_handle_t *)&tcp, NULL);
-  uv_run(&fx->t.uv, UV_RUN_NOWAIT);
-  snprintf(fx->url, sizeof(fx->url), "http://127.0.0.1:%d/hooks/audit", port);
+  uv_run(&fx->k.t.uv, UV_RUN_NOWAIT);
+  snprintf(fx->k.url, sizeof(fx->k.url), "http://127.0.0.1:%d/hooks/audit", port);
   create_sink(fx);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_RETRY, 0, "refused", -1);
+  skt_assert_outcome(&v, SK_RETRY, 0, "refused", -1);
   fx_stop(fx);
 }
 
 static void test_4xx_dead(void **state) {
   struct fx *fx = fx_start(NULL, "/nope", 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_DEAD, 404, "http_404", -1);
+  skt_assert_outcome(&v, SK_DEAD, 404, "http_404", -1);
   assert_true(v.d.excerpt[0] != '\0');
   fx_stop(fx);
   /* A receiver's own 4xx (injected, as the real receiver refuses only what we never send). */
   fx = fx_start("endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [422]\n", NULL, 1);
   deliver(fx, &v);
-  assert_outcome(&v, SK_DEAD, 422, "http_422", -1);
+  skt_assert_outcome(&v, SK_DEAD, 422, "http_422", -1);
   assert_true(v.d.excerpt[0] != '\0');
-  assert_int_equal(fx->sink->dead, 1);
+  assert_int_equal(fx->k.sink->dead, 1);
   fx_stop(fx);
 }
 
 static void test_encode_failure(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 1);
-  struct deliv v;
+  struct skt_deliv v;
   fx->ev.event = NULL; /* no event object: the body can never be built */
   deliver(fx, &v);
-  assert_outcome(&v, SK_DEAD, 0, "encode", -1);
+  skt_assert_outcome(&v, SK_DEAD, 0, "encode", -1);
   struct csr_jw jw;
   assert_int_equal(csr_jw_init(&jw), 0);
-  assert_true(fx->sink->ops->encode(fx->sink, &v.d, &jw) < 0);
+  assert_true(fx->k.sink->ops->encode(fx->k.sink, &v.d, &jw) < 0);
   csr_jw_free(&jw);
   /* An id that would split the Idempotency-Key header is refused the same way. */
   fx->ev.event = fx->event;
   fx->ev.id = "csu0|usrt|Checkout|x\r\nX-Evil: 1|t";
   deliver(fx, &v);
-  assert_outcome(&v, SK_DEAD, 0, "encode", -1);
+  skt_assert_outcome(&v, SK_DEAD, 0, "encode", -1);
   fx->ev.id = fx->id;
-  assert_int_equal(fx->sink->dead, 2);
+  assert_int_equal(fx->k.sink->dead, 2);
   struct sim_ledger_sink_counts c;
-  sim_ledger_sink_counts(fx->t.sim.ledger, "webhook:audit", &c);
+  sim_ledger_sink_counts(fx->k.t.sim.ledger, "webhook:audit", &c);
   assert_int_equal(c.received + c.rejected, 0);
   fx_stop(fx);
 }
@@ -496,86 +354,76 @@ static void test_encode_failure(void **state) {
 
 static void test_cancel(void **state) {
   struct fx *fx = fx_start(SLOW, NULL, 1);
-  struct deliv v;
+  struct skt_deliv v;
   start(fx, &v);
-  st_run_ms(&fx->t, 100);
-  assert_int_equal(v.done, 0);
-  assert_int_equal(fx->sink->in_flight, 1);
-  fx->sink->ops->cancel(fx->sink, &v.d);
-  fx->sink->ops->cancel(fx->sink, &v.d); /* twice is harmless */
-  assert_int_equal(v.done, 0);
-  assert_true(run_until(fx, &v.done, 1, GUARD_MS));
-  st_run_ms(&fx->t, 100);
-  assert_int_equal(v.done, 1);
-  assert_outcome(&v, SK_RETRY, 0, "cancelled", -1);
-  assert_int_equal(fx->sink->in_flight, 0);
-  assert_int_equal(fx->sink->retried, 1);
+  st_run_ms(&fx->k.t, 100);
+  skt_cancel_in_flight(&fx->k, &v, 100);
   fx_stop(fx);
 }
 
 static void test_close_in_flight(void **state) {
   struct fx *fx = fx_start(SLOW, NULL, 0);
-  fx->conf.max_in_flight = 3;
+  fx->k.conf.max_in_flight = 3;
   create_sink(fx);
-  struct deliv v[MAX_DELIV];
+  struct skt_deliv v[MAX_DELIV];
   for (int i = 0; i < 3; i++)
     start(fx, &v[i]);
   /* The sink's limit holds even if the caller forgets to check. */
-  struct deliv extra = {.fx = fx, .d = {.event = &fx->ev, .done = on_done}};
-  assert_int_equal(sk_deliver(fx->sink, &extra.d), CSR_ELIMIT);
-  assert_ptr_equal(extra.d.done, on_done);
-  st_run_ms(&fx->t, 100);
-  assert_int_equal(fx->sink->in_flight, 3);
-  sk_sink_close(fx->sink, on_sink_closed, fx);
-  sk_sink_close(fx->sink, on_sink_closed, fx); /* a second close is ignored */
-  assert_int_equal(sk_deliver(fx->sink, &extra.d), -ECANCELED);
+  struct skt_deliv extra = {.k = &fx->k, .d = {.event = &fx->ev, .done = skt_on_done}};
+  assert_int_equal(sk_deliver(fx->k.sink, &extra.d), CSR_ELIMIT);
+  assert_ptr_equal(extra.d.done, skt_on_done);
+  st_run_ms(&fx->k.t, 100);
+  assert_int_equal(fx->k.sink->in_flight, 3);
+  sk_sink_close(fx->k.sink, skt_on_sink_closed, &fx->k);
+  sk_sink_close(fx->k.sink, skt_on_sink_closed, &fx->k); /* a second close is ignored */
+  assert_int_equal(sk_deliver(fx->k.sink, &extra.d), -ECANCELED);
   char why[64];
-  assert_true(fx->sink->ops->ready(fx->sink, why, sizeof(why)) < 0);
-  assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
-  st_run_ms(&fx->t, 50);
-  assert_int_equal(fx->sink_closed, 1);
+  assert_true(fx->k.sink->ops->ready(fx->k.sink, why, sizeof(why)) < 0);
+  assert_true(skt_run_until(&fx->k, &fx->k.sink_closed, 1, GUARD_MS));
+  st_run_ms(&fx->k.t, 50);
+  assert_int_equal(fx->k.sink_closed, 1);
   /* Every done() fired once, with "cancelled", before the close callback. */
   unsigned min_in_flight = 3;
   for (int i = 0; i < 3; i++) {
     assert_int_equal(v[i].done, 1);
-    assert_outcome(&v[i], SK_RETRY, 0, "cancelled", -1);
+    skt_assert_outcome(&v[i], SK_RETRY, 0, "cancelled", -1);
     if (v[i].in_flight < min_in_flight)
       min_in_flight = v[i].in_flight;
   }
   assert_int_equal(min_in_flight, 0);
-  assert_int_equal(fx->seq, 3);
-  assert_int_equal(fx->close_seq, 3);
+  assert_int_equal(fx->k.seq, 3);
+  assert_int_equal(fx->k.close_seq, 3);
   fx_stop(fx);
 }
 
 /* Counters across mixed outcomes, and close from inside a done() callback. */
 static void on_done_then_close(struct sk_delivery *d) {
-  struct deliv *v = RX_CONTAINER_OF(d, struct deliv, d);
-  struct sk_sink *sink = v->fx->sink;
+  struct skt_deliv *v = RX_CONTAINER_OF(d, struct skt_deliv, d);
+  struct sk_sink *sink = v->k->sink;
   v->done++;
-  v->seq = ++v->fx->seq;
+  v->seq = ++v->k->seq;
   assert_int_equal(sink->in_flight, 0);
   assert_int_equal(sink->delivered, 1);
   assert_int_equal(sink->retried, 1);
-  sk_sink_close(sink, on_sink_closed, v->fx);
-  assert_int_equal(v->fx->sink_closed, 0);
+  sk_sink_close(sink, skt_on_sink_closed, v->k);
+  assert_int_equal(v->k->sink_closed, 0);
 }
 
 static void test_close_from_done(void **state) {
   struct fx *fx =
       fx_start("endpoints:\n  webhook:\n    error_rate: 1.0\n    errors: [502]\n", NULL, 1);
-  struct deliv v;
+  struct skt_deliv v;
   deliver(fx, &v);
-  assert_outcome(&v, SK_RETRY, 502, "http_502", -1);
-  set_faults(fx, "");
+  skt_assert_outcome(&v, SK_RETRY, 502, "http_502", -1);
+  skt_set_faults(&fx->k, "");
   memset(&v, 0, sizeof(v));
-  v.fx = fx;
+  v.k = &fx->k;
   v.d.event = &fx->ev;
   v.d.done = on_done_then_close;
-  assert_int_equal(sk_deliver(fx->sink, &v.d), 0);
-  assert_true(run_until(fx, &fx->sink_closed, 1, GUARD_MS));
+  assert_int_equal(sk_deliver(fx->k.sink, &v.d), 0);
+  assert_true(skt_run_until(&fx->k, &fx->k.sink_closed, 1, GUARD_MS));
   assert_int_equal(v.done, 1);
-  assert_outcome(&v, SK_DELIVERED, 200, "", -1);
+  skt_assert_outcome(&v, SK_DELIVERED, 200, "", -1);
   fx_stop(fx);
 }
 

@@ -726,4 +726,223 @@ void pl_sched_stats(const struct pl_sched *s, struct pl_sched_stats *out);
  */
 void pl_sched_close(struct pl_sched *s, void (*cb)(void *arg), void *arg);
 
+/* ---------------------------------------------------------------------------------------------- */
+/* State model: what the store's records mean (src/pipeline/state.c, records.c)                    */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The pipeline's durable state in memory, rebuilt from the store's records (SPEC §3). Pure logic:
+ * no I/O, no loop, no clock. Every mutation is a record: the pipeline encodes one (pl_rec_*),
+ * appends it (pl_store_append), then applies it (pl_state_apply), and replay applies the same
+ * records on open; so a mutation has exactly one code path.
+ *
+ * Records (the store's u8 type; the payload is compact JSON so `csurelay state` and humans can
+ * read it; times are ms since the epoch; "reason"/"excerpt" may be absent or null):
+ *   CURSOR      {csu, type, cursor_ms}            cursor of (csu, type); a smaller value is ignored
+ *   ADMIT       {id, csu, type, time_ms, admitted_ms, sinks: [names], event: {the row}}
+ *               the route's sinks are fixed at admission; the row keeps its numbers' text
+ *   ATTEMPT     {id, sink, attempt, next_ms, status, reason, excerpt}
+ *               a transient failure: the delivery waits for attempt `attempt` (the next one,
+ *               >= 2) not before next_ms (pl_sched_item's attempt / next_wall_ms)
+ *   OUTCOME     {id, sink, outcome: "delivered"|"skipped"|"dead", attempts, status, reason,
+ *               excerpt, at_ms}
+ *   DLQ_REPLAY  {id, sink, at_ms}  a dead delivery goes back to pending (attempt 1, error cleared)
+ *   DLQ_DELETE  {id, sink}         the dead letter is dropped (the delivery stays final)
+ *   SEEN        {id, csu, type, time_ms}  a finished event remembered for dedupe (dumps only)
+ *   SEEN carries the type too: the horizon is measured from the (csu, type) cursor.
+ *
+ * Model. Every admitted id is an entry of the dedupe set (one hash table, by id). A live entry
+ * (admitted, not finished) holds its row as compact JSON text and one delivery per sink:
+ * PENDING (attempt 1, or the attempt after a DLQ replay), WAITING (a failed attempt, the next
+ * due at next_ms), DELIVERED, SKIPPED, DEAD (in the dead-letter queue, row kept) or DELETED (a
+ * dead letter removed by DLQ_DELETE). An event is finished when no delivery is PENDING, WAITING
+ * or DEAD: its row and deliveries are freed at once, the id stays in the dedupe set (id, csu,
+ * type, time) until pl_state_expire drops it. An ADMIT with no sinks finishes at once.
+ *
+ * Expiry (SPEC §3 "Dedupe set"): a finished id of (csu, type) is dropped once its time is below
+ * cursor(csu, type) - horizon(csu), horizon = max(overlap_s, sweep_s). Live ids never expire;
+ * a live id below the horizon goes when it finishes and pl_state_expire runs again. Finished ids
+ * sit in a min-heap per (csu, type) on their time, so expiry costs O(log n) per dropped id.
+ *
+ * Errors of pl_state_apply (nothing changes when it fails; pl_state_error() has a message naming
+ * the record type, and the field or the id):
+ *   UV_EEXIST     ADMIT of an id already in the dedupe set. Possible on replay without damage: an
+ *                 id that expired at run time (expiry is not logged) may be admitted again by a
+ *                 sweep, and the replay has not expired the first one; pl_state_replay skips it.
+ *   UV_EALREADY   ATTEMPT or OUTCOME for a delivery that already has a final outcome.
+ *   UV_ENOENT     DLQ_REPLAY or DLQ_DELETE for a delivery that is not dead.
+ *   CSR_EPARSE    malformed JSON, a missing field or one of the wrong type or range.
+ *   CSR_ECORRUPT  an unknown record type (new types are a format version bump, never skipped),
+ *                 a record for an id never admitted or already finished, or for a sink the event's
+ *                 route does not have.
+ *   UV_ENOMEM.
+ */
+
+enum pl_rec_type {
+  PL_REC_CURSOR = 1,
+  PL_REC_ADMIT = 2,
+  PL_REC_ATTEMPT = 3,
+  PL_REC_OUTCOME = 4,
+  PL_REC_DLQ_REPLAY = 5,
+  PL_REC_DLQ_DELETE = 6,
+  PL_REC_SEEN = 7,
+};
+
+/** "CURSOR", "ADMIT", ... or "?" (for logs and `csurelay state`). */
+const char *pl_rec_name(uint8_t type);
+
+/** The fields of an ADMIT record; the strings and the row are the caller's. */
+struct pl_rec_admit {
+  const char *id, *csu, *type;
+  int64_t time_ms;          /* EventDateTime */
+  int64_t admitted_ms;      /* wall clock of admission */
+  const char *const *sinks; /* the route's sink names, distinct */
+  size_t n_sinks;
+  yajl_val row; /* the event object as received (numbers keep their text) */
+};
+
+/** The fields of an ATTEMPT or OUTCOME record (each uses the ones it lists above). */
+struct pl_rec_delivery {
+  const char *id, *sink;
+  enum sk_outcome outcome; /* OUTCOME: SK_DELIVERED, SK_SKIPPED or SK_DEAD */
+  unsigned attempt;        /* ATTEMPT: the next attempt's number; OUTCOME: attempts made */
+  int64_t next_ms;         /* ATTEMPT: the next attempt's earliest start */
+  int64_t at_ms;           /* OUTCOME: when it was decided */
+  int status;              /* HTTP status of the deciding answer, 0 when none */
+  const char *reason;      /* may be NULL */
+  const char *excerpt;     /* may be NULL */
+};
+
+/*
+ * Encoders: each writes one record's payload (a JSON object) into `jw`, which the caller has
+ * initialised or reset; read it with csr_jw_finish(). They return 0, or UV_EINVAL for a NULL
+ * string that is required (or an OUTCOME of SK_RETRY); the writer's own errors (invalid UTF-8, a
+ * row that is not an object) surface from csr_jw_finish().
+ */
+CSR_NODISCARD int pl_rec_cursor(struct csr_jw *jw, const char *csu, const char *type,
+                                int64_t cursor_ms);
+CSR_NODISCARD int pl_rec_admit(struct csr_jw *jw, const struct pl_rec_admit *a);
+CSR_NODISCARD int pl_rec_attempt(struct csr_jw *jw, const struct pl_rec_delivery *d);
+CSR_NODISCARD int pl_rec_outcome(struct csr_jw *jw, const struct pl_rec_delivery *d);
+CSR_NODISCARD int pl_rec_dlq_replay(struct csr_jw *jw, const char *id, const char *sink,
+                                    int64_t at_ms);
+CSR_NODISCARD int pl_rec_dlq_delete(struct csr_jw *jw, const char *id, const char *sink);
+CSR_NODISCARD int pl_rec_seen(struct csr_jw *jw, const char *id, const char *csu, const char *type,
+                              int64_t time_ms);
+
+struct pl_state;
+struct pl_state_event;
+
+enum pl_dstate {
+  PL_DS_PENDING, /* to be attempted (attempt says which) */
+  PL_DS_WAITING, /* a transient failure; attempt `attempt` not before next_ms */
+  PL_DS_DELIVERED,
+  PL_DS_SKIPPED,
+  PL_DS_DEAD,    /* in the dead-letter queue */
+  PL_DS_DELETED, /* a dead letter deleted from the queue */
+};
+
+/** One sink's delivery of a live event. Views are valid until the next apply or expire. */
+struct pl_state_delivery {
+  /* read-only */
+  const char *sink;
+  const struct pl_state_event *event;
+  enum pl_dstate state;
+  unsigned attempt;    /* PENDING/WAITING: the next attempt's number; final: attempts made */
+  int64_t next_ms;     /* WAITING: earliest start of the next attempt; else 0 */
+  int64_t at_ms;       /* final: when decided; else 0 */
+  int status;          /* the last answer's HTTP status, 0 when none */
+  const char *reason;  /* the last error's reason, "" when none */
+  const char *excerpt; /* the last error's excerpt, "" when none */
+  /* private */
+  struct pl_state_delivery *_dlq_prev, *_dlq_next;
+};
+
+/** An entry of the dedupe set; live ones carry their row and deliveries. */
+struct pl_state_event {
+  /* read-only */
+  const char *id;
+  const char *csu, *type;
+  int64_t time_ms;
+  int64_t admitted_ms;
+  bool finished;
+  const char *row; /* compact JSON; NULL once finished */
+  size_t row_len;
+  size_t n_sinks; /* 0 once finished */
+  struct pl_state_delivery *sinks;
+  /* private */
+  struct pl_state_event *_prev, *_next; /* the live list, in admission order */
+  void *_lane;
+  size_t _open; /* deliveries PENDING, WAITING or DEAD */
+};
+
+struct pl_state_horizon {
+  const char *csu;    /* the CSU's name */
+  int64_t horizon_ms; /* max(overlap_s, sweep_s) * 1000 */
+};
+
+struct pl_state_opts {
+  const struct pl_state_horizon *horizons; /* copied */
+  size_t n_horizons;
+  int64_t default_horizon_ms; /* for a CSU not listed (one removed from the config) */
+};
+
+struct pl_state_stats {
+  uint64_t live;         /* events admitted and not finished (those with dead letters included) */
+  uint64_t finished;     /* finished events remembered for dedupe */
+  uint64_t dead_letters; /* deliveries in the dead-letter queue */
+  uint64_t pending;      /* deliveries PENDING */
+  uint64_t waiting;      /* deliveries WAITING */
+  uint64_t row_bytes;    /* row text held */
+  uint64_t live_bytes;   /* heap held for live events: rows, deliveries, reasons, excerpts */
+  uint64_t cursors;      /* (csu, type) pairs with a cursor */
+  uint64_t expired;      /* ids dropped by pl_state_expire so far */
+  uint64_t dup_admits;   /* ADMITs refused with UV_EEXIST */
+};
+
+/** Creates an empty state; `opts` may be NULL (every horizon 0). 0, UV_EINVAL or UV_ENOMEM. */
+CSR_NODISCARD int pl_state_create(const struct pl_state_opts *opts, struct pl_state **out);
+/** Frees everything, views included. NULL is ignored. */
+void pl_state_destroy(struct pl_state *s);
+
+/** Applies one record (see the errors above). `payload` is the caller's. */
+CSR_NODISCARD int pl_state_apply(struct pl_state *s, uint8_t type, const void *payload, size_t len);
+/** The message of the last failed apply ("" before any): "OUTCOME: unknown id \"...\"". */
+const char *pl_state_error(const struct pl_state *s);
+
+/**
+ * pl_replay_cb for pl_store_open (arg = the state): pl_state_apply, except that UV_EEXIST (an id
+ * admitted twice, see above) is skipped and counted in dup_admits.
+ */
+CSR_NODISCARD int pl_state_replay(void *arg, uint8_t type, const void *payload, size_t len);
+
+/**
+ * pl_store_dump_cb (arg = the state): emits the fewest records that rebuild an equal state:
+ * CURSORs, SEEN per finished id, per live event its ADMIT then an ATTEMPT per waiting delivery and
+ * an OUTCOME per final one (plus DLQ_DELETE for deleted ones), and last the dead letters' OUTCOMEs
+ * in queue order. The emitter's error, UV_ENOMEM, or CSR_EPARSE for a row that no longer parses.
+ */
+CSR_NODISCARD int pl_state_dump(void *arg, struct pl_store_emitter *e);
+
+/** True when `id` is in the dedupe set (live or finished). */
+bool pl_state_seen(const struct pl_state *s, const char *id);
+/** The cursor of (csu, type): 0, or UV_ENOENT when none was recorded. */
+CSR_NODISCARD int pl_state_cursor(const struct pl_state *s, const char *csu, const char *type,
+                                  int64_t *out_ms);
+/** The entry of `id` (live or finished), or NULL. */
+const struct pl_state_event *pl_state_event(const struct pl_state *s, const char *id);
+/** The live events in admission order: NULL starts, NULL ends. To resubmit after replay. */
+const struct pl_state_event *pl_state_live_next(const struct pl_state *s,
+                                                const struct pl_state_event *prev);
+/** The dead-letter queue, oldest first: NULL starts, NULL ends. */
+const struct pl_state_delivery *pl_state_dlq_next(const struct pl_state *s,
+                                                  const struct pl_state_delivery *prev);
+/** The cursors: i-th (csu, type) pair with a cursor; UV_ENOENT past the end. */
+CSR_NODISCARD int pl_state_cursor_at(const struct pl_state *s, size_t i, const char **csu,
+                                     const char **type, int64_t *cursor_ms);
+void pl_state_stats(const struct pl_state *s, struct pl_state_stats *out);
+
+/** Drops the finished ids below their horizon (see above); returns how many. */
+size_t pl_state_expire(struct pl_state *s);
+
 #endif

@@ -1,0 +1,920 @@
+/* The state model (pipeline.h "State model"): the dedupe set, cursors, live events and the
+ * dead-letter queue, changed only by applying records. Apply validates everything it needs before
+ * it changes anything, so a refused record leaves the state as it was. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csurelay/pipeline.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* A string-keyed hash table: open addressing, linear probing, backward-shift deletion            */
+/* ---------------------------------------------------------------------------------------------- */
+
+struct slot {
+  uint64_t h;
+  const char *key; /* NULL: empty; the value owns the key's memory */
+  void *val;
+};
+
+struct tab {
+  struct slot *s;
+  size_t cap; /* a power of two, or 0 */
+  size_t n;
+};
+
+static uint64_t hash_str(const char *k) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (; *k; k++)
+    h = (h ^ (uint8_t)*k) * 1099511628211ull;
+  return h ^ (h >> 29);
+}
+
+static size_t tab_find(const struct tab *t, const char *key, uint64_t h) {
+  size_t mask = t->cap - 1;
+  for (size_t i = h & mask;; i = (i + 1) & mask)
+    if (t->s[i].key == NULL || (t->s[i].h == h && strcmp(t->s[i].key, key) == 0))
+      return i;
+}
+
+static void *tab_get(const struct tab *t, const char *key) {
+  if (t->cap == 0)
+    return NULL;
+  size_t i = tab_find(t, key, hash_str(key));
+  return t->s[i].key ? t->s[i].val : NULL;
+}
+
+/* Room for one more key (so the insert that follows cannot fail). */
+static int tab_reserve(struct tab *t) {
+  if ((t->n + 1) * 10 <= t->cap * 7)
+    return 0;
+  size_t cap = t->cap ? t->cap * 2 : 64;
+  struct slot *s = calloc(cap, sizeof(*s));
+  if (s == NULL)
+    return UV_ENOMEM;
+  struct tab nt = {s, cap, 0};
+  for (size_t i = 0; i < t->cap; i++)
+    if (t->s[i].key)
+      nt.s[tab_find(&nt, t->s[i].key, t->s[i].h)] = t->s[i];
+  nt.n = t->n;
+  free(t->s);
+  *t = nt;
+  return 0;
+}
+
+/* The key must be absent and tab_reserve must have succeeded. */
+static void tab_put(struct tab *t, const char *key, void *val) {
+  uint64_t h = hash_str(key);
+  t->s[tab_find(t, key, h)] = (struct slot){h, key, val};
+  t->n++;
+}
+
+static void tab_del(struct tab *t, const char *key) {
+  if (t->cap == 0)
+    return;
+  size_t mask = t->cap - 1, i = tab_find(t, key, hash_str(key)), j = i;
+  if (t->s[i].key == NULL)
+    return;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (t->s[j].key == NULL)
+      break;
+    size_t k = t->s[j].h & mask;
+    /* Leave slot j where it is if its home lies cyclically in (i, j]. */
+    if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
+      continue;
+    t->s[i] = t->s[j];
+    i = j;
+  }
+  t->s[i].key = NULL;
+  t->n--;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The state                                                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* One (csu, type): its cursor and a min-heap of its finished entries on time_ms. The heap has a
+ * slot reserved for every entry of the lane, so finishing an event never allocates. */
+struct lane {
+  const char *csu, *type; /* interned */
+  int64_t horizon_ms;
+  bool has_cursor;
+  int64_t cursor_ms;
+  struct pl_state_event **heap;
+  size_t n, cap, entries;
+};
+
+struct pl_state {
+  struct tab ids;   /* id -> struct pl_state_event */
+  struct tab names; /* CSU, type and sink names -> the interned copy */
+  struct lane **lanes;
+  size_t n_lanes, cap_lanes;
+  struct pl_state_horizon *horizons; /* names owned */
+  size_t n_horizons;
+  int64_t default_horizon_ms;
+  struct pl_state_event *live_head, *live_tail;
+  struct pl_state_delivery *dlq_head, *dlq_tail;
+  struct pl_state_stats st;
+  struct csr_jw jw; /* scratch: rows at ADMIT, records in dumps */
+  char err[256];
+};
+
+static const char empty[] = "";
+
+static int fail(struct pl_state *s, int rc, uint8_t type, const char *fmt, const char *what) {
+  char msg[200];
+  snprintf(msg, sizeof(msg), fmt, what);
+  snprintf(s->err, sizeof(s->err), "%s: %s", pl_rec_name(type), msg);
+  return rc;
+}
+
+static const char *intern(struct pl_state *s, const char *name) {
+  const char *v = tab_get(&s->names, name);
+  if (v)
+    return v;
+  char *copy = strdup(name);
+  if (copy == NULL || tab_reserve(&s->names) != 0) {
+    free(copy);
+    return NULL;
+  }
+  tab_put(&s->names, copy, copy);
+  return copy;
+}
+
+static int64_t horizon_of(const struct pl_state *s, const char *csu) {
+  for (size_t i = 0; i < s->n_horizons; i++)
+    if (strcmp(s->horizons[i].csu, csu) == 0)
+      return s->horizons[i].horizon_ms;
+  return s->default_horizon_ms;
+}
+
+/* Lanes are few (CSUs x event types, bounded by the configuration): a scan is cheapest. */
+static struct lane *lane_find(const struct pl_state *s, const char *csu, const char *type) {
+  for (size_t i = 0; i < s->n_lanes; i++)
+    if (strcmp(s->lanes[i]->csu, csu) == 0 && strcmp(s->lanes[i]->type, type) == 0)
+      return s->lanes[i];
+  return NULL;
+}
+
+static struct lane *lane_get(struct pl_state *s, const char *csu, const char *type) {
+  struct lane *l = lane_find(s, csu, type);
+  if (l)
+    return l;
+  if (s->n_lanes == s->cap_lanes) {
+    size_t cap = s->cap_lanes ? s->cap_lanes * 2 : 8;
+    struct lane **v = realloc(s->lanes, cap * sizeof(*v));
+    if (v == NULL)
+      return NULL;
+    s->lanes = v;
+    s->cap_lanes = cap;
+  }
+  const char *c = intern(s, csu), *t = intern(s, type);
+  if (c == NULL || t == NULL || (l = calloc(1, sizeof(*l))) == NULL)
+    return NULL;
+  *l = (struct lane){.csu = c, .type = t, .horizon_ms = horizon_of(s, csu)};
+  s->lanes[s->n_lanes++] = l;
+  return l;
+}
+
+/* Reserves the heap slot of one more entry of the lane. */
+static int lane_reserve(struct lane *l) {
+  if (l->entries < l->cap)
+    return 0;
+  size_t cap = l->cap ? l->cap * 2 : 64;
+  struct pl_state_event **h = realloc(l->heap, cap * sizeof(*h));
+  if (h == NULL)
+    return UV_ENOMEM;
+  l->heap = h;
+  l->cap = cap;
+  return 0;
+}
+
+static void heap_push(struct lane *l, struct pl_state_event *ev) {
+  size_t i = l->n++;
+  while (i > 0 && l->heap[(i - 1) / 2]->time_ms > ev->time_ms) {
+    l->heap[i] = l->heap[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  l->heap[i] = ev;
+}
+
+static struct pl_state_event *heap_pop(struct lane *l) {
+  struct pl_state_event *top = l->heap[0], *last = l->heap[--l->n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= l->n)
+      break;
+    if (c + 1 < l->n && l->heap[c + 1]->time_ms < l->heap[c]->time_ms)
+      c++;
+    if (l->heap[c]->time_ms >= last->time_ms)
+      break;
+    l->heap[i] = l->heap[c];
+    i = c;
+  }
+  if (l->n > 0)
+    l->heap[i] = last;
+  return top;
+}
+
+int pl_state_create(const struct pl_state_opts *opts, struct pl_state **out) {
+  if (out == NULL || (opts && opts->n_horizons > 0 && opts->horizons == NULL))
+    return UV_EINVAL;
+  *out = NULL;
+  struct pl_state *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return UV_ENOMEM;
+  if (csr_jw_init(&s->jw) != 0) {
+    free(s);
+    return UV_ENOMEM;
+  }
+  if (opts && opts->n_horizons > 0) {
+    s->horizons = calloc(opts->n_horizons, sizeof(*s->horizons));
+    if (s->horizons == NULL) {
+      pl_state_destroy(s);
+      return UV_ENOMEM;
+    }
+    for (size_t i = 0; i < opts->n_horizons; i++, s->n_horizons++) {
+      s->horizons[i].horizon_ms = opts->horizons[i].horizon_ms;
+      if (opts->horizons[i].csu == NULL ||
+          (s->horizons[i].csu = strdup(opts->horizons[i].csu)) == NULL) {
+        int rc = opts->horizons[i].csu == NULL ? UV_EINVAL : UV_ENOMEM;
+        pl_state_destroy(s);
+        return rc;
+      }
+    }
+  }
+  s->default_horizon_ms = opts ? opts->default_horizon_ms : 0;
+  *out = s;
+  return 0;
+}
+
+static void delivery_clear(struct pl_state *s, struct pl_state_delivery *d) {
+  if (d->reason != empty) {
+    s->st.live_bytes -= strlen(d->reason) + 1;
+    free((char *)d->reason);
+  }
+  if (d->excerpt != empty) {
+    s->st.live_bytes -= strlen(d->excerpt) + 1;
+    free((char *)d->excerpt);
+  }
+  d->reason = d->excerpt = empty;
+}
+
+/* Frees what a live event holds besides its entry (row, deliveries). */
+static void event_release(struct pl_state *s, struct pl_state_event *ev) {
+  for (size_t i = 0; i < ev->n_sinks; i++)
+    delivery_clear(s, &ev->sinks[i]);
+  s->st.live_bytes -= ev->n_sinks * sizeof(*ev->sinks) + (ev->row ? ev->row_len + 1 : 0);
+  s->st.row_bytes -= ev->row ? ev->row_len : 0;
+  free((char *)ev->row);
+  free(ev->sinks);
+  ev->row = NULL;
+  ev->row_len = 0;
+  ev->sinks = NULL;
+  ev->n_sinks = 0;
+}
+
+void pl_state_destroy(struct pl_state *s) {
+  if (s == NULL)
+    return;
+  for (size_t i = 0; i < s->ids.cap; i++)
+    if (s->ids.s[i].key) {
+      struct pl_state_event *ev = s->ids.s[i].val;
+      event_release(s, ev);
+      free(ev);
+    }
+  free(s->ids.s);
+  for (size_t i = 0; i < s->names.cap; i++)
+    free(s->names.s[i].val);
+  free(s->names.s);
+  for (size_t i = 0; i < s->n_lanes; i++) {
+    free(s->lanes[i]->heap);
+    free(s->lanes[i]);
+  }
+  free(s->lanes);
+  for (size_t i = 0; i < s->n_horizons; i++)
+    free((char *)s->horizons[i].csu);
+  free(s->horizons);
+  csr_jw_free(&s->jw);
+  free(s);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Transitions                                                                                    */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void count_state(struct pl_state *s, enum pl_dstate st, int64_t by) {
+  if (st == PL_DS_PENDING)
+    s->st.pending += (uint64_t)by;
+  else if (st == PL_DS_WAITING)
+    s->st.waiting += (uint64_t)by;
+  else if (st == PL_DS_DEAD)
+    s->st.dead_letters += (uint64_t)by;
+}
+
+static void set_state(struct pl_state *s, struct pl_state_delivery *d, enum pl_dstate st) {
+  count_state(s, d->state, -1);
+  count_state(s, st, 1);
+  d->state = st;
+}
+
+static void dlq_link(struct pl_state *s, struct pl_state_delivery *d) {
+  d->_dlq_next = NULL;
+  d->_dlq_prev = s->dlq_tail;
+  if (s->dlq_tail)
+    s->dlq_tail->_dlq_next = d;
+  else
+    s->dlq_head = d;
+  s->dlq_tail = d;
+}
+
+static void dlq_unlink(struct pl_state *s, struct pl_state_delivery *d) {
+  if (d->_dlq_prev)
+    d->_dlq_prev->_dlq_next = d->_dlq_next;
+  else
+    s->dlq_head = d->_dlq_next;
+  if (d->_dlq_next)
+    d->_dlq_next->_dlq_prev = d->_dlq_prev;
+  else
+    s->dlq_tail = d->_dlq_prev;
+  d->_dlq_prev = d->_dlq_next = NULL;
+}
+
+static void live_link(struct pl_state *s, struct pl_state_event *ev) {
+  ev->_next = NULL;
+  ev->_prev = s->live_tail;
+  if (s->live_tail)
+    s->live_tail->_next = ev;
+  else
+    s->live_head = ev;
+  s->live_tail = ev;
+  s->st.live++;
+}
+
+static void live_unlink(struct pl_state *s, struct pl_state_event *ev) {
+  if (ev->_prev)
+    ev->_prev->_next = ev->_next;
+  else
+    s->live_head = ev->_next;
+  if (ev->_next)
+    ev->_next->_prev = ev->_prev;
+  else
+    s->live_tail = ev->_prev;
+  ev->_prev = ev->_next = NULL;
+  s->st.live--;
+}
+
+/* Every delivery is final and none is a dead letter: keep only the dedupe entry. */
+static void finish(struct pl_state *s, struct pl_state_event *ev) {
+  live_unlink(s, ev);
+  event_release(s, ev);
+  ev->finished = true;
+  heap_push(ev->_lane, ev);
+  s->st.finished++;
+}
+
+/* A new entry (the id copied after the struct); its lane's heap slot is reserved. */
+static struct pl_state_event *entry_new(struct pl_state *s, const char *id, struct lane *l,
+                                        int64_t time_ms) {
+  size_t idlen = strlen(id);
+  struct pl_state_event *ev = calloc(1, sizeof(*ev) + idlen + 1);
+  if (ev == NULL || lane_reserve(l) != 0 || tab_reserve(&s->ids) != 0) {
+    free(ev);
+    return NULL;
+  }
+  memcpy((char *)(ev + 1), id, idlen + 1);
+  ev->id = (const char *)(ev + 1);
+  ev->csu = l->csu;
+  ev->type = l->type;
+  ev->time_ms = time_ms;
+  ev->_lane = l;
+  return ev;
+}
+
+static void entry_add(struct pl_state *s, struct pl_state_event *ev) {
+  tab_put(&s->ids, ev->id, ev);
+  ((struct lane *)ev->_lane)->entries++;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Decoding                                                                                       */
+/* ---------------------------------------------------------------------------------------------- */
+
+struct rec {
+  uint8_t type;
+  yajl_val root;
+};
+
+static int need_str(struct pl_state *s, const struct rec *r, const char *key, const char **out) {
+  *out = csr_json_get_str(r->root, key);
+  if (*out == NULL)
+    return fail(s, CSR_EPARSE, r->type, "missing or non-string field \"%s\"", key);
+  return 0;
+}
+
+static int opt_str(struct pl_state *s, const struct rec *r, const char *key, const char **out) {
+  yajl_val v = csr_json_get(r->root, key);
+  *out = NULL;
+  if (v == NULL || YAJL_IS_NULL(v))
+    return 0;
+  if ((*out = csr_json_str(v)) == NULL)
+    return fail(s, CSR_EPARSE, r->type, "field \"%s\" is not a string", key);
+  return 0;
+}
+
+static int need_int(struct pl_state *s, const struct rec *r, const char *key, int64_t min,
+                    int64_t max, int64_t *out) {
+  if (csr_json_get_int(r->root, key, out) != 0 || *out < min || *out > max)
+    return fail(s, CSR_EPARSE, r->type, "missing, non-integer or out of range field \"%s\"", key);
+  return 0;
+}
+
+/* The live event `id` and its delivery to `sink`; CSR_ECORRUPT when either is unknown. */
+static int find_delivery(struct pl_state *s, const struct rec *r, struct pl_state_event **evp,
+                         struct pl_state_delivery **dp) {
+  const char *id, *sink;
+  int rc;
+  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "sink", &sink)) != 0)
+    return rc;
+  struct pl_state_event *ev = tab_get(&s->ids, id);
+  if (ev == NULL)
+    return fail(s, CSR_ECORRUPT, r->type, "unknown id \"%s\"", id);
+  if (ev->finished)
+    return fail(s, CSR_ECORRUPT, r->type, "event \"%s\" is already finished", id);
+  const char *name = tab_get(&s->names, sink);
+  for (size_t i = 0; name && i < ev->n_sinks; i++)
+    if (ev->sinks[i].sink == name) {
+      *evp = ev;
+      *dp = &ev->sinks[i];
+      return 0;
+    }
+  return fail(s, CSR_ECORRUPT, r->type, "the route has no sink \"%s\"", sink);
+}
+
+/* Copies the error fields into fresh strings (NULL for none), before anything changes. */
+static int dup_errors(struct pl_state *s, const struct rec *r, char **reason, char **excerpt) {
+  const char *rs, *ex;
+  int rc;
+  *reason = *excerpt = NULL;
+  if ((rc = opt_str(s, r, "reason", &rs)) != 0 || (rc = opt_str(s, r, "excerpt", &ex)) != 0)
+    return rc;
+  if ((rs && rs[0] && (*reason = strdup(rs)) == NULL) ||
+      (ex && ex[0] && (*excerpt = strdup(ex)) == NULL)) {
+    free(*reason);
+    return UV_ENOMEM;
+  }
+  return 0;
+}
+
+static void set_errors(struct pl_state *s, struct pl_state_delivery *d, char *reason,
+                       char *excerpt) {
+  delivery_clear(s, d);
+  if (reason) {
+    d->reason = reason;
+    s->st.live_bytes += strlen(reason) + 1;
+  }
+  if (excerpt) {
+    d->excerpt = excerpt;
+    s->st.live_bytes += strlen(excerpt) + 1;
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Apply, one function per record type                                                           */
+/* ---------------------------------------------------------------------------------------------- */
+
+static int apply_cursor(struct pl_state *s, const struct rec *r) {
+  const char *csu, *type;
+  int64_t ms;
+  int rc;
+  if ((rc = need_str(s, r, "csu", &csu)) != 0 || (rc = need_str(s, r, "type", &type)) != 0 ||
+      (rc = need_int(s, r, "cursor_ms", INT64_MIN, INT64_MAX, &ms)) != 0)
+    return rc;
+  struct lane *l = lane_get(s, csu, type);
+  if (l == NULL)
+    return UV_ENOMEM;
+  if (!l->has_cursor)
+    s->st.cursors++;
+  if (!l->has_cursor || ms > l->cursor_ms)
+    l->cursor_ms = ms;
+  l->has_cursor = true;
+  return 0;
+}
+
+static int check_sinks(struct pl_state *s, const struct rec *r, yajl_val sinks) {
+  size_t n = csr_json_len(sinks);
+  if (sinks == NULL || !YAJL_IS_ARRAY(sinks))
+    return fail(s, CSR_EPARSE, r->type, "missing or non-array field \"%s\"", "sinks");
+  for (size_t i = 0; i < n; i++) {
+    const char *a = csr_json_str(csr_json_at(sinks, i));
+    if (a == NULL)
+      return fail(s, CSR_EPARSE, r->type, "field \"%s\" holds a non-string", "sinks");
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(a, csr_json_str(csr_json_at(sinks, j))) == 0)
+        return fail(s, CSR_EPARSE, r->type, "field \"sinks\" names \"%s\" twice", a);
+  }
+  return 0;
+}
+
+/* Builds the live part of an admitted event: the row's compact text and its deliveries. */
+static int admit_build(struct pl_state *s, struct pl_state_event *ev, yajl_val sinks,
+                       yajl_val row) {
+  const char *text;
+  size_t len, n = csr_json_len(sinks);
+  csr_jw_reset(&s->jw);
+  csr_jw_value(&s->jw, row);
+  if (csr_jw_finish(&s->jw, &text, &len) != 0)
+    return CSR_EPARSE;
+  char *copy = malloc(len + 1);
+  ev->sinks = n ? calloc(n, sizeof(*ev->sinks)) : NULL;
+  if (copy == NULL || (n && ev->sinks == NULL)) {
+    free(copy);
+    free(ev->sinks);
+    return UV_ENOMEM;
+  }
+  memcpy(copy, text, len);
+  copy[len] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    const char *name = intern(s, csr_json_str(csr_json_at(sinks, i)));
+    if (name == NULL) {
+      free(copy);
+      free(ev->sinks);
+      return UV_ENOMEM;
+    }
+    ev->sinks[i] = (struct pl_state_delivery){
+        .sink = name, .event = ev, .attempt = 1, .reason = empty, .excerpt = empty};
+  }
+  ev->row = copy;
+  ev->row_len = len;
+  ev->n_sinks = n;
+  ev->_open = n;
+  return 0;
+}
+
+static int apply_admit(struct pl_state *s, const struct rec *r) {
+  const char *id, *csu, *type;
+  int64_t time_ms, admitted_ms;
+  int rc;
+  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "csu", &csu)) != 0 ||
+      (rc = need_str(s, r, "type", &type)) != 0 ||
+      (rc = need_int(s, r, "time_ms", INT64_MIN, INT64_MAX, &time_ms)) != 0 ||
+      (rc = need_int(s, r, "admitted_ms", INT64_MIN, INT64_MAX, &admitted_ms)) != 0)
+    return rc;
+  yajl_val sinks = csr_json_get(r->root, "sinks"), row = csr_json_get(r->root, "event");
+  if ((rc = check_sinks(s, r, sinks)) != 0)
+    return rc;
+  if (row == NULL || !YAJL_IS_OBJECT(row))
+    return fail(s, CSR_EPARSE, r->type, "missing or non-object field \"%s\"", "event");
+  if (tab_get(&s->ids, id)) {
+    s->st.dup_admits++;
+    return fail(s, UV_EEXIST, r->type, "id \"%s\" is already in the dedupe set", id);
+  }
+  struct lane *l = lane_get(s, csu, type);
+  struct pl_state_event *ev = l ? entry_new(s, id, l, time_ms) : NULL;
+  if (ev == NULL)
+    return UV_ENOMEM;
+  if ((rc = admit_build(s, ev, sinks, row)) != 0) {
+    free(ev);
+    return rc == CSR_EPARSE ? fail(s, rc, r->type, "field \"%s\" cannot be re-encoded", "event")
+                            : rc;
+  }
+  ev->admitted_ms = admitted_ms;
+  entry_add(s, ev);
+  live_link(s, ev);
+  s->st.row_bytes += ev->row_len;
+  s->st.live_bytes += ev->row_len + 1 + ev->n_sinks * sizeof(*ev->sinks);
+  s->st.pending += ev->n_sinks;
+  if (ev->_open == 0)
+    finish(s, ev);
+  return 0;
+}
+
+static bool is_final(enum pl_dstate st) {
+  return st != PL_DS_PENDING && st != PL_DS_WAITING;
+}
+
+static int apply_attempt(struct pl_state *s, const struct rec *r) {
+  struct pl_state_event *ev;
+  struct pl_state_delivery *d;
+  int64_t attempt, next_ms, status;
+  char *reason, *excerpt;
+  int rc;
+  if ((rc = find_delivery(s, r, &ev, &d)) != 0 ||
+      (rc = need_int(s, r, "attempt", 1, UINT_MAX, &attempt)) != 0 ||
+      (rc = need_int(s, r, "next_ms", INT64_MIN, INT64_MAX, &next_ms)) != 0 ||
+      (rc = need_int(s, r, "status", INT_MIN, INT_MAX, &status)) != 0)
+    return rc;
+  if (is_final(d->state))
+    return fail(s, UV_EALREADY, r->type, "the delivery to \"%s\" is already final", d->sink);
+  if ((rc = dup_errors(s, r, &reason, &excerpt)) != 0)
+    return rc;
+  set_errors(s, d, reason, excerpt);
+  set_state(s, d, PL_DS_WAITING);
+  d->attempt = (unsigned)attempt;
+  d->next_ms = next_ms;
+  d->status = (int)status;
+  return 0;
+}
+
+static int parse_outcome(const char *o, enum pl_dstate *out) {
+  if (strcmp(o, "delivered") == 0)
+    *out = PL_DS_DELIVERED;
+  else if (strcmp(o, "skipped") == 0)
+    *out = PL_DS_SKIPPED;
+  else if (strcmp(o, "dead") == 0)
+    *out = PL_DS_DEAD;
+  else
+    return CSR_EPARSE;
+  return 0;
+}
+
+static int apply_outcome(struct pl_state *s, const struct rec *r) {
+  struct pl_state_event *ev;
+  struct pl_state_delivery *d;
+  const char *o;
+  enum pl_dstate st;
+  int64_t attempts, status, at_ms;
+  char *reason, *excerpt;
+  int rc;
+  if ((rc = find_delivery(s, r, &ev, &d)) != 0 || (rc = need_str(s, r, "outcome", &o)) != 0 ||
+      (rc = need_int(s, r, "attempts", 0, UINT_MAX, &attempts)) != 0 ||
+      (rc = need_int(s, r, "status", INT_MIN, INT_MAX, &status)) != 0 ||
+      (rc = need_int(s, r, "at_ms", INT64_MIN, INT64_MAX, &at_ms)) != 0)
+    return rc;
+  if (parse_outcome(o, &st) != 0)
+    return fail(s, CSR_EPARSE, r->type, "field \"outcome\" is \"%s\"", o);
+  if (is_final(d->state))
+    return fail(s, UV_EALREADY, r->type, "the delivery to \"%s\" is already final", d->sink);
+  if ((rc = dup_errors(s, r, &reason, &excerpt)) != 0)
+    return rc;
+  set_errors(s, d, reason, excerpt);
+  set_state(s, d, st);
+  d->attempt = (unsigned)attempts;
+  d->next_ms = 0;
+  d->status = (int)status;
+  d->at_ms = at_ms;
+  if (st == PL_DS_DEAD)
+    dlq_link(s, d);
+  else if (--ev->_open == 0)
+    finish(s, ev);
+  return 0;
+}
+
+static int apply_dlq(struct pl_state *s, const struct rec *r) {
+  struct pl_state_event *ev;
+  struct pl_state_delivery *d;
+  int64_t at_ms;
+  int rc;
+  if ((rc = find_delivery(s, r, &ev, &d)) != 0)
+    return rc;
+  if (r->type == PL_REC_DLQ_REPLAY &&
+      (rc = need_int(s, r, "at_ms", INT64_MIN, INT64_MAX, &at_ms)) != 0)
+    return rc;
+  if (d->state != PL_DS_DEAD)
+    return fail(s, UV_ENOENT, r->type, "the delivery to \"%s\" is not a dead letter", d->sink);
+  dlq_unlink(s, d);
+  if (r->type == PL_REC_DLQ_DELETE) {
+    set_state(s, d, PL_DS_DELETED);
+    if (--ev->_open == 0)
+      finish(s, ev);
+    return 0;
+  }
+  delivery_clear(s, d);
+  set_state(s, d, PL_DS_PENDING);
+  d->attempt = 1;
+  d->next_ms = d->at_ms = 0;
+  d->status = 0;
+  return 0;
+}
+
+static int apply_seen(struct pl_state *s, const struct rec *r) {
+  const char *id, *csu, *type;
+  int64_t time_ms;
+  int rc;
+  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "csu", &csu)) != 0 ||
+      (rc = need_str(s, r, "type", &type)) != 0 ||
+      (rc = need_int(s, r, "time_ms", INT64_MIN, INT64_MAX, &time_ms)) != 0)
+    return rc;
+  if (tab_get(&s->ids, id))
+    return fail(s, UV_EEXIST, r->type, "id \"%s\" is already in the dedupe set", id);
+  struct lane *l = lane_get(s, csu, type);
+  struct pl_state_event *ev = l ? entry_new(s, id, l, time_ms) : NULL;
+  if (ev == NULL)
+    return UV_ENOMEM;
+  entry_add(s, ev);
+  ev->finished = true;
+  heap_push(l, ev);
+  s->st.finished++;
+  return 0;
+}
+
+int pl_state_apply(struct pl_state *s, uint8_t type, const void *payload, size_t len) {
+  if (s == NULL || (payload == NULL && len > 0))
+    return UV_EINVAL;
+  if (type < PL_REC_CURSOR || type > PL_REC_SEEN) {
+    snprintf(s->err, sizeof(s->err), "unknown record type %u", (unsigned)type);
+    return CSR_ECORRUPT;
+  }
+  char why[160];
+  struct rec r = {.type = type, .root = csr_json_parse(payload, len, why, sizeof(why))};
+  if (r.root == NULL || !YAJL_IS_OBJECT(r.root)) {
+    int rc = fail(s, CSR_EPARSE, type, "malformed payload: %s", r.root ? "not an object" : why);
+    csr_json_free(r.root);
+    return rc;
+  }
+  int rc;
+  switch (type) {
+    case PL_REC_CURSOR:
+      rc = apply_cursor(s, &r);
+      break;
+    case PL_REC_ADMIT:
+      rc = apply_admit(s, &r);
+      break;
+    case PL_REC_ATTEMPT:
+      rc = apply_attempt(s, &r);
+      break;
+    case PL_REC_OUTCOME:
+      rc = apply_outcome(s, &r);
+      break;
+    case PL_REC_SEEN:
+      rc = apply_seen(s, &r);
+      break;
+    default:
+      rc = apply_dlq(s, &r);
+      break;
+  }
+  if (rc == UV_ENOMEM)
+    fail(s, rc, type, "%s", "out of memory");
+  csr_json_free(r.root);
+  return rc;
+}
+
+const char *pl_state_error(const struct pl_state *s) {
+  return s->err;
+}
+
+int pl_state_replay(void *arg, uint8_t type, const void *payload, size_t len) {
+  int rc = pl_state_apply(arg, type, payload, len);
+  return rc == UV_EEXIST && type == PL_REC_ADMIT ? 0 : rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Queries and expiry                                                                             */
+/* ---------------------------------------------------------------------------------------------- */
+
+bool pl_state_seen(const struct pl_state *s, const char *id) {
+  return s && id && tab_get(&s->ids, id) != NULL;
+}
+
+int pl_state_cursor(const struct pl_state *s, const char *csu, const char *type, int64_t *out_ms) {
+  const struct lane *l = s && csu && type ? lane_find(s, csu, type) : NULL;
+  if (l == NULL || !l->has_cursor)
+    return UV_ENOENT;
+  *out_ms = l->cursor_ms;
+  return 0;
+}
+
+int pl_state_cursor_at(const struct pl_state *s, size_t i, const char **csu, const char **type,
+                       int64_t *cursor_ms) {
+  for (size_t k = 0; k < s->n_lanes; k++) {
+    const struct lane *l = s->lanes[k];
+    if (l->has_cursor && i-- == 0) {
+      *csu = l->csu;
+      *type = l->type;
+      *cursor_ms = l->cursor_ms;
+      return 0;
+    }
+  }
+  return UV_ENOENT;
+}
+
+const struct pl_state_event *pl_state_event(const struct pl_state *s, const char *id) {
+  return s && id ? tab_get(&s->ids, id) : NULL;
+}
+
+const struct pl_state_event *pl_state_live_next(const struct pl_state *s,
+                                                const struct pl_state_event *prev) {
+  return prev ? prev->_next : s->live_head;
+}
+
+const struct pl_state_delivery *pl_state_dlq_next(const struct pl_state *s,
+                                                  const struct pl_state_delivery *prev) {
+  return prev ? prev->_dlq_next : s->dlq_head;
+}
+
+void pl_state_stats(const struct pl_state *s, struct pl_state_stats *out) {
+  *out = s->st;
+}
+
+size_t pl_state_expire(struct pl_state *s) {
+  size_t dropped = 0;
+  for (size_t i = 0; i < s->n_lanes; i++) {
+    struct lane *l = s->lanes[i];
+    if (!l->has_cursor)
+      continue;
+    /* Saturate: a horizon larger than the cursor keeps everything. */
+    int64_t below = l->horizon_ms > 0 && l->cursor_ms < INT64_MIN + l->horizon_ms
+                        ? INT64_MIN
+                        : l->cursor_ms - l->horizon_ms;
+    while (l->n > 0 && l->heap[0]->time_ms < below) {
+      struct pl_state_event *ev = heap_pop(l);
+      tab_del(&s->ids, ev->id);
+      l->entries--;
+      free(ev);
+      dropped++;
+    }
+  }
+  s->st.finished -= dropped;
+  s->st.expired += dropped;
+  return dropped;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Dump                                                                                           */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Emits what the scratch writer holds (rc: the encoder's answer) and resets it. */
+static int emit(struct pl_state *s, struct pl_store_emitter *e, uint8_t type, int rc) {
+  const char *text;
+  size_t len;
+  if (rc == 0)
+    rc = csr_jw_finish(&s->jw, &text, &len);
+  if (rc == 0)
+    rc = pl_store_emit(e, type, text, len);
+  csr_jw_reset(&s->jw);
+  return rc;
+}
+
+static struct pl_rec_delivery rec_of(const struct pl_state_delivery *d) {
+  return (struct pl_rec_delivery){
+      .id = d->event->id,
+      .sink = d->sink,
+      .outcome = d->state == PL_DS_DELIVERED ? SK_DELIVERED
+                 : d->state == PL_DS_SKIPPED ? SK_SKIPPED
+                                             : SK_DEAD,
+      .attempt = d->attempt,
+      .next_ms = d->next_ms,
+      .at_ms = d->at_ms,
+      .status = d->status,
+      .reason = d->reason,
+      .excerpt = d->excerpt,
+  };
+}
+
+static int dump_admit(struct pl_state *s, struct pl_store_emitter *e,
+                      const struct pl_state_event *ev) {
+  yajl_val row = csr_json_parse(ev->row, ev->row_len, NULL, 0);
+  const char **names = malloc((ev->n_sinks ? ev->n_sinks : 1) * sizeof(*names));
+  int rc = row == NULL ? CSR_EPARSE : names == NULL ? UV_ENOMEM : 0;
+  if (rc == 0) {
+    for (size_t i = 0; i < ev->n_sinks; i++)
+      names[i] = ev->sinks[i].sink;
+    struct pl_rec_admit a = {ev->id,          ev->csu, ev->type,    ev->time_ms,
+                             ev->admitted_ms, names,   ev->n_sinks, row};
+    rc = emit(s, e, PL_REC_ADMIT, pl_rec_admit(&s->jw, &a));
+  }
+  free(names);
+  csr_json_free(row);
+  return rc;
+}
+
+static int dump_live(struct pl_state *s, struct pl_store_emitter *e,
+                     const struct pl_state_event *ev) {
+  int rc = dump_admit(s, e, ev);
+  for (size_t i = 0; rc == 0 && i < ev->n_sinks; i++) {
+    const struct pl_state_delivery *d = &ev->sinks[i];
+    struct pl_rec_delivery r = rec_of(d);
+    if (d->state == PL_DS_WAITING)
+      rc = emit(s, e, PL_REC_ATTEMPT, pl_rec_attempt(&s->jw, &r));
+    else if (d->state == PL_DS_DELIVERED || d->state == PL_DS_SKIPPED || d->state == PL_DS_DELETED)
+      rc = emit(s, e, PL_REC_OUTCOME, pl_rec_outcome(&s->jw, &r));
+    if (rc == 0 && d->state == PL_DS_DELETED)
+      rc = emit(s, e, PL_REC_DLQ_DELETE, pl_rec_dlq_delete(&s->jw, ev->id, d->sink));
+  }
+  return rc;
+}
+
+int pl_state_dump(void *arg, struct pl_store_emitter *e) {
+  struct pl_state *s = arg;
+  int rc = 0;
+  csr_jw_reset(&s->jw);
+  for (size_t i = 0; rc == 0 && i < s->n_lanes; i++) {
+    const struct lane *l = s->lanes[i];
+    if (l->has_cursor)
+      rc = emit(s, e, PL_REC_CURSOR, pl_rec_cursor(&s->jw, l->csu, l->type, l->cursor_ms));
+    for (size_t k = 0; rc == 0 && k < l->n; k++) {
+      const struct pl_state_event *ev = l->heap[k];
+      rc = emit(s, e, PL_REC_SEEN, pl_rec_seen(&s->jw, ev->id, ev->csu, ev->type, ev->time_ms));
+    }
+  }
+  for (const struct pl_state_event *ev = s->live_head; rc == 0 && ev; ev = ev->_next)
+    rc = dump_live(s, e, ev);
+  for (const struct pl_state_delivery *d = s->dlq_head; rc == 0 && d; d = d->_dlq_next) {
+    struct pl_rec_delivery r = rec_of(d);
+    rc = emit(s, e, PL_REC_OUTCOME, pl_rec_outcome(&s->jw, &r));
+  }
+  return rc;
+}

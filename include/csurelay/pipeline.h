@@ -945,4 +945,114 @@ void pl_state_stats(const struct pl_state *s, struct pl_state_stats *out);
 /** Drops the finished ids below their horizon (see above); returns how many. */
 size_t pl_state_expire(struct pl_state *s);
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Admit stage: the poll stage's pages into the store and the state (src/pipeline/admit.c)         */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The admitter owns the store and the state model and answers the poll stage (SPEC §3, STYLE §7.4
+ * "Durable first"). For every row of a page that the dedupe set does not know, it encodes an ADMIT
+ * (the route's sinks, the row), appends it with a durable future, and applies it to the state at
+ * once, so a second copy of the id in the same page or the next one is a duplicate right away. The
+ * page is answered with 0 only once every one of its ADMITs is durable per the fsync policy; only
+ * then does ops->on_admitted report the new live ids, and only then may the poll stage move the
+ * cursor over them. A page of duplicates only is answered at once (from inside on_page, which the
+ * poll stage allows). A cursor the poll stage reports is appended as a CURSOR without waiting (the
+ * overlap covers a cursor lost in a crash; it can only follow ADMITs that are durable already) and
+ * applied; then the finished ids below their horizon expire (pl_state_expire).
+ *
+ * Decisions:
+ *  - Unrouted types. Configuration lets a CSU poll a type no route names. Such a row is admitted
+ *    with no sinks: the ADMIT finishes at once, so the id is remembered for dedupe and the cursor
+ *    passes it, but nothing is delivered and on_admitted is not called. Counted in `unrouted` and
+ *    warned about once per (CSU, type).
+ *  - A store failure is fatal for admission. Once an ADMIT fails to become durable (a write or
+ *    fsync error), memory holds ids the log lacks: a retried window would find them in the dedupe
+ *    set and let the cursor pass events a crash would lose, and later records about them
+ *    (OUTCOMEs) would make the log unreplayable. The same holds the other way round when an apply
+ *    fails after its append. So the admitter fails: that page and every later one are answered
+ *    with the error, full() stays non-zero (no new Search starts), no CURSOR is written any more,
+ *    and on_admitted is not called again (the route stage takes events only from on_admitted, and
+ *    from pl_state_live_next() right after open). stats.healthy turns false with the reason; the
+ *    operator restarts the relay, the replay rebuilds the state from what is durable, and the
+ *    windows the cursors did not pass are read again.
+ *  - An append the store refuses (UV_E2BIG past max_record_bytes, UV_ENOMEM) changes nothing, so
+ *    it only fails its page: the rows before it in the page are admitted as usual (reported once
+ *    durable), the page is answered with the error, and the poll stage reads the window again
+ *    after a backoff. A row too big for the store holds its lane there (logged each time).
+ *  - Backpressure: full() is non-zero while the state's live events reach
+ *    cfg->limits.max_live_events (0 = no limit). Searches already in flight still deliver their
+ *    pages, so the live count may pass the limit by up to max_searches pages. The stage that
+ *    finishes events calls pl_poll_resume() once pl_admit_has_room() says so.
+ *
+ * Shutdown: stop the poll stage first (pl_poll_stop); the pages the admitter still holds are
+ * answered when their records are durable, as usual. pl_admit_close() answers any held page with
+ * UV_ECANCELED at once (their ADMITs may still become durable in the close's flush; the next start
+ * replays them as live and its overlap reads them again as duplicates), refuses new pages with
+ * UV_ECANCELED, closes the store (flush + fsync) and frees the state. No ops callback runs once
+ * close is called; the poll stage must not call the admitter after the close callback.
+ */
+
+struct pl_admit;
+
+struct pl_admit_ops {
+  /** A new event is live and durably admitted (its entry is pl_state_event(state, id)). May be
+   * NULL. Called right before its page is answered; `id` is valid during the call only. */
+  void (*on_admitted)(void *arg, const char *id);
+};
+
+struct pl_admit_stats {
+  uint64_t pages;         /* pages received */
+  uint64_t rows;          /* rows received, repeats included */
+  uint64_t admitted;      /* ADMITs appended for new ids (unrouted included) */
+  uint64_t duplicates;    /* rows already in the dedupe set */
+  uint64_t unrouted;      /* new ids of a type no route names (admitted with no sinks) */
+  uint64_t page_failures; /* pages answered < 0 */
+  uint64_t cursors;       /* CURSOR records appended */
+  uint64_t expired;       /* dedupe ids dropped by expiry */
+  uint64_t held;          /* pages waiting for their records to be durable */
+  uint64_t full;          /* times full() answered non-zero */
+  uint64_t live;          /* the state's live events */
+  uint64_t dead_letters;  /* the state's dead-letter queue */
+  bool failed;            /* admission stopped after a store failure (see above) */
+  bool healthy;           /* !failed and the store is healthy: for /readyz */
+  char health_reason[256]; /* "" when healthy */
+  struct pl_store_stats store; /* a copy of the store's numbers */
+};
+
+/**
+ * Creates the state (horizon per CSU = max(overlap_s, sweep_s) s; a CSU no longer configured gets
+ * the largest) and opens the store with pl_state_replay / pl_state_dump. `store_opts` may be NULL
+ * for cfg->state's dir, fsync and fsync_interval_ms. `cfg` (its csus and routes) must outlive the
+ * admitter. Damage found by the replay is not a failure: it is in err->msg (which is "" when the
+ * file was whole) and in stats (healthy false until a compaction). Returns 0, UV_EINVAL, UV_ENOMEM,
+ * or pl_store_open's error with err->msg naming it (and the state's message when a record did not
+ * apply).
+ */
+CSR_NODISCARD int pl_admit_open(struct rx_loop *loop, const struct csr_config *cfg,
+                                const struct pl_store_opts *store_opts,
+                                const struct pl_admit_ops *ops, void *arg, struct pl_admit **out,
+                                struct csr_err *err);
+
+/** The ops (and their arg, `a`) for pl_poll_create(). */
+const struct pl_poll_ops *pl_admit_poll_ops(const struct pl_admit *a);
+
+/** Seeds the poll stage's lanes with the replayed cursors (pl_poll_set_cursor), before
+ * pl_poll_start(). Cursors of lanes no longer configured are skipped. 0 or the first other error. */
+CSR_NODISCARD int pl_admit_cursors(struct pl_admit *a, struct pl_poll *poll);
+
+/** True while the live events are below limits.max_live_events and admission has not failed. */
+bool pl_admit_has_room(const struct pl_admit *a);
+
+/** The state and the store, for the stages after admission (they append and apply their own
+ * records the same way: append, then apply). Valid until the close callback. */
+struct pl_state *pl_admit_state(struct pl_admit *a);
+struct pl_store *pl_admit_store(struct pl_admit *a);
+
+void pl_admit_stats(const struct pl_admit *a, struct pl_admit_stats *out);
+
+/** See "Shutdown" above; `cb` (may be NULL) fires from the loop once `a` is freed. A second call is
+ * ignored. */
+void pl_admit_close(struct pl_admit *a, void (*cb)(void *arg), void *arg);
+
 #endif

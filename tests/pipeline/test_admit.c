@@ -1,0 +1,770 @@
+/* The admit stage (src/pipeline/admit.c) between a real poll stage on csusim (in-process) and a
+ * real store in a temp dir. The test wraps the admitter's poll ops to watch pages, cursors and
+ * the store's fsync count. Scenarios: 2 CSUs for 3 s (the state holds exactly the ledger's ids,
+ * repeats counted as duplicates, cursors recorded, every id reported only after an fsync that
+ * followed its page); a restart on the same directory (same ids and cursors; a poll seeded from
+ * them re-reads the overlap and admits nothing); an fsync failure (the page fails, admission stops
+ * and says why, polling stops; a restart reads what is durable and completes the ledger);
+ * backpressure with a small max_live_events and an unrouted type (polling pauses, the live count
+ * stays within one page of the limit; finishing events and pl_poll_resume start it again). */
+#include <dirent.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "csurelay/log.h"
+#include "csurelay/pipeline.h"
+#include "csurelay/timefmt.h"
+#include "pipeline/internal.h" /* pl__store_fail_next_fsync */
+#include "simtest.h"
+
+#define TOKEN_PATH "/csusim.onmicrosoft.com/oauth2/v2.0/token"
+#define NCSU       2
+#define SEED       42
+
+/* ---------------------------------------------------------------------------------------------- */
+/* A set of strings */
+/* ---------------------------------------------------------------------------------------------- */
+
+struct sset {
+  char **slots;
+  size_t cap, n;
+};
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+  return h ^ (h >> 31);
+}
+
+static char **sset_slot(const struct sset *s, const char *k) {
+  size_t pos = (size_t)hash_str(k) & (s->cap - 1);
+  while (s->slots[pos] != NULL && strcmp(s->slots[pos], k) != 0)
+    pos = (pos + 1) & (s->cap - 1);
+  return &s->slots[pos];
+}
+
+static bool sset_add(struct sset *s, const char *k) {
+  if ((s->n + 1) * 2 > s->cap) {
+    struct sset g = {.cap = s->cap ? s->cap * 2 : 1024};
+    g.slots = calloc(g.cap, sizeof(char *));
+    assert_non_null(g.slots);
+    for (size_t i = 0; i < s->cap; i++)
+      if (s->slots[i] != NULL)
+        *sset_slot(&g, s->slots[i]) = s->slots[i];
+    free(s->slots);
+    s->slots = g.slots;
+    s->cap = g.cap;
+  }
+  char **slot = sset_slot(s, k);
+  if (*slot != NULL)
+    return false;
+  *slot = strdup(k);
+  assert_non_null(*slot);
+  s->n++;
+  return true;
+}
+
+static void sset_free(struct sset *s) {
+  for (size_t i = 0; i < s->cap; i++)
+    free(s->slots[i]);
+  free(s->slots);
+  memset(s, 0, sizeof(*s));
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Fixture */
+/* ---------------------------------------------------------------------------------------------- */
+
+struct fx {
+  struct st t;
+  struct csr_identity id;
+  char token_url[256];
+  struct pl_tokens *tk;
+  struct csr_csu csus[NCSU];
+  char names[NCSU][16], urls[NCSU][160], ouns[NCSU][8];
+  char *types[2];
+  struct csr_delivery_conf deliver[2];
+  struct csr_route routes[2];
+  struct csr_config cfg;
+  char dir[64];
+  struct pl_store_opts sopts;
+  struct pl_poll_opts popts;
+  struct pl_poll *poll;
+  struct pl_admit *adm;
+  struct pl_poll_ops wrap;
+  /* what the wrapper saw */
+  struct sset reported; /* ids from on_admitted */
+  uint64_t reported_twice, reported_unrouted;
+  uint64_t fsyncs_at_page[NCSU][2]; /* the store's fsync count when the lane's page arrived */
+  uint64_t reported_early;          /* reported with no fsync since their page arrived */
+  int64_t cursor[NCSU][2];
+  bool check_fsync;
+  bool arm_fail;  /* make the fsync after the next page with new ids fail */
+  uint64_t armed; /* times armed */
+  uint64_t max_live;
+  int stopped, closed;
+};
+
+static unsigned csu_index(const char *name) {
+  unsigned i = (unsigned)atoi(name + 3);
+  assert_true(i < NCSU);
+  return i;
+}
+
+static int type_index(const char *type) {
+  return strcmp(type, "Checkout") == 0;
+}
+
+static const struct pl_poll_ops *aops(struct fx *f) {
+  return pl_admit_poll_ops(f->adm);
+}
+
+static void note_live(struct fx *f) {
+  struct pl_admit_stats s;
+  pl_admit_stats(f->adm, &s);
+  if (s.live > f->max_live)
+    f->max_live = s.live;
+}
+
+static void w_on_page(void *arg, struct pl_poll_page *page) {
+  struct fx *f = arg;
+  f->fsyncs_at_page[csu_index(page->csu->name)][type_index(page->type)] =
+      pl_store_stats(pl_admit_store(f->adm))->fsyncs;
+  if (f->arm_fail) {
+    for (size_t i = 0; i < page->n; i++)
+      if (!pl_state_seen(pl_admit_state(f->adm), page->events[i].id)) {
+        pl__store_fail_next_fsync(pl_admit_store(f->adm), UV_EIO);
+        f->armed++;
+        break;
+      }
+  }
+  aops(f)->on_page(f->adm, page);
+  note_live(f);
+}
+
+static int w_full(void *arg) {
+  struct fx *f = arg;
+  return aops(f)->full(f->adm);
+}
+
+static void w_on_cursor(void *arg, const struct csr_csu *csu, const char *type, int64_t ms) {
+  struct fx *f = arg;
+  int64_t *c = &f->cursor[csu_index(csu->name)][type_index(type)];
+  assert_true(ms > *c);
+  *c = ms;
+  aops(f)->on_cursor(f->adm, csu, type, ms);
+}
+
+static void on_admitted(void *arg, const char *id) {
+  struct fx *f = arg;
+  const struct pl_state_event *e = pl_state_event(pl_admit_state(f->adm), id);
+  assert_non_null(e);
+  assert_false(e->finished);
+  assert_true(e->n_sinks > 0);
+  if (!sset_add(&f->reported, id))
+    f->reported_twice++;
+  if (f->routes[type_index(e->type)].n_deliver == 0)
+    f->reported_unrouted++;
+  if (f->check_fsync && pl_store_stats(pl_admit_store(f->adm))->fsyncs <=
+                            f->fsyncs_at_page[csu_index(e->csu)][type_index(e->type)])
+    f->reported_early++;
+}
+
+static uint64_t stopped_logged;
+
+static void capture(const char *line, size_t len, void *arg) {
+  stopped_logged += strstr(line, "admission stopped until restart") != NULL;
+}
+
+static struct pl_tokens *tokens_for(void *arg, const struct csr_csu *csu) {
+  return ((struct fx *)arg)->tk;
+}
+
+static struct fx *fx_new(double rate, enum csr_fsync fsync) {
+  struct fx *f = calloc(1, sizeof(*f));
+  assert_non_null(f);
+  struct sim_opts o;
+  sim_opts_default(&o);
+  o.csus = NCSU;
+  o.rate = rate;
+  o.seed = SEED;
+  st_start_opts(&f->t, &o);
+  snprintf(f->token_url, sizeof(f->token_url), "%s%s", f->t.sim.base_url, TOKEN_PATH);
+  f->id = (struct csr_identity){.name = "commerce",
+                                .tenant = "csusim.onmicrosoft.com",
+                                .client_id = SIM_CLIENT_ID,
+                                .scope = SIM_COMMERCE_SCOPE,
+                                .token_url = f->token_url,
+                                .secret = SIM_DEFAULT_SECRET};
+  assert_int_equal(pl_tokens_create(&f->t.loop, &f->t.http, &f->id, &f->tk), 0);
+  f->types[0] = "AddCartLines";
+  f->types[1] = "Checkout";
+  for (unsigned i = 0; i < NCSU; i++) {
+    snprintf(f->names[i], sizeof(f->names[i]), "csu%u", i);
+    snprintf(f->urls[i], sizeof(f->urls[i]), "%s/csu%u/", f->t.sim.base_url, i);
+    snprintf(f->ouns[i], sizeof(f->ouns[i]), "%u", SIM_FIRST_OUN + i);
+    f->csus[i] = (struct csr_csu){.name = f->names[i],
+                                  .url = f->urls[i],
+                                  .oun = f->ouns[i],
+                                  .identity_name = "commerce",
+                                  .identity = &f->id,
+                                  .event_types = f->types,
+                                  .n_event_types = 2,
+                                  .poll_interval_ms = 200,
+                                  .page_size = 25,
+                                  .overlap_s = 10,
+                                  .settle_ms = 500,
+                                  .sweep_s = 0,
+                                  .sweep_every_s = 300,
+                                  .start_relative = true,
+                                  .start_from_ms = -10000};
+  }
+  f->deliver[0] = (struct csr_delivery_conf){.sink_name = "hook"};
+  f->deliver[1] = (struct csr_delivery_conf){.sink_name = "cij"};
+  f->routes[0] =
+      (struct csr_route){.event_type = "AddCartLines", .deliver = f->deliver, .n_deliver = 1};
+  f->routes[1] =
+      (struct csr_route){.event_type = "Checkout", .deliver = f->deliver, .n_deliver = 2};
+  snprintf(f->dir, sizeof(f->dir), "/tmp/csr-admit-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
+  f->cfg.csus = f->csus;
+  f->cfg.n_csus = NCSU;
+  f->cfg.routes = f->routes;
+  f->cfg.n_routes = 2;
+  f->cfg.limits.max_live_events = 100000;
+  f->cfg.state.dir = f->dir;
+  f->cfg.state.fsync = fsync;
+  f->cfg.state.fsync_interval_ms = 5;
+  f->popts = (struct pl_poll_opts){
+      .timeout_ms = 1000, .backoff_base_ms = 100, .backoff_cap_ms = 1000, .seed = 7};
+  f->wrap = (struct pl_poll_ops){.on_page = w_on_page, .full = w_full, .on_cursor = w_on_cursor};
+  return f;
+}
+
+static void adm_open(struct fx *f) {
+  struct csr_err err;
+  struct pl_admit_ops ops = {.on_admitted = on_admitted};
+  int rc = pl_admit_open(&f->t.loop, &f->cfg, NULL, &ops, f, &f->adm, &err);
+  if (rc != 0)
+    fail_msg("pl_admit_open: %s: %s", csr_strerror(rc), err.msg);
+  assert_string_equal(err.msg, "");
+}
+
+static void poll_start(struct fx *f) {
+  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, NCSU, tokens_for, f, &f->popts,
+                                  &f->wrap, f, &f->poll),
+                   0);
+  assert_int_equal(pl_admit_cursors(f->adm, f->poll), 0);
+  assert_int_equal(pl_poll_start(f->poll), 0);
+}
+
+static uint64_t on_guard(struct rx_timer *timer) {
+  *(int *)timer->data = 1;
+  return RX_TIMER_STOP;
+}
+
+static bool run_until(struct fx *f, bool (*cond)(struct fx *), uint64_t ms) {
+  struct rx_timer guard;
+  int expired = 0;
+  assert_int_equal(rx_timer_init(&guard, &f->t.loop), 0);
+  guard.data = &expired;
+  assert_int_equal(rx_timer_start(&guard, on_guard, ms), 0);
+  while (!(cond != NULL && cond(f)) && !expired) {
+    uv_run(&f->t.uv, UV_RUN_ONCE);
+    if (f->adm != NULL)
+      note_live(f);
+  }
+  rx_timer_close(&guard, NULL);
+  uv_run(&f->t.uv, UV_RUN_NOWAIT);
+  return cond != NULL && cond(f);
+}
+
+static void run_ms(struct fx *f, uint64_t ms) {
+  run_until(f, NULL, ms);
+}
+
+static void on_stopped(void *arg) {
+  ((struct fx *)arg)->stopped++;
+}
+
+static void on_closed(void *arg) {
+  struct fx *f = arg;
+  f->closed++;
+  f->adm = NULL;
+}
+
+static bool is_stopped(struct fx *f) {
+  return f->stopped > 0;
+}
+
+static bool is_closed(struct fx *f) {
+  return f->closed > 0;
+}
+
+/* Stops the poll stage (the admitter answers its held pages), then closes the admitter. */
+static void fx_close(struct fx *f) {
+  if (f->poll != NULL) {
+    f->stopped = 0;
+    pl_poll_stop(f->poll, on_stopped, f);
+    assert_true(run_until(f, is_stopped, 5000));
+    f->poll = NULL;
+  }
+  if (f->adm != NULL) {
+    f->closed = 0;
+    pl_admit_close(f->adm, on_closed, f);
+    assert_int_equal(f->closed, 0); /* never from inside the call */
+    assert_true(run_until(f, is_closed, 5000));
+    f->adm = NULL;
+  }
+}
+
+static bool tokens_gone(struct fx *f) {
+  return f->stopped > 0;
+}
+
+static void fx_free(struct fx *f) {
+  fx_close(f);
+  f->stopped = 0;
+  pl_tokens_destroy(f->tk, on_stopped, f);
+  assert_true(run_until(f, tokens_gone, 5000));
+  st_stop(&f->t);
+  DIR *d = opendir(f->dir);
+  struct dirent *de;
+  while (d && (de = readdir(d)) != NULL)
+    if (de->d_name[0] != '.') {
+      char p[512];
+      snprintf(p, sizeof(p), "%s/%s", f->dir, de->d_name);
+      unlink(p);
+    }
+  if (d)
+    closedir(d);
+  assert_int_equal(rmdir(f->dir), 0);
+  sset_free(&f->reported);
+  free(f);
+  csr_log_set_writer(NULL, NULL);
+  csr_log_set_level(CSR_INFO);
+}
+
+static struct pl_admit_stats adm_stats(struct fx *f) {
+  struct pl_admit_stats s;
+  pl_admit_stats(f->adm, &s);
+  return s;
+}
+
+static uint64_t search_requests(struct fx *f) {
+  static const int statuses[] = {0, 200, 401, 429, 500, 503};
+  uint64_t n = 0;
+  for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
+    n += sim_ledger_requests(f->t.sim.ledger, "search", statuses[i]);
+  return n;
+}
+
+static uint64_t generated(struct fx *f) {
+  struct sim_ledger_counts c;
+  sim_ledger_counts(f->t.sim.ledger, &c);
+  return c.generated;
+}
+
+static uint64_t known(struct fx *f) {
+  struct pl_state_stats s;
+  pl_state_stats(pl_admit_state(f->adm), &s);
+  return s.live + s.finished;
+}
+
+static bool caught_up(struct fx *f) {
+  return known(f) >= generated(f);
+}
+
+static bool none_held(struct fx *f) {
+  struct pl_admit_stats s;
+  pl_admit_stats(f->adm, &s);
+  return s.held == 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The ledger */
+/* ---------------------------------------------------------------------------------------------- */
+
+struct lev {
+  char id[192];
+  unsigned csu;
+  int type;
+  int64_t time_ms;
+};
+
+static size_t ledger_events(struct fx *f, struct lev **out) {
+  size_t n = 0, cap = 0, total = 1;
+  struct lev *v = NULL;
+  while (n < total) {
+    char path[96];
+    struct st_resp r;
+    snprintf(path, sizeof(path), "/ledger/events?offset=%zu&limit=10000", n);
+    assert_int_equal(st_call(&f->t, "GET", path, NULL, NULL, 0, &r), 0);
+    assert_int_equal(r.status, 200);
+    int64_t t;
+    assert_int_equal(csr_json_get_int(r.json, "total", &t), 0);
+    total = (size_t)t;
+    yajl_val evs = csr_json_get(r.json, "events");
+    size_t m = csr_json_len(evs);
+    if (n + m > cap) {
+      cap = (n + m) * 2;
+      v = realloc(v, cap * sizeof(*v));
+      assert_non_null(v);
+    }
+    for (size_t i = 0; i < m; i++, n++) {
+      yajl_val e = csr_json_at(evs, i);
+      int64_t csu;
+      snprintf(v[n].id, sizeof(v[n].id), "%s", csr_json_get_str(e, "id"));
+      assert_int_equal(csr_json_get_int(e, "csu", &csu), 0);
+      v[n].csu = (unsigned)csu;
+      v[n].type = type_index(csr_json_get_str(e, "type"));
+      assert_int_equal(csr_time_parse(csr_json_get_str(e, "time"), &v[n].time_ms), 0);
+    }
+    st_resp_free(&r);
+    if (m == 0)
+      break;
+  }
+  *out = v;
+  return n;
+}
+
+/* The state knows exactly the ledger's ids, each once (the dedupe set cannot hold one twice, so
+ * equal counts and every ledger id seen means equal sets). Returns the number. */
+static size_t check_ledger(struct fx *f) {
+  struct lev *v;
+  size_t n = ledger_events(f, &v), missing = 0;
+  const struct pl_state *s = pl_admit_state(f->adm);
+  for (size_t i = 0; i < n; i++)
+    if (!pl_state_seen(s, v[i].id) && missing++ < 5)
+      print_message("missing: %s\n", v[i].id);
+  assert_int_equal(missing, 0);
+  assert_int_equal(known(f), n);
+  free(v);
+  return n;
+}
+
+/* Every lane's cursor is recorded in the state, equal to the poll stage's and to what on_cursor
+ * reported, and past the lane's last event. */
+static void check_cursors(struct fx *f) {
+  struct lev *v;
+  size_t n = ledger_events(f, &v);
+  int64_t last[NCSU][2] = {{0}};
+  for (size_t i = 0; i < n; i++)
+    if (v[i].time_ms > last[v[i].csu][v[i].type])
+      last[v[i].csu][v[i].type] = v[i].time_ms;
+  free(v);
+  for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
+    struct pl_poll_stats s;
+    assert_int_equal(pl_poll_stats(f->poll, i, &s), 0);
+    int64_t c;
+    assert_int_equal(pl_state_cursor(pl_admit_state(f->adm), s.csu, s.type, &c), 0);
+    assert_int_equal(c, s.cursor_ms);
+    assert_int_equal(c, f->cursor[csu_index(s.csu)][type_index(s.type)]);
+    assert_true(c >= last[csu_index(s.csu)][type_index(s.type)]);
+  }
+}
+
+static bool cursors_past_now(struct fx *f) {
+  int64_t target = rx_wall_ms() - 3000;
+  for (unsigned c = 0; c < NCSU; c++)
+    for (int t = 0; t < 2; t++)
+      if (f->cursor[c][t] < target)
+        return false;
+  return true;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Scenarios */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* 2 CSUs for 3 s with fsync=always, then a restart on the same directory. */
+static void test_admit_and_restart(void **state) {
+  struct fx *f = fx_new(100, CSR_FSYNC_ALWAYS);
+  adm_open(f);
+  f->check_fsync = true;
+  poll_start(f);
+  run_ms(f, 3000);
+  sim_csus_stop(f->t.sim.csus);
+  assert_true(run_until(f, caught_up, 10000));
+  assert_true(run_until(f, cursors_past_now, 5000));
+  assert_true(run_until(f, none_held, 2000));
+  size_t n = check_ledger(f);
+  check_cursors(f);
+  struct pl_admit_stats s = adm_stats(f);
+  print_message(
+      "ledger %zu: admitted %llu, duplicates %llu, pages %llu, cursors %llu, fsyncs %llu\n", n,
+      (unsigned long long)s.admitted, (unsigned long long)s.duplicates, (unsigned long long)s.pages,
+      (unsigned long long)s.cursors, (unsigned long long)s.store.fsyncs);
+  assert_true(n > 100);
+  assert_int_equal(s.admitted, n);
+  assert_int_equal(s.live, n);   /* nothing finishes them here */
+  assert_true(s.duplicates > 0); /* the overlap reads every window's last 10 s again */
+  assert_int_equal(s.rows, s.admitted + s.duplicates);
+  assert_int_equal(s.page_failures, 0);
+  assert_int_equal(s.held, 0);
+  assert_true(s.healthy);
+  assert_string_equal(s.health_reason, "");
+  /* every id was reported once, and only after an fsync that followed its page's arrival */
+  assert_int_equal(f->reported.n, n);
+  assert_int_equal(f->reported_twice, 0);
+  assert_int_equal(f->reported_early, 0);
+
+  /* restart: the same ids and cursors come back from the file */
+  int64_t cursors[NCSU][2];
+  memcpy(cursors, f->cursor, sizeof(cursors));
+  fx_close(f);
+  adm_open(f);
+  s = adm_stats(f);
+  assert_true(s.store.records_replayed >= n + 4); /* the ADMITs and at least a CURSOR per lane */
+  assert_int_equal(s.live, n);
+  for (unsigned c = 0; c < NCSU; c++)
+    for (int t = 0; t < 2; t++) {
+      int64_t ms;
+      assert_int_equal(pl_state_cursor(pl_admit_state(f->adm), f->names[c], f->types[t], &ms), 0);
+      assert_int_equal(ms, cursors[c][t]);
+    }
+  /* a poll seeded from them starts at the cursors, re-reads the overlap and admits nothing */
+  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, NCSU, tokens_for, f, &f->popts,
+                                  &f->wrap, f, &f->poll),
+                   0);
+  assert_int_equal(pl_admit_cursors(f->adm, f->poll), 0);
+  for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
+    struct pl_poll_stats ps;
+    assert_int_equal(pl_poll_stats(f->poll, i, &ps), 0);
+    assert_int_equal(ps.cursor_ms, cursors[csu_index(ps.csu)][type_index(ps.type)]);
+  }
+  assert_int_equal(pl_poll_start(f->poll), 0);
+  run_ms(f, 2500);
+  check_ledger(f);
+  s = adm_stats(f);
+  print_message("after restart: pages %llu, duplicates %llu, admitted %llu\n",
+                (unsigned long long)s.pages, (unsigned long long)s.duplicates,
+                (unsigned long long)s.admitted);
+  assert_true(s.pages > 0 && s.duplicates > 0);
+  assert_int_equal(s.admitted, 0);
+  assert_int_equal(s.rows, s.duplicates);
+  assert_int_equal(f->reported_twice, 0);
+  for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
+    struct pl_poll_stats ps;
+    assert_int_equal(pl_poll_stats(f->poll, i, &ps), 0);
+    assert_true(ps.windows > 0);
+    assert_int_equal(ps.admit_failures, 0);
+  }
+  fx_free(f);
+}
+
+static bool admitted_some(struct fx *f) {
+  return adm_stats(f).admitted > 0;
+}
+
+static bool is_full(struct fx *f) {
+  return adm_stats(f).full > 0;
+}
+
+static bool admission_failed(struct fx *f) {
+  return adm_stats(f).failed;
+}
+
+/* The fsync after a page with new ids fails: that page is answered with the error and admission
+ * stops until a restart, which reads what is durable and completes the ledger. */
+static void test_fsync_failure(void **state) {
+  struct fx *f = fx_new(60, CSR_FSYNC_ALWAYS);
+  csr_log_set_writer(capture, NULL); /* the failure is logged on purpose */
+  adm_open(f);
+  poll_start(f);
+  assert_true(run_until(f, admitted_some, 8000));
+  uint64_t reported = f->reported.n;
+  f->arm_fail = true;
+  assert_true(run_until(f, admission_failed, 5000));
+  f->arm_fail = false;
+  struct pl_admit_stats s = adm_stats(f);
+  print_message("failed after %llu armings: %s\n", (unsigned long long)f->armed, s.health_reason);
+  assert_false(s.healthy);
+  assert_false(s.store.healthy);
+  assert_non_null(strstr(s.health_reason, "ADMIT not durable"));
+  assert_int_equal(stopped_logged, 1);
+  run_ms(f, 300);
+  s = adm_stats(f);
+  assert_true(s.page_failures >= 1);
+  uint64_t lane_failures = 0;
+  for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
+    struct pl_poll_stats ps;
+    assert_int_equal(pl_poll_stats(f->poll, i, &ps), 0);
+    lane_failures += ps.admit_failures;
+  }
+  assert_true(lane_failures >= 1);
+  assert_false(pl_admit_has_room(f->adm));
+  /* no Search starts any more, and nothing more is reported */
+  uint64_t searches = search_requests(f), cursors = s.cursors;
+  reported = f->reported.n;
+  run_ms(f, 1500);
+  assert_int_equal(search_requests(f), searches);
+  assert_int_equal(f->reported.n, reported);
+  assert_int_equal(adm_stats(f).cursors, cursors);
+  sim_csus_stop(f->t.sim.csus);
+
+  /* restart: the replay holds what reached the file; the windows not passed are read again */
+  fx_close(f);
+  adm_open(f);
+  s = adm_stats(f);
+  assert_true(s.healthy);
+  poll_start(f);
+  assert_true(run_until(f, caught_up, 10000));
+  assert_true(run_until(f, cursors_past_now, 5000));
+  assert_true(run_until(f, none_held, 2000));
+  check_ledger(f);
+  check_cursors(f);
+  assert_int_equal(adm_stats(f).page_failures, 0);
+  fx_free(f);
+}
+
+/* Finishes every live event: a delivered OUTCOME per sink, appended then applied (as the route
+ * stage will). Returns how many events finished. */
+static size_t finish_all(struct fx *f) {
+  struct pl_state *st = pl_admit_state(f->adm);
+  struct pl_store *store = pl_admit_store(f->adm);
+  struct csr_jw jw;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  size_t n = 0;
+  const struct pl_state_event *e;
+  while ((e = pl_state_live_next(st, NULL)) != NULL) {
+    char id[192];
+    snprintf(id, sizeof(id), "%s", e->id);
+    size_t sinks = e->n_sinks;
+    for (size_t i = 0; i < sinks; i++) {
+      e = pl_state_event(st, id);
+      struct pl_rec_delivery d = {.id = id,
+                                  .sink = e->sinks[i].sink,
+                                  .outcome = SK_DELIVERED,
+                                  .attempt = 1,
+                                  .at_ms = rx_wall_ms(),
+                                  .status = 200};
+      const char *text;
+      size_t len;
+      csr_jw_reset(&jw);
+      assert_int_equal(pl_rec_outcome(&jw, &d), 0);
+      assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+      assert_int_equal(pl_store_append(store, PL_REC_OUTCOME, text, len, NULL, NULL), 0);
+      assert_int_equal(pl_state_apply(st, PL_REC_OUTCOME, text, len), 0);
+    }
+    n++;
+  }
+  csr_jw_free(&jw);
+  return n;
+}
+
+/* max_live_events 30, one Search at a time, pages of 25; Checkout has no route (admitted with no
+ * sinks, finished at once, never reported). */
+static void test_backpressure(void **state) {
+  struct fx *f = fx_new(100, CSR_FSYNC_BATCH);
+  f->cfg.limits.max_live_events = 30;
+  f->cfg.n_routes = 1;        /* no route for Checkout */
+  f->routes[1].n_deliver = 0; /* (for on_admitted's check) */
+  f->popts.max_searches = 1;
+  f->popts.wide_top = 25;
+  for (unsigned i = 0; i < NCSU; i++)
+    f->csus[i].overlap_s = 30;  /* the finished ids' horizon outlasts the test */
+  csr_log_set_level(CSR_ERROR); /* the unrouted warning */
+  adm_open(f);
+  poll_start(f);
+  assert_true(run_until(f, is_full, 10000));
+  run_ms(f, 500); /* the Search in flight, if any, ends */
+  struct pl_admit_stats s = adm_stats(f);
+  assert_false(pl_admit_has_room(f->adm));
+  assert_true(s.live >= 30);
+  uint64_t searches = search_requests(f), pages = s.pages;
+  run_ms(f, 1000);
+  assert_int_equal(search_requests(f), searches); /* polling paused */
+  assert_int_equal(adm_stats(f).pages, pages);
+  assert_true(adm_stats(f).full > s.full); /* asked tick by tick */
+  print_message("max live %llu (limit 30, page 25)\n", (unsigned long long)f->max_live);
+  assert_true(f->max_live < 30 + 25);
+  sim_csus_stop(f->t.sim.csus);
+  assert_true(known(f) < generated(f));
+
+  /* the route stage finishes events and says there is room: polling resumes */
+  for (int round = 0; round < 200 && !caught_up(f); round++) {
+    if (!pl_admit_has_room(f->adm)) {
+      assert_true(finish_all(f) > 0);
+      assert_true(pl_admit_has_room(f->adm));
+      pl_poll_resume(f->poll);
+    }
+    run_ms(f, 50);
+    assert_true(f->max_live < 30 + 25);
+  }
+  assert_true(caught_up(f));
+  assert_true(run_until(f, none_held, 2000)); /* the last page's records are durable */
+  assert_true(search_requests(f) > searches);
+  check_ledger(f);
+  s = adm_stats(f);
+  print_message("unrouted %llu of %llu admitted\n", (unsigned long long)s.unrouted,
+                (unsigned long long)s.admitted);
+  assert_true(s.unrouted > 0);
+  assert_int_equal(f->reported_unrouted, 0);
+  assert_int_equal(f->reported.n, s.admitted - s.unrouted);
+  assert_int_equal(s.page_failures, 0);
+  assert_true(s.healthy);
+  fx_free(f);
+}
+
+/* The API's refusals and the seeding of cursors for lanes no longer configured. */
+static void test_api(void **state) {
+  struct fx *f = fx_new(0, CSR_FSYNC_NONE);
+  struct pl_admit *a = NULL;
+  struct csr_err err;
+  assert_int_equal(pl_admit_open(NULL, &f->cfg, NULL, NULL, NULL, &a, &err), UV_EINVAL);
+  assert_int_equal(pl_admit_open(&f->t.loop, NULL, NULL, NULL, NULL, &a, &err), UV_EINVAL);
+  f->cfg.state.dir = NULL;
+  assert_int_equal(pl_admit_open(&f->t.loop, &f->cfg, NULL, NULL, NULL, &a, &err), UV_EINVAL);
+  assert_non_null(strstr(err.msg, "directory"));
+  f->cfg.state.dir = f->dir;
+  assert_null(a);
+  /* a cursor of a lane that is gone is skipped when seeding */
+  adm_open(f);
+  struct csr_jw jw;
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  assert_int_equal(pl_rec_cursor(&jw, "gone", "Checkout", 1000), 0);
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_int_equal(pl_store_append(pl_admit_store(f->adm), PL_REC_CURSOR, text, len, NULL, NULL),
+                   0);
+  assert_int_equal(pl_state_apply(pl_admit_state(f->adm), PL_REC_CURSOR, text, len), 0);
+  csr_jw_free(&jw);
+  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, NCSU, tokens_for, f, &f->popts,
+                                  &f->wrap, f, &f->poll),
+                   0);
+  assert_int_equal(pl_admit_cursors(f->adm, f->poll), 0);
+  assert_true(pl_admit_has_room(f->adm));
+  pl_admit_close(f->adm, on_closed, f);
+  pl_admit_close(f->adm, on_closed, f); /* ignored */
+  assert_false(pl_admit_has_room(f->adm));
+  assert_true(run_until(f, is_closed, 5000));
+  assert_int_equal(f->closed, 1);
+  f->adm = NULL;
+  /* reopened, the gone lane's cursor is still in the state */
+  adm_open(f);
+  int64_t ms;
+  assert_int_equal(pl_state_cursor(pl_admit_state(f->adm), "gone", "Checkout", &ms), 0);
+  assert_int_equal(ms, 1000);
+  fx_free(f);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_api),
+      cmocka_unit_test(test_admit_and_restart),
+      cmocka_unit_test(test_fsync_failure),
+      cmocka_unit_test(test_backpressure),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -6,8 +6,15 @@
  * them re-reads the overlap and admits nothing); an fsync failure (the page fails, admission stops
  * and says why, polling stops; a restart reads what is durable and completes the ledger);
  * backpressure with a small max_live_events and an unrouted type (polling pauses, the live count
- * stays within one page of the limit; finishing events and pl_poll_resume start it again). */
+ * stays within one page of the limit; finishing events and pl_poll_resume start it again); kill -9
+ * (this binary run as --child polls and admits against our sim and is killed twice mid-flight:
+ * every id it reported is in the replay, none is admitted or reported twice, and a final poll
+ * from the replayed cursors completes the ledger). */
 #include <dirent.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -164,8 +171,14 @@ static void w_on_cursor(void *arg, const struct csr_csu *csu, const char *type, 
   aops(f)->on_cursor(f->adm, csu, type, ms);
 }
 
+static FILE *child_out; /* the kill -9 child: every reported id, one write each */
+
 static void on_admitted(void *arg, const char *id) {
   struct fx *f = arg;
+  if (child_out != NULL) {
+    fprintf(child_out, "%s\n", id);
+    fflush(child_out);
+  }
   const struct pl_state_event *e = pl_state_event(pl_admit_state(f->adm), id);
   assert_non_null(e);
   assert_false(e->finished);
@@ -189,16 +202,9 @@ static struct pl_tokens *tokens_for(void *arg, const struct csr_csu *csu) {
   return ((struct fx *)arg)->tk;
 }
 
-static struct fx *fx_new(double rate, enum csr_fsync fsync) {
-  struct fx *f = calloc(1, sizeof(*f));
-  assert_non_null(f);
-  struct sim_opts o;
-  sim_opts_default(&o);
-  o.csus = NCSU;
-  o.rate = rate;
-  o.seed = SEED;
-  st_start_opts(&f->t, &o);
-  snprintf(f->token_url, sizeof(f->token_url), "%s%s", f->t.sim.base_url, TOKEN_PATH);
+/* Everything but the sim and the directory: CSUs at base_url, routes, config, the ops wrapper. */
+static void fx_setup(struct fx *f, const char *base_url, enum csr_fsync fsync) {
+  snprintf(f->token_url, sizeof(f->token_url), "%s%s", base_url, TOKEN_PATH);
   f->id = (struct csr_identity){.name = "commerce",
                                 .tenant = "csusim.onmicrosoft.com",
                                 .client_id = SIM_CLIENT_ID,
@@ -210,7 +216,7 @@ static struct fx *fx_new(double rate, enum csr_fsync fsync) {
   f->types[1] = "Checkout";
   for (unsigned i = 0; i < NCSU; i++) {
     snprintf(f->names[i], sizeof(f->names[i]), "csu%u", i);
-    snprintf(f->urls[i], sizeof(f->urls[i]), "%s/csu%u/", f->t.sim.base_url, i);
+    snprintf(f->urls[i], sizeof(f->urls[i]), "%s/csu%u/", base_url, i);
     snprintf(f->ouns[i], sizeof(f->ouns[i]), "%u", SIM_FIRST_OUN + i);
     f->csus[i] = (struct csr_csu){.name = f->names[i],
                                   .url = f->urls[i],
@@ -234,8 +240,6 @@ static struct fx *fx_new(double rate, enum csr_fsync fsync) {
       (struct csr_route){.event_type = "AddCartLines", .deliver = f->deliver, .n_deliver = 1};
   f->routes[1] =
       (struct csr_route){.event_type = "Checkout", .deliver = f->deliver, .n_deliver = 2};
-  snprintf(f->dir, sizeof(f->dir), "/tmp/csr-admit-XXXXXX");
-  assert_non_null(mkdtemp(f->dir));
   f->cfg.csus = f->csus;
   f->cfg.n_csus = NCSU;
   f->cfg.routes = f->routes;
@@ -247,6 +251,20 @@ static struct fx *fx_new(double rate, enum csr_fsync fsync) {
   f->popts = (struct pl_poll_opts){
       .timeout_ms = 1000, .backoff_base_ms = 100, .backoff_cap_ms = 1000, .seed = 7};
   f->wrap = (struct pl_poll_ops){.on_page = w_on_page, .full = w_full, .on_cursor = w_on_cursor};
+}
+
+static struct fx *fx_new(double rate, enum csr_fsync fsync) {
+  struct fx *f = calloc(1, sizeof(*f));
+  assert_non_null(f);
+  struct sim_opts o;
+  sim_opts_default(&o);
+  o.csus = NCSU;
+  o.rate = rate;
+  o.seed = SEED;
+  st_start_opts(&f->t, &o);
+  fx_setup(f, f->t.sim.base_url, fsync);
+  snprintf(f->dir, sizeof(f->dir), "/tmp/csr-admit-XXXXXX");
+  assert_non_null(mkdtemp(f->dir));
   return f;
 }
 
@@ -486,6 +504,19 @@ static bool cursors_past_now(struct fx *f) {
 /* Scenarios */
 /* ---------------------------------------------------------------------------------------------- */
 
+/* Every lane completed a window and duplicates were read. */
+static bool windows_done(struct fx *f) {
+  for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
+    struct pl_poll_stats ps;
+    assert_int_equal(pl_poll_stats(f->poll, i, &ps), 0);
+    if (ps.windows == 0)
+      return false;
+  }
+  struct pl_admit_stats s;
+  pl_admit_stats(f->adm, &s);
+  return s.duplicates > 0;
+}
+
 /* 2 CSUs for 3 s with fsync=always, then a restart on the same directory. */
 static void test_admit_and_restart(void **state) {
   struct fx *f = fx_new(100, CSR_FSYNC_ALWAYS);
@@ -543,7 +574,7 @@ static void test_admit_and_restart(void **state) {
     assert_int_equal(ps.cursor_ms, cursors[csu_index(ps.csu)][type_index(ps.type)]);
   }
   assert_int_equal(pl_poll_start(f->poll), 0);
-  run_ms(f, 2500);
+  assert_true(run_until(f, windows_done, 10000));
   check_ledger(f);
   s = adm_stats(f);
   print_message("after restart: pages %llu, duplicates %llu, admitted %llu\n",
@@ -592,7 +623,7 @@ static void test_fsync_failure(void **state) {
   assert_false(s.store.healthy);
   assert_non_null(strstr(s.health_reason, "ADMIT not durable"));
   assert_int_equal(stopped_logged, 1);
-  run_ms(f, 300);
+  run_ms(f, 1200); /* past the Search timeout: nothing is in flight any more */
   s = adm_stats(f);
   assert_true(s.page_failures >= 1);
   uint64_t lane_failures = 0;
@@ -677,7 +708,7 @@ static void test_backpressure(void **state) {
   adm_open(f);
   poll_start(f);
   assert_true(run_until(f, is_full, 10000));
-  run_ms(f, 500); /* the Search in flight, if any, ends */
+  run_ms(f, 1200); /* past the Search timeout: the Search in flight, if any, ended */
   struct pl_admit_stats s = adm_stats(f);
   assert_false(pl_admit_has_room(f->adm));
   assert_true(s.live >= 30);
@@ -759,12 +790,140 @@ static void test_api(void **state) {
   fx_free(f);
 }
 
-int main(void) {
+/* ---------------------------------------------------------------------------------------------- */
+/* kill -9: a child process (this binary, --child) polls and admits against our sim               */
+/* ---------------------------------------------------------------------------------------------- */
+
+extern char **environ;
+
+/* The child: poll + admit with fsync=always into `dir`, every reported id appended to
+ * dir/reported.txt, until it is killed. */
+static int child_main(const char *base_url, const char *dir) {
+  static struct fx f;
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
+    return 1; /* never outlive the test */
+  csr_log_set_level(CSR_WARN);
+  assert_int_equal(uv_loop_init(&f.t.uv), 0);
+  assert_int_equal(rx_loop_init(&f.t.loop, &f.t.uv), 0);
+  struct rx_http_opts hopts = {.max_per_host = 16, .timeout_ms = 10000};
+  assert_int_equal(rx_http_init(&f.t.http, &f.t.loop, &hopts), 0);
+  snprintf(f.dir, sizeof(f.dir), "%s", dir);
+  fx_setup(&f, base_url, CSR_FSYNC_ALWAYS);
+  char path[128];
+  snprintf(path, sizeof(path), "%s/reported.txt", dir);
+  child_out = fopen(path, "a");
+  assert_non_null(child_out);
+  struct csr_err err;
+  struct pl_admit_ops ops = {.on_admitted = on_admitted};
+  assert_int_equal(pl_admit_open(&f.t.loop, &f.cfg, NULL, &ops, &f, &f.adm, &err), 0);
+  poll_start(&f);
+  for (int i = 0; i < 1000000; i++) /* killed long before; the poll's timers keep it running */
+    rx_loop_run(&f.t.loop);
+  return 1;
+}
+
+static pid_t spawn_child(struct fx *f) {
+  char self[512];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+  assert_true(n > 0);
+  self[n] = '\0';
+  char *argv[] = {self, "--child", f->t.sim.base_url, f->dir, NULL};
+  pid_t pid;
+  assert_int_equal(posix_spawn(&pid, self, NULL, NULL, argv, environ), 0);
+  return pid;
+}
+
+/* The ids the children reported, in order; asserts none was reported twice. */
+static size_t read_reported(struct fx *f, struct sset *out) {
+  char path[128], line[256];
+  snprintf(path, sizeof(path), "%s/reported.txt", f->dir);
+  FILE *in = fopen(path, "r");
+  size_t n = 0;
+  while (in != NULL && fgets(line, sizeof(line), in) != NULL) {
+    size_t len = strlen(line);
+    if (len == 0 || line[len - 1] != '\n')
+      continue; /* a line cut by the kill */
+    line[len - 1] = '\0';
+    if (!sset_add(out, line))
+      fail_msg("reported twice: %s", line);
+    n++;
+  }
+  if (in != NULL)
+    fclose(in);
+  return n;
+}
+
+/* Two children are killed with SIGKILL mid-flight, one after the other on the same directory.
+ * After each kill the replay holds every id a child reported (reported = durable), admits none
+ * twice, and no id was reported twice across children. Then this process polls from the
+ * replayed cursors and the state equals the ledger. */
+static void test_kill9(void **state) {
+  struct fx *f = fx_new(100, CSR_FSYNC_ALWAYS);
+  csr_log_set_level(CSR_WARN);
+  size_t reported = 0;
+  for (int round = 0; round < 2; round++) {
+    pid_t pid = spawn_child(f);
+    run_ms(f, 1500 + 700 * (uint64_t)round);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    struct sset ids = {0};
+    size_t n = read_reported(f, &ids);
+    struct csr_err err;
+    struct pl_admit_ops ops = {.on_admitted = on_admitted};
+    int rc = pl_admit_open(&f->t.loop, &f->cfg, NULL, &ops, f, &f->adm, &err);
+    if (rc != 0)
+      fail_msg("pl_admit_open: %s: %s", csr_strerror(rc), err.msg);
+    struct pl_admit_stats s = adm_stats(f);
+    struct pl_state_stats ss;
+    pl_state_stats(pl_admit_state(f->adm), &ss);
+    print_message("round %d: %zu reported, %llu live, %llu records, torn %llu (%s)\n", round, n,
+                  (unsigned long long)s.live, (unsigned long long)s.store.records_replayed,
+                  (unsigned long long)s.store.torn_tails, err.msg);
+    assert_true(n > reported); /* this child admitted something */
+    assert_true(s.store.corrupt_regions == 0);
+    assert_int_equal(ss.dup_admits, 0);
+    for (size_t i = 0; i < ids.cap; i++)
+      if (ids.slots[i] != NULL) {
+        const struct pl_state_event *e = pl_state_event(pl_admit_state(f->adm), ids.slots[i]);
+        if (e == NULL)
+          fail_msg("reported but not durable: %s", ids.slots[i]);
+        assert_false(e->finished);
+      }
+    assert_true(s.live >= n);
+    reported = n;
+    sset_free(&ids);
+    fx_close(f);
+  }
+  sim_csus_stop(f->t.sim.csus);
+  adm_open(f);
+  poll_start(f);
+  assert_true(run_until(f, caught_up, 10000));
+  assert_true(run_until(f, cursors_past_now, 5000));
+  assert_true(run_until(f, none_held, 2000));
+  size_t n = check_ledger(f);
+  struct pl_state_stats ss;
+  pl_state_stats(pl_admit_state(f->adm), &ss);
+  assert_int_equal(ss.dup_admits, 0);
+  assert_int_equal(ss.live, n);
+  /* what this process admitted was not reported by a child */
+  struct sset ids = {0};
+  read_reported(f, &ids);
+  for (size_t i = 0; i < f->reported.cap; i++)
+    if (f->reported.slots[i] != NULL && !sset_add(&ids, f->reported.slots[i]))
+      fail_msg("admitted twice: %s", f->reported.slots[i]);
+  sset_free(&ids);
+  fx_free(f);
+}
+
+int main(int argc, char **argv) {
+  if (argc == 4 && strcmp(argv[1], "--child") == 0)
+    return child_main(argv[2], argv[3]);
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_api),
-      cmocka_unit_test(test_admit_and_restart),
-      cmocka_unit_test(test_fsync_failure),
-      cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_api),           cmocka_unit_test(test_admit_and_restart),
+      cmocka_unit_test(test_fsync_failure), cmocka_unit_test(test_backpressure),
+      cmocka_unit_test(test_kill9),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,75 +30,16 @@
 #include "csurelay/pipeline.h"
 #include "csurelay/timefmt.h"
 #include "pipeline/internal.h" /* pl__store_fail_next_fsync */
-#include "simtest.h"
+#include "polltest.h"
 
-#define TOKEN_PATH "/csusim.onmicrosoft.com/oauth2/v2.0/token"
-#define NCSU       2
-#define SEED       42
-
-/* ---------------------------------------------------------------------------------------------- */
-/* A set of strings */
-/* ---------------------------------------------------------------------------------------------- */
-
-struct sset {
-  char **slots;
-  size_t cap, n;
-};
-
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-  return h ^ (h >> 31);
-}
-
-static char **sset_slot(const struct sset *s, const char *k) {
-  size_t pos = (size_t)hash_str(k) & (s->cap - 1);
-  while (s->slots[pos] != NULL && strcmp(s->slots[pos], k) != 0)
-    pos = (pos + 1) & (s->cap - 1);
-  return &s->slots[pos];
-}
-
-static bool sset_add(struct sset *s, const char *k) {
-  if ((s->n + 1) * 2 > s->cap) {
-    struct sset g = {.cap = s->cap ? s->cap * 2 : 1024};
-    g.slots = calloc(g.cap, sizeof(char *));
-    assert_non_null(g.slots);
-    for (size_t i = 0; i < s->cap; i++)
-      if (s->slots[i] != NULL)
-        *sset_slot(&g, s->slots[i]) = s->slots[i];
-    free(s->slots);
-    s->slots = g.slots;
-    s->cap = g.cap;
-  }
-  char **slot = sset_slot(s, k);
-  if (*slot != NULL)
-    return false;
-  *slot = strdup(k);
-  assert_non_null(*slot);
-  s->n++;
-  return true;
-}
-
-static void sset_free(struct sset *s) {
-  for (size_t i = 0; i < s->cap; i++)
-    free(s->slots[i]);
-  free(s->slots);
-  memset(s, 0, sizeof(*s));
-}
+#define NCSU 2
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Fixture */
 /* ---------------------------------------------------------------------------------------------- */
 
 struct fx {
-  struct st t;
-  struct csr_identity id;
-  char token_url[256];
-  struct pl_tokens *tk;
-  struct csr_csu csus[NCSU];
-  char names[NCSU][16], urls[NCSU][160], ouns[NCSU][8];
-  char *types[2];
+  struct pt p;
   struct csr_delivery_conf deliver[2];
   struct csr_route routes[2];
   struct csr_config cfg;
@@ -127,10 +68,6 @@ static unsigned csu_index(const char *name) {
   return i;
 }
 
-static int type_index(const char *type) {
-  return strcmp(type, "Checkout") == 0;
-}
-
 static const struct pl_poll_ops *aops(struct fx *f) {
   return pl_admit_poll_ops(f->adm);
 }
@@ -144,7 +81,7 @@ static void note_live(struct fx *f) {
 
 static void w_on_page(void *arg, struct pl_poll_page *page) {
   struct fx *f = arg;
-  f->fsyncs_at_page[csu_index(page->csu->name)][type_index(page->type)] =
+  f->fsyncs_at_page[csu_index(page->csu->name)][pt_type_index(page->type)] =
       pl_store_stats(pl_admit_store(f->adm))->fsyncs;
   if (f->arm_fail) {
     for (size_t i = 0; i < page->n; i++)
@@ -165,7 +102,7 @@ static int w_full(void *arg) {
 
 static void w_on_cursor(void *arg, const struct csr_csu *csu, const char *type, int64_t ms) {
   struct fx *f = arg;
-  int64_t *c = &f->cursor[csu_index(csu->name)][type_index(type)];
+  int64_t *c = &f->cursor[csu_index(csu->name)][pt_type_index(type)];
   assert_true(ms > *c);
   *c = ms;
   aops(f)->on_cursor(f->adm, csu, type, ms);
@@ -185,10 +122,10 @@ static void on_admitted(void *arg, const char *id) {
   assert_true(e->n_sinks > 0);
   if (!sset_add(&f->reported, id))
     f->reported_twice++;
-  if (f->routes[type_index(e->type)].n_deliver == 0)
+  if (f->routes[pt_type_index(e->type)].n_deliver == 0)
     f->reported_unrouted++;
   if (f->check_fsync && pl_store_stats(pl_admit_store(f->adm))->fsyncs <=
-                            f->fsyncs_at_page[csu_index(e->csu)][type_index(e->type)])
+                            f->fsyncs_at_page[csu_index(e->csu)][pt_type_index(e->type)])
     f->reported_early++;
 }
 
@@ -198,49 +135,16 @@ static void capture(const char *line, size_t len, void *arg) {
   stopped_logged += strstr(line, "admission stopped until restart") != NULL;
 }
 
-static struct pl_tokens *tokens_for(void *arg, const struct csr_csu *csu) {
-  return ((struct fx *)arg)->tk;
-}
-
 /* Everything but the sim and the directory: CSUs at base_url, routes, config, the ops wrapper. */
 static void fx_setup(struct fx *f, const char *base_url, enum csr_fsync fsync) {
-  snprintf(f->token_url, sizeof(f->token_url), "%s%s", base_url, TOKEN_PATH);
-  f->id = (struct csr_identity){.name = "commerce",
-                                .tenant = "csusim.onmicrosoft.com",
-                                .client_id = SIM_CLIENT_ID,
-                                .scope = SIM_COMMERCE_SCOPE,
-                                .token_url = f->token_url,
-                                .secret = SIM_DEFAULT_SECRET};
-  assert_int_equal(pl_tokens_create(&f->t.loop, &f->t.http, &f->id, &f->tk), 0);
-  f->types[0] = "AddCartLines";
-  f->types[1] = "Checkout";
-  for (unsigned i = 0; i < NCSU; i++) {
-    snprintf(f->names[i], sizeof(f->names[i]), "csu%u", i);
-    snprintf(f->urls[i], sizeof(f->urls[i]), "%s/csu%u/", base_url, i);
-    snprintf(f->ouns[i], sizeof(f->ouns[i]), "%u", SIM_FIRST_OUN + i);
-    f->csus[i] = (struct csr_csu){.name = f->names[i],
-                                  .url = f->urls[i],
-                                  .oun = f->ouns[i],
-                                  .identity_name = "commerce",
-                                  .identity = &f->id,
-                                  .event_types = f->types,
-                                  .n_event_types = 2,
-                                  .poll_interval_ms = 200,
-                                  .page_size = 25,
-                                  .overlap_s = 10,
-                                  .settle_ms = 500,
-                                  .sweep_s = 0,
-                                  .sweep_every_s = 300,
-                                  .start_relative = true,
-                                  .start_from_ms = -10000};
-  }
+  pt_setup(&f->p, base_url, NCSU, 10);
   f->deliver[0] = (struct csr_delivery_conf){.sink_name = "hook"};
   f->deliver[1] = (struct csr_delivery_conf){.sink_name = "cij"};
   f->routes[0] =
       (struct csr_route){.event_type = "AddCartLines", .deliver = f->deliver, .n_deliver = 1};
   f->routes[1] =
       (struct csr_route){.event_type = "Checkout", .deliver = f->deliver, .n_deliver = 2};
-  f->cfg.csus = f->csus;
+  f->cfg.csus = f->p.csus;
   f->cfg.n_csus = NCSU;
   f->cfg.routes = f->routes;
   f->cfg.n_routes = 2;
@@ -256,13 +160,8 @@ static void fx_setup(struct fx *f, const char *base_url, enum csr_fsync fsync) {
 static struct fx *fx_new(double rate, enum csr_fsync fsync) {
   struct fx *f = calloc(1, sizeof(*f));
   assert_non_null(f);
-  struct sim_opts o;
-  sim_opts_default(&o);
-  o.csus = NCSU;
-  o.rate = rate;
-  o.seed = SEED;
-  st_start_opts(&f->t, &o);
-  fx_setup(f, f->t.sim.base_url, fsync);
+  pt_start_sim(&f->p, NCSU, rate, NULL);
+  fx_setup(f, f->p.t.sim.base_url, fsync);
   snprintf(f->dir, sizeof(f->dir), "/tmp/csr-admit-XXXXXX");
   assert_non_null(mkdtemp(f->dir));
   return f;
@@ -271,38 +170,29 @@ static struct fx *fx_new(double rate, enum csr_fsync fsync) {
 static void adm_open(struct fx *f) {
   struct csr_err err;
   struct pl_admit_ops ops = {.on_admitted = on_admitted};
-  int rc = pl_admit_open(&f->t.loop, &f->cfg, NULL, &ops, f, &f->adm, &err);
+  int rc = pl_admit_open(&f->p.t.loop, &f->cfg, NULL, &ops, f, &f->adm, &err);
   if (rc != 0)
     fail_msg("pl_admit_open: %s: %s", csr_strerror(rc), err.msg);
   assert_string_equal(err.msg, "");
 }
 
 static void poll_start(struct fx *f) {
-  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, NCSU, tokens_for, f, &f->popts,
-                                  &f->wrap, f, &f->poll),
+  assert_int_equal(pl_poll_create(&f->p.t.loop, &f->p.t.http, f->p.csus, NCSU, pt_tokens_for, &f->p,
+                                  &f->popts, &f->wrap, f, &f->poll),
                    0);
   assert_int_equal(pl_admit_cursors(f->adm, f->poll), 0);
   assert_int_equal(pl_poll_start(f->poll), 0);
 }
 
-static uint64_t on_guard(struct rx_timer *timer) {
-  *(int *)timer->data = 1;
-  return RX_TIMER_STOP;
-}
-
 static bool run_until(struct fx *f, bool (*cond)(struct fx *), uint64_t ms) {
-  struct rx_timer guard;
-  int expired = 0;
-  assert_int_equal(rx_timer_init(&guard, &f->t.loop), 0);
-  guard.data = &expired;
-  assert_int_equal(rx_timer_start(&guard, on_guard, ms), 0);
-  while (!(cond != NULL && cond(f)) && !expired) {
-    uv_run(&f->t.uv, UV_RUN_ONCE);
+  struct pt_guard g;
+  pt_guard_start(&g, &f->p, ms);
+  while (!(cond != NULL && cond(f)) && !g.expired) {
+    uv_run(&f->p.t.uv, UV_RUN_ONCE);
     if (f->adm != NULL)
       note_live(f);
   }
-  rx_timer_close(&guard, NULL);
-  uv_run(&f->t.uv, UV_RUN_NOWAIT);
+  pt_guard_end(&g, &f->p);
   return cond != NULL && cond(f);
 }
 
@@ -345,16 +235,9 @@ static void fx_close(struct fx *f) {
   }
 }
 
-static bool tokens_gone(struct fx *f) {
-  return f->stopped > 0;
-}
-
 static void fx_free(struct fx *f) {
   fx_close(f);
-  f->stopped = 0;
-  pl_tokens_destroy(f->tk, on_stopped, f);
-  assert_true(run_until(f, tokens_gone, 5000));
-  st_stop(&f->t);
+  pt_stop(&f->p);
   DIR *d = opendir(f->dir);
   struct dirent *de;
   while (d && (de = readdir(d)) != NULL)
@@ -368,28 +251,12 @@ static void fx_free(struct fx *f) {
   assert_int_equal(rmdir(f->dir), 0);
   sset_free(&f->reported);
   free(f);
-  csr_log_set_writer(NULL, NULL);
-  csr_log_set_level(CSR_INFO);
 }
 
 static struct pl_admit_stats adm_stats(struct fx *f) {
   struct pl_admit_stats s;
   pl_admit_stats(f->adm, &s);
   return s;
-}
-
-static uint64_t search_requests(struct fx *f) {
-  static const int statuses[] = {0, 200, 401, 429, 500, 503};
-  uint64_t n = 0;
-  for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
-    n += sim_ledger_requests(f->t.sim.ledger, "search", statuses[i]);
-  return n;
-}
-
-static uint64_t generated(struct fx *f) {
-  struct sim_ledger_counts c;
-  sim_ledger_counts(f->t.sim.ledger, &c);
-  return c.generated;
 }
 
 static uint64_t known(struct fx *f) {
@@ -399,7 +266,7 @@ static uint64_t known(struct fx *f) {
 }
 
 static bool caught_up(struct fx *f) {
-  return known(f) >= generated(f);
+  return known(f) >= pt_generated(&f->p);
 }
 
 static bool none_held(struct fx *f) {
@@ -412,54 +279,11 @@ static bool none_held(struct fx *f) {
 /* The ledger */
 /* ---------------------------------------------------------------------------------------------- */
 
-struct lev {
-  char id[192];
-  unsigned csu;
-  int type;
-  int64_t time_ms;
-};
-
-static size_t ledger_events(struct fx *f, struct lev **out) {
-  size_t n = 0, cap = 0, total = 1;
-  struct lev *v = NULL;
-  while (n < total) {
-    char path[96];
-    struct st_resp r;
-    snprintf(path, sizeof(path), "/ledger/events?offset=%zu&limit=10000", n);
-    assert_int_equal(st_call(&f->t, "GET", path, NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    int64_t t;
-    assert_int_equal(csr_json_get_int(r.json, "total", &t), 0);
-    total = (size_t)t;
-    yajl_val evs = csr_json_get(r.json, "events");
-    size_t m = csr_json_len(evs);
-    if (n + m > cap) {
-      cap = (n + m) * 2;
-      v = realloc(v, cap * sizeof(*v));
-      assert_non_null(v);
-    }
-    for (size_t i = 0; i < m; i++, n++) {
-      yajl_val e = csr_json_at(evs, i);
-      int64_t csu;
-      snprintf(v[n].id, sizeof(v[n].id), "%s", csr_json_get_str(e, "id"));
-      assert_int_equal(csr_json_get_int(e, "csu", &csu), 0);
-      v[n].csu = (unsigned)csu;
-      v[n].type = type_index(csr_json_get_str(e, "type"));
-      assert_int_equal(csr_time_parse(csr_json_get_str(e, "time"), &v[n].time_ms), 0);
-    }
-    st_resp_free(&r);
-    if (m == 0)
-      break;
-  }
-  *out = v;
-  return n;
-}
-
 /* The state knows exactly the ledger's ids, each once (the dedupe set cannot hold one twice, so
  * equal counts and every ledger id seen means equal sets). Returns the number. */
 static size_t check_ledger(struct fx *f) {
-  struct lev *v;
-  size_t n = ledger_events(f, &v), missing = 0;
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, false, &v), missing = 0;
   const struct pl_state *s = pl_admit_state(f->adm);
   for (size_t i = 0; i < n; i++)
     if (!pl_state_seen(s, v[i].id) && missing++ < 5)
@@ -473,12 +297,10 @@ static size_t check_ledger(struct fx *f) {
 /* Every lane's cursor is recorded in the state, equal to the poll stage's and to what on_cursor
  * reported, and past the lane's last event. */
 static void check_cursors(struct fx *f) {
-  struct lev *v;
-  size_t n = ledger_events(f, &v);
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, false, &v);
   int64_t last[NCSU][2] = {{0}};
-  for (size_t i = 0; i < n; i++)
-    if (v[i].time_ms > last[v[i].csu][v[i].type])
-      last[v[i].csu][v[i].type] = v[i].time_ms;
+  pt_ledger_last(v, n, last);
   free(v);
   for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
     struct pl_poll_stats s;
@@ -486,8 +308,8 @@ static void check_cursors(struct fx *f) {
     int64_t c;
     assert_int_equal(pl_state_cursor(pl_admit_state(f->adm), s.csu, s.type, &c), 0);
     assert_int_equal(c, s.cursor_ms);
-    assert_int_equal(c, f->cursor[csu_index(s.csu)][type_index(s.type)]);
-    assert_true(c >= last[csu_index(s.csu)][type_index(s.type)]);
+    assert_int_equal(c, f->cursor[csu_index(s.csu)][pt_type_index(s.type)]);
+    assert_true(c >= last[csu_index(s.csu)][pt_type_index(s.type)]);
   }
 }
 
@@ -524,7 +346,7 @@ static void test_admit_and_restart(void **state) {
   f->check_fsync = true;
   poll_start(f);
   run_ms(f, 3000);
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
   assert_true(run_until(f, caught_up, 10000));
   assert_true(run_until(f, cursors_past_now, 5000));
   assert_true(run_until(f, none_held, 2000));
@@ -560,18 +382,19 @@ static void test_admit_and_restart(void **state) {
   for (unsigned c = 0; c < NCSU; c++)
     for (int t = 0; t < 2; t++) {
       int64_t ms;
-      assert_int_equal(pl_state_cursor(pl_admit_state(f->adm), f->names[c], f->types[t], &ms), 0);
+      assert_int_equal(pl_state_cursor(pl_admit_state(f->adm), f->p.names[c], f->p.types[t], &ms),
+                       0);
       assert_int_equal(ms, cursors[c][t]);
     }
   /* a poll seeded from them starts at the cursors, re-reads the overlap and admits nothing */
-  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, NCSU, tokens_for, f, &f->popts,
-                                  &f->wrap, f, &f->poll),
+  assert_int_equal(pl_poll_create(&f->p.t.loop, &f->p.t.http, f->p.csus, NCSU, pt_tokens_for, &f->p,
+                                  &f->popts, &f->wrap, f, &f->poll),
                    0);
   assert_int_equal(pl_admit_cursors(f->adm, f->poll), 0);
   for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
     struct pl_poll_stats ps;
     assert_int_equal(pl_poll_stats(f->poll, i, &ps), 0);
-    assert_int_equal(ps.cursor_ms, cursors[csu_index(ps.csu)][type_index(ps.type)]);
+    assert_int_equal(ps.cursor_ms, cursors[csu_index(ps.csu)][pt_type_index(ps.type)]);
   }
   assert_int_equal(pl_poll_start(f->poll), 0);
   assert_true(run_until(f, windows_done, 10000));
@@ -635,13 +458,13 @@ static void test_fsync_failure(void **state) {
   assert_true(lane_failures >= 1);
   assert_false(pl_admit_has_room(f->adm));
   /* no Search starts any more, and nothing more is reported */
-  uint64_t searches = search_requests(f), cursors = s.cursors;
+  uint64_t searches = pt_search_requests(&f->p), cursors = s.cursors;
   reported = f->reported.n;
   run_ms(f, 1500);
-  assert_int_equal(search_requests(f), searches);
+  assert_int_equal(pt_search_requests(&f->p), searches);
   assert_int_equal(f->reported.n, reported);
   assert_int_equal(adm_stats(f).cursors, cursors);
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
 
   /* restart: the replay holds what reached the file; the windows not passed are read again */
   fx_close(f);
@@ -703,8 +526,8 @@ static void test_backpressure(void **state) {
   f->popts.max_searches = 1;
   f->popts.wide_top = 25;
   for (unsigned i = 0; i < NCSU; i++)
-    f->csus[i].overlap_s = 30;  /* the finished ids' horizon outlasts the test */
-  csr_log_set_level(CSR_ERROR); /* the unrouted warning */
+    f->p.csus[i].overlap_s = 30; /* the finished ids' horizon outlasts the test */
+  csr_log_set_level(CSR_ERROR);  /* the unrouted warning */
   adm_open(f);
   poll_start(f);
   assert_true(run_until(f, is_full, 10000));
@@ -712,15 +535,15 @@ static void test_backpressure(void **state) {
   struct pl_admit_stats s = adm_stats(f);
   assert_false(pl_admit_has_room(f->adm));
   assert_true(s.live >= 30);
-  uint64_t searches = search_requests(f), pages = s.pages;
+  uint64_t searches = pt_search_requests(&f->p), pages = s.pages;
   run_ms(f, 1000);
-  assert_int_equal(search_requests(f), searches); /* polling paused */
+  assert_int_equal(pt_search_requests(&f->p), searches); /* polling paused */
   assert_int_equal(adm_stats(f).pages, pages);
   assert_true(adm_stats(f).full > s.full); /* asked tick by tick */
   print_message("max live %llu (limit 30, page 25)\n", (unsigned long long)f->max_live);
   assert_true(f->max_live < 30 + 25);
-  sim_csus_stop(f->t.sim.csus);
-  assert_true(known(f) < generated(f));
+  sim_csus_stop(f->p.t.sim.csus);
+  assert_true(known(f) < pt_generated(&f->p));
 
   /* the route stage finishes events and says there is room: polling resumes */
   for (int round = 0; round < 200 && !caught_up(f); round++) {
@@ -734,7 +557,7 @@ static void test_backpressure(void **state) {
   }
   assert_true(caught_up(f));
   assert_true(run_until(f, none_held, 2000)); /* the last page's records are durable */
-  assert_true(search_requests(f) > searches);
+  assert_true(pt_search_requests(&f->p) > searches);
   check_ledger(f);
   s = adm_stats(f);
   print_message("unrouted %llu of %llu admitted\n", (unsigned long long)s.unrouted,
@@ -753,9 +576,9 @@ static void test_api(void **state) {
   struct pl_admit *a = NULL;
   struct csr_err err;
   assert_int_equal(pl_admit_open(NULL, &f->cfg, NULL, NULL, NULL, &a, &err), UV_EINVAL);
-  assert_int_equal(pl_admit_open(&f->t.loop, NULL, NULL, NULL, NULL, &a, &err), UV_EINVAL);
+  assert_int_equal(pl_admit_open(&f->p.t.loop, NULL, NULL, NULL, NULL, &a, &err), UV_EINVAL);
   f->cfg.state.dir = NULL;
-  assert_int_equal(pl_admit_open(&f->t.loop, &f->cfg, NULL, NULL, NULL, &a, &err), UV_EINVAL);
+  assert_int_equal(pl_admit_open(&f->p.t.loop, &f->cfg, NULL, NULL, NULL, &a, &err), UV_EINVAL);
   assert_non_null(strstr(err.msg, "directory"));
   f->cfg.state.dir = f->dir;
   assert_null(a);
@@ -771,8 +594,8 @@ static void test_api(void **state) {
                    0);
   assert_int_equal(pl_state_apply(pl_admit_state(f->adm), PL_REC_CURSOR, text, len), 0);
   csr_jw_free(&jw);
-  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, NCSU, tokens_for, f, &f->popts,
-                                  &f->wrap, f, &f->poll),
+  assert_int_equal(pl_poll_create(&f->p.t.loop, &f->p.t.http, f->p.csus, NCSU, pt_tokens_for, &f->p,
+                                  &f->popts, &f->wrap, f, &f->poll),
                    0);
   assert_int_equal(pl_admit_cursors(f->adm, f->poll), 0);
   assert_true(pl_admit_has_room(f->adm));
@@ -803,10 +626,10 @@ static int child_main(const char *base_url, const char *dir) {
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
     return 1; /* never outlive the test */
   csr_log_set_level(CSR_WARN);
-  assert_int_equal(uv_loop_init(&f.t.uv), 0);
-  assert_int_equal(rx_loop_init(&f.t.loop, &f.t.uv), 0);
+  assert_int_equal(uv_loop_init(&f.p.t.uv), 0);
+  assert_int_equal(rx_loop_init(&f.p.t.loop, &f.p.t.uv), 0);
   struct rx_http_opts hopts = {.max_per_host = 16, .timeout_ms = 10000};
-  assert_int_equal(rx_http_init(&f.t.http, &f.t.loop, &hopts), 0);
+  assert_int_equal(rx_http_init(&f.p.t.http, &f.p.t.loop, &hopts), 0);
   snprintf(f.dir, sizeof(f.dir), "%s", dir);
   fx_setup(&f, base_url, CSR_FSYNC_ALWAYS);
   char path[128];
@@ -815,10 +638,10 @@ static int child_main(const char *base_url, const char *dir) {
   assert_non_null(child_out);
   struct csr_err err;
   struct pl_admit_ops ops = {.on_admitted = on_admitted};
-  assert_int_equal(pl_admit_open(&f.t.loop, &f.cfg, NULL, &ops, &f, &f.adm, &err), 0);
+  assert_int_equal(pl_admit_open(&f.p.t.loop, &f.cfg, NULL, &ops, &f, &f.adm, &err), 0);
   poll_start(&f);
   for (int i = 0; i < 1000000; i++) /* killed long before; the poll's timers keep it running */
-    rx_loop_run(&f.t.loop);
+    rx_loop_run(&f.p.t.loop);
   return 1;
 }
 
@@ -827,7 +650,7 @@ static pid_t spawn_child(struct fx *f) {
   ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
   assert_true(n > 0);
   self[n] = '\0';
-  char *argv[] = {self, "--child", f->t.sim.base_url, f->dir, NULL};
+  char *argv[] = {self, "--child", f->p.t.sim.base_url, f->dir, NULL};
   pid_t pid;
   assert_int_equal(posix_spawn(&pid, self, NULL, NULL, argv, environ), 0);
   return pid;
@@ -872,7 +695,7 @@ static void test_kill9(void **state) {
     size_t n = read_reported(f, &ids);
     struct csr_err err;
     struct pl_admit_ops ops = {.on_admitted = on_admitted};
-    int rc = pl_admit_open(&f->t.loop, &f->cfg, NULL, &ops, f, &f->adm, &err);
+    int rc = pl_admit_open(&f->p.t.loop, &f->cfg, NULL, &ops, f, &f->adm, &err);
     if (rc != 0)
       fail_msg("pl_admit_open: %s: %s", csr_strerror(rc), err.msg);
     struct pl_admit_stats s = adm_stats(f);
@@ -896,7 +719,7 @@ static void test_kill9(void **state) {
     sset_free(&ids);
     fx_close(f);
   }
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
   adm_open(f);
   poll_start(f);
   assert_true(run_until(f, caught_up, 10000));

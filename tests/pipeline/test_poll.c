@@ -20,68 +20,10 @@
 #include "csurelay/log.h"
 #include "csurelay/pipeline.h"
 #include "csurelay/timefmt.h"
-#include "simtest.h"
+#include "polltest.h"
 
-#define TOKEN_PATH "/csusim.onmicrosoft.com/oauth2/v2.0/token"
-#define MAX_CSUS   4
-#define MAX_HELD   16
-#define SEED       42
-
-/* ---------------------------------------------------------------------------------------------- */
-/* A set of strings */
-/* ---------------------------------------------------------------------------------------------- */
-
-struct sset {
-  char **slots;
-  size_t cap, n;
-};
-
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-  return h ^ (h >> 31);
-}
-
-static char **sset_slot(const struct sset *s, const char *k) {
-  size_t pos = (size_t)hash_str(k) & (s->cap - 1);
-  while (s->slots[pos] != NULL && strcmp(s->slots[pos], k) != 0)
-    pos = (pos + 1) & (s->cap - 1);
-  return &s->slots[pos];
-}
-
-/* true when `k` was new */
-static bool sset_add(struct sset *s, const char *k) {
-  if ((s->n + 1) * 2 > s->cap) {
-    struct sset g = {.cap = s->cap ? s->cap * 2 : 1024};
-    g.slots = calloc(g.cap, sizeof(char *));
-    assert_non_null(g.slots);
-    for (size_t i = 0; i < s->cap; i++)
-      if (s->slots[i] != NULL)
-        *sset_slot(&g, s->slots[i]) = s->slots[i];
-    free(s->slots);
-    s->slots = g.slots;
-    s->cap = g.cap;
-  }
-  char **slot = sset_slot(s, k);
-  if (*slot != NULL)
-    return false;
-  *slot = strdup(k);
-  assert_non_null(*slot);
-  s->n++;
-  return true;
-}
-
-static bool sset_has(const struct sset *s, const char *k) {
-  return s->cap > 0 && *sset_slot(s, k) != NULL;
-}
-
-static void sset_free(struct sset *s) {
-  for (size_t i = 0; i < s->cap; i++)
-    free(s->slots[i]);
-  free(s->slots);
-  memset(s, 0, sizeof(*s));
-}
+#define MAX_CSUS PT_MAX_CSUS
+#define MAX_HELD 16
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Log capture: warnings kept as text; the Searches' keys (debug lines) checked for repeats */
@@ -158,10 +100,6 @@ static unsigned csu_index(const struct csr_csu *csu) {
   return i;
 }
 
-static int type_index(const char *type) {
-  return strcmp(type, "Checkout") == 0;
-}
-
 static void admit(struct adm *a, struct pl_poll_page *page) {
   a->pages++;
   if (a->fail_every > 0 && a->pages % a->fail_every == 0) {
@@ -227,7 +165,7 @@ static void on_cursor(void *arg, const struct csr_csu *csu, const char *type, in
   struct adm *a = arg;
   if (a->stop_called)
     a->after_stop++;
-  int64_t *c = &a->cursor[csu_index(csu)][type_index(type)];
+  int64_t *c = &a->cursor[csu_index(csu)][pt_type_index(type)];
   assert_true(cursor_ms > *c); /* only forward */
   *c = cursor_ms;
   a->cursor_calls++;
@@ -240,14 +178,7 @@ static const struct pl_poll_ops OPS = {.on_page = on_page, .full = on_full, .on_
 /* ---------------------------------------------------------------------------------------------- */
 
 struct fx {
-  struct st t;
-  struct csr_identity id;
-  char token_url[256];
-  struct pl_tokens *tk;
-  struct csr_csu csus[MAX_CSUS];
-  char names[MAX_CSUS][16], urls[MAX_CSUS][160], ouns[MAX_CSUS][8];
-  char *types[2];
-  unsigned n;
+  struct pt p;
   struct pl_poll_opts opts;
   struct pl_poll *poll;
   struct adm a;
@@ -257,10 +188,6 @@ struct fx {
   uint64_t max_backoff_ms[MAX_CSUS]; /* the longest backoff seen */
   int stopped;
 };
-
-static struct pl_tokens *tokens_for(void *arg, const struct csr_csu *csu) {
-  return ((struct fx *)arg)->tk;
-}
 
 static uint64_t on_sample(struct rx_timer *t) {
   struct fx *f = t->data;
@@ -281,57 +208,21 @@ static uint64_t on_sample(struct rx_timer *t) {
 static struct fx *fx_new(unsigned n, double rate, const char *faults) {
   struct fx *f = calloc(1, sizeof(*f));
   assert_non_null(f);
-  struct sim_opts o;
-  sim_opts_default(&o);
-  o.csus = n;
-  o.rate = rate;
-  o.seed = SEED;
-  o.faults_yaml = faults;
-  st_start_opts(&f->t, &o);
-  f->n = n;
-  snprintf(f->token_url, sizeof(f->token_url), "%s%s", f->t.sim.base_url, TOKEN_PATH);
-  f->id = (struct csr_identity){.name = "commerce",
-                                .tenant = "csusim.onmicrosoft.com",
-                                .client_id = SIM_CLIENT_ID,
-                                .scope = SIM_COMMERCE_SCOPE,
-                                .token_url = f->token_url,
-                                .secret = SIM_DEFAULT_SECRET};
-  assert_int_equal(pl_tokens_create(&f->t.loop, &f->t.http, &f->id, &f->tk), 0);
-  f->types[0] = "AddCartLines";
-  f->types[1] = "Checkout";
-  for (unsigned i = 0; i < n; i++) {
-    snprintf(f->names[i], sizeof(f->names[i]), "csu%u", i);
-    snprintf(f->urls[i], sizeof(f->urls[i]), "%s/csu%u/", f->t.sim.base_url, i);
-    snprintf(f->ouns[i], sizeof(f->ouns[i]), "%u", SIM_FIRST_OUN + i);
-    f->csus[i] = (struct csr_csu){.name = f->names[i],
-                                  .url = f->urls[i],
-                                  .oun = f->ouns[i],
-                                  .identity_name = "commerce",
-                                  .identity = &f->id,
-                                  .event_types = f->types,
-                                  .n_event_types = 2,
-                                  .poll_interval_ms = 200,
-                                  .page_size = 25,
-                                  .overlap_s = 5,
-                                  .settle_ms = 500,
-                                  .sweep_s = 0,
-                                  .sweep_every_s = 300,
-                                  .start_relative = true,
-                                  .start_from_ms = -10000};
-  }
+  pt_start_sim(&f->p, n, rate, faults);
+  pt_setup(&f->p, f->p.t.sim.base_url, n, 5);
   f->opts = (struct pl_poll_opts){
       .timeout_ms = 1000, .backoff_base_ms = 100, .backoff_cap_ms = 2000, .seed = 7};
-  assert_int_equal(rx_timer_init(&f->a.timer, &f->t.loop), 0);
+  assert_int_equal(rx_timer_init(&f->a.timer, &f->p.t.loop), 0);
   f->a.timer.data = &f->a;
-  assert_int_equal(rx_timer_init(&f->sampler, &f->t.loop), 0);
+  assert_int_equal(rx_timer_init(&f->sampler, &f->p.t.loop), 0);
   f->sampler.data = f;
   assert_int_equal(rx_timer_start(&f->sampler, on_sample, 100), 0);
   return f;
 }
 
 static void fx_create(struct fx *f) {
-  assert_int_equal(pl_poll_create(&f->t.loop, &f->t.http, f->csus, f->n, tokens_for, f, &f->opts,
-                                  &OPS, &f->a, &f->poll),
+  assert_int_equal(pl_poll_create(&f->p.t.loop, &f->p.t.http, f->p.csus, f->p.n, pt_tokens_for,
+                                  &f->p, &f->opts, &OPS, &f->a, &f->poll),
                    0);
 }
 
@@ -340,22 +231,13 @@ static void fx_poll(struct fx *f) {
   assert_int_equal(pl_poll_start(f->poll), 0);
 }
 
-static uint64_t on_guard(struct rx_timer *timer) {
-  *(int *)timer->data = 1;
-  return RX_TIMER_STOP;
-}
-
 /* Runs the loop until cond(f) holds or `ms` passed; returns whether it holds. */
 static bool run_until(struct fx *f, bool (*cond)(struct fx *), uint64_t ms) {
-  struct rx_timer guard;
-  int expired = 0;
-  assert_int_equal(rx_timer_init(&guard, &f->t.loop), 0);
-  guard.data = &expired;
-  assert_int_equal(rx_timer_start(&guard, on_guard, ms), 0);
-  while (!(cond != NULL && cond(f)) && !expired)
-    uv_run(&f->t.uv, UV_RUN_ONCE);
-  rx_timer_close(&guard, NULL);
-  uv_run(&f->t.uv, UV_RUN_NOWAIT);
+  struct pt_guard g;
+  pt_guard_start(&g, &f->p, ms);
+  while (!(cond != NULL && cond(f)) && !g.expired)
+    uv_run(&f->p.t.uv, UV_RUN_ONCE);
+  pt_guard_end(&g, &f->p);
   return cond != NULL && cond(f);
 }
 
@@ -384,26 +266,13 @@ static void fx_stop_poll(struct fx *f) {
   f->poll = NULL;
 }
 
-static void on_tokens_gone(void *arg) {
-  ((struct fx *)arg)->stopped++;
-}
-
-static bool stopped_twice(struct fx *f) {
-  return f->stopped >= 2;
-}
-
 static void fx_free(struct fx *f) {
   fx_stop_poll(f);
   rx_timer_close(&f->a.timer, NULL);
   rx_timer_close(&f->sampler, NULL);
-  f->stopped = 1;
-  pl_tokens_destroy(f->tk, on_tokens_gone, f);
-  assert_true(run_until(f, stopped_twice, 5000));
-  st_stop(&f->t);
+  pt_stop(&f->p);
   sset_free(&f->a.ids);
   free(f);
-  csr_log_set_writer(NULL, NULL);
-  csr_log_set_level(CSR_INFO);
 }
 
 static struct pl_poll_stats lane_stats(struct fx *f, size_t i) {
@@ -412,78 +281,19 @@ static struct pl_poll_stats lane_stats(struct fx *f, size_t i) {
   return s;
 }
 
-static uint64_t search_requests(struct fx *f) {
-  static const int statuses[] = {0, 200, 401, 429, 500, 503};
-  uint64_t n = 0;
-  for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++)
-    n += sim_ledger_requests(f->t.sim.ledger, "search", statuses[i]);
-  return n;
-}
-
-static uint64_t generated(struct fx *f) {
-  struct sim_ledger_counts c;
-  sim_ledger_counts(f->t.sim.ledger, &c);
-  return c.generated;
-}
-
 static bool caught_up(struct fx *f) {
-  return f->a.ids.n >= generated(f);
+  return f->a.ids.n >= pt_generated(&f->p);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
 /* The ledger */
 /* ---------------------------------------------------------------------------------------------- */
 
-struct lev {
-  char id[192];
-  unsigned csu;
-  int type;
-  int64_t time_ms, commit_ms;
-};
-
-/* Every generated event (GET /ledger/events, paged). */
-static size_t ledger_events(struct fx *f, struct lev **out) {
-  size_t n = 0, cap = 0, total = 1;
-  struct lev *v = NULL;
-  while (n < total) {
-    char path[96];
-    struct st_resp r;
-    snprintf(path, sizeof(path), "/ledger/events?offset=%zu&limit=10000", n);
-    assert_int_equal(st_call(&f->t, "GET", path, NULL, NULL, 0, &r), 0);
-    assert_int_equal(r.status, 200);
-    int64_t t;
-    assert_int_equal(csr_json_get_int(r.json, "total", &t), 0);
-    total = (size_t)t;
-    yajl_val evs = csr_json_get(r.json, "events");
-    size_t m = csr_json_len(evs);
-    if (n + m > cap) {
-      cap = (n + m) * 2;
-      v = realloc(v, cap * sizeof(*v));
-      assert_non_null(v);
-    }
-    for (size_t i = 0; i < m; i++, n++) {
-      yajl_val e = csr_json_at(evs, i);
-      int64_t csu;
-      snprintf(v[n].id, sizeof(v[n].id), "%s", csr_json_get_str(e, "id"));
-      assert_int_equal(csr_json_get_int(e, "csu", &csu), 0);
-      v[n].csu = (unsigned)csu;
-      v[n].type = strcmp(csr_json_get_str(e, "type"), "Checkout") == 0;
-      assert_int_equal(csr_time_parse(csr_json_get_str(e, "time"), &v[n].time_ms), 0);
-      assert_int_equal(csr_time_parse(csr_json_get_str(e, "committed"), &v[n].commit_ms), 0);
-    }
-    st_resp_free(&r);
-    if (m == 0)
-      break;
-  }
-  *out = v;
-  return n;
-}
-
 /* Every ledger event with time_ms <= until was admitted, and every admitted id is a ledger event;
  * with until = INT64_MAX the two sets are equal. Returns the events compared. */
 static size_t check_ledger(struct fx *f, int64_t until_ms) {
-  struct lev *v;
-  size_t n = ledger_events(f, &v), expected = 0, missing = 0, unknown = 0;
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, true, &v), expected = 0, missing = 0, unknown = 0;
   struct sset all = {0};
   for (size_t i = 0; i < n; i++) {
     sset_add(&all, v[i].id);
@@ -511,8 +321,8 @@ static size_t check_ledger(struct fx *f, int64_t until_ms) {
 
 /* How many ledger events with time_ms <= until were not admitted (yet). */
 static size_t missing_upto(struct fx *f, int64_t until_ms) {
-  struct lev *v;
-  size_t n = ledger_events(f, &v), missing = 0;
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, true, &v), missing = 0;
   for (size_t i = 0; i < n; i++)
     missing += v[i].time_ms <= until_ms && !sset_has(&f->a.ids, v[i].id);
   free(v);
@@ -531,17 +341,15 @@ static bool run_until_complete(struct fx *f, int64_t until_ms, uint64_t ms) {
 
 /* Every lane's cursor has passed its last event, and was reported to the admitter. */
 static void check_cursors(struct fx *f) {
-  struct lev *v;
-  size_t n = ledger_events(f, &v);
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, true, &v);
   int64_t last[MAX_CSUS][2] = {{0}};
-  for (size_t i = 0; i < n; i++)
-    if (v[i].time_ms > last[v[i].csu][v[i].type])
-      last[v[i].csu][v[i].type] = v[i].time_ms;
+  pt_ledger_last(v, n, last);
   free(v);
   for (size_t i = 0; i < pl_poll_lanes(f->poll); i++) {
     struct pl_poll_stats s = lane_stats(f, i);
     unsigned c = (unsigned)atoi(s.csu + 3);
-    int t = type_index(s.type);
+    int t = pt_type_index(s.type);
     assert_true(s.windows > 0);
     assert_true(s.cursor_ms >= last[c][t]);
     assert_true(f->a.cursor[c][t] == s.cursor_ms);
@@ -554,7 +362,7 @@ static void check_cursors(struct fx *f) {
 
 static bool cursors_past_now(struct fx *f) {
   int64_t target = rx_wall_ms() - 3000;
-  for (unsigned c = 0; c < f->n; c++)
+  for (unsigned c = 0; c < f->p.n; c++)
     for (int t = 0; t < 2; t++)
       if (f->a.cursor[c][t] < target)
         return false;
@@ -567,7 +375,7 @@ static void test_four_csus(void **state) {
   log_reset(CSR_INFO);
   fx_poll(f);
   run_ms(f, 3000);
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
   assert_true(run_until(f, caught_up, 10000));
   assert_true(run_until(f, cursors_past_now, 5000));
   check_ledger(f, INT64_MAX);
@@ -590,7 +398,7 @@ static void run_equal_timestamps(unsigned wide_top) {
   f->opts.wide_top = wide_top;
   fx_poll(f);
   run_ms(f, 3500);
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
   assert_true(run_until(f, caught_up, 15000));
   check_ledger(f, INT64_MAX);
   uint64_t dense = 0, passes = 0;
@@ -620,16 +428,16 @@ static void test_equal_timestamps(void **state) {
 static void test_late_commits(void **state) {
   struct fx *f = fx_new(2, 100, "events: {late_commit_rate: 0.05, late_commit_max_s: 12}\n");
   for (unsigned i = 0; i < 2; i++) {
-    f->csus[i].sweep_s = 30;
-    f->csus[i].sweep_every_s = 2;
+    f->p.csus[i].sweep_s = 30;
+    f->p.csus[i].sweep_every_s = 2;
   }
   fx_poll(f);
   run_ms(f, 3000);
   int64_t cut = rx_wall_ms();
   run_ms(f, 12000 + 500); /* every event up to the cut has committed */
   assert_true(run_until_complete(f, cut, 8000));
-  struct lev *v;
-  size_t n = ledger_events(f, &v), in_overlap = 0, beyond = 0;
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, true, &v), in_overlap = 0, beyond = 0;
   for (size_t i = 0; i < n; i++) {
     int64_t late = v[i].commit_ms - v[i].time_ms;
     if (v[i].time_ms > cut)
@@ -661,8 +469,8 @@ static void test_stale_cache(void **state) {
                         "unstable_tie_order: true}\n");
   f->a.fail_every = 5;
   for (unsigned i = 0; i < 2; i++) {
-    f->csus[i].sweep_s = 20;
-    f->csus[i].sweep_every_s = 2;
+    f->p.csus[i].sweep_s = 20;
+    f->p.csus[i].sweep_every_s = 2;
   }
   log_reset(CSR_DEBUG);
   fx_poll(f);
@@ -689,14 +497,14 @@ static void test_stale_cache(void **state) {
 static uint64_t expected_csu[MAX_CSUS];
 
 static bool others_caught_up(struct fx *f) {
-  for (unsigned c = 0; c < f->n; c++)
+  for (unsigned c = 0; c < f->p.n; c++)
     if (c != 1 && f->a.per_csu[c] < expected_csu[c])
       return false;
   return true;
 }
 
 static bool all_caught_up(struct fx *f) {
-  for (unsigned c = 0; c < f->n; c++)
+  for (unsigned c = 0; c < f->p.n; c++)
     if (f->a.per_csu[c] < expected_csu[c])
       return false;
   return true;
@@ -716,9 +524,9 @@ static void test_faults_one_csu(void **state) {
   f->sampling = true;
   run_ms(f, 3000);
   f->sampling = false;
-  sim_csus_stop(f->t.sim.csus);
-  struct lev *v;
-  size_t n = ledger_events(f, &v);
+  sim_csus_stop(f->p.t.sim.csus);
+  struct pt_lev *v;
+  size_t n = pt_ledger_events(&f->p, true, &v);
   memset(expected_csu, 0, sizeof(expected_csu));
   for (size_t i = 0; i < n; i++)
     expected_csu[v[i].csu]++;
@@ -756,7 +564,7 @@ static void test_token_revoked(void **state) {
   struct fx *f = fx_new(2, 100, "tokens: {revoke_at_s: 2}\n");
   fx_poll(f);
   run_ms(f, 4000);
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
   assert_true(run_until(f, caught_up, 10000));
   check_ledger(f, INT64_MAX);
   uint64_t unauthorized = 0, errors = 0;
@@ -764,9 +572,9 @@ static void test_token_revoked(void **state) {
     unauthorized += lane_stats(f, i).unauthorized;
     errors += lane_stats(f, i).errors;
   }
-  const struct pl_token_stats *ts = pl_tokens_stats(f->tk);
+  const struct pl_token_stats *ts = pl_tokens_stats(f->p.tk);
   struct sim_entra_stats es;
-  sim_entra_stats(f->t.sim.entra, &es);
+  sim_entra_stats(f->p.t.sim.entra, &es);
   print_message("401s %llu, invalidations %llu, fetches %llu\n", (unsigned long long)unauthorized,
                 (unsigned long long)ts->invalidations, (unsigned long long)ts->fetches);
   assert_true(unauthorized >= 1);
@@ -785,17 +593,17 @@ static void test_backpressure(void **state) {
   run_ms(f, 1500);
   f->a.full = 1;
   run_ms(f, 400); /* the Searches in flight finish, their pages are answered */
-  uint64_t searches = search_requests(f), pages = f->a.pages, calls = f->a.full_calls;
+  uint64_t searches = pt_search_requests(&f->p), pages = f->a.pages, calls = f->a.full_calls;
   run_ms(f, 2000);
-  assert_int_equal(search_requests(f), searches);
+  assert_int_equal(pt_search_requests(&f->p), searches);
   assert_int_equal(f->a.pages, pages);
   assert_true(f->a.full_calls > calls); /* it kept asking, tick by tick */
-  sim_csus_stop(f->t.sim.csus);
-  assert_true(f->a.ids.n < generated(f));
+  sim_csus_stop(f->p.t.sim.csus);
+  assert_true(f->a.ids.n < pt_generated(&f->p));
   f->a.full = 0;
   pl_poll_resume(f->poll);
   assert_true(run_until(f, caught_up, 10000));
-  assert_true(search_requests(f) > searches);
+  assert_true(pt_search_requests(&f->p) > searches);
   check_ledger(f, INT64_MAX);
   fx_free(f);
 }
@@ -804,14 +612,14 @@ static void test_backpressure(void **state) {
  * cursor stays near now. */
 static void test_round_robin(void **state) {
   struct fx *f = fx_new(4, 80, "endpoints:\n  search: {latency_ms: 20}\n");
-  f->t.sim.csus->csu[0].rate = 200;
+  f->p.t.sim.csus->csu[0].rate = 200;
   f->opts.max_searches = 2;
   fx_poll(f);
   run_ms(f, 2000);
   f->sampling = true;
   run_ms(f, 4000);
   f->sampling = false;
-  sim_csus_stop(f->t.sim.csus);
+  sim_csus_stop(f->p.t.sim.csus);
   assert_true(run_until(f, caught_up, 10000));
   check_ledger(f, INT64_MAX);
   print_message("worst lag: %.2f %.2f %.2f %.2f; csu0 %llu events, csu1 %llu\n", f->max_lag[0],
@@ -857,12 +665,12 @@ static void test_api(void **state) {
   struct fx *f = fx_new(1, 0, NULL);
   struct pl_poll *p = NULL;
   struct pl_poll_ops no_page = {0};
-  assert_int_equal(
-      pl_poll_create(&f->t.loop, &f->t.http, f->csus, 0, tokens_for, f, NULL, &OPS, &f->a, &p),
-      UV_EINVAL);
-  assert_int_equal(
-      pl_poll_create(&f->t.loop, &f->t.http, f->csus, 1, tokens_for, f, NULL, &no_page, &f->a, &p),
-      UV_EINVAL);
+  assert_int_equal(pl_poll_create(&f->p.t.loop, &f->p.t.http, f->p.csus, 0, pt_tokens_for, &f->p,
+                                  NULL, &OPS, &f->a, &p),
+                   UV_EINVAL);
+  assert_int_equal(pl_poll_create(&f->p.t.loop, &f->p.t.http, f->p.csus, 1, pt_tokens_for, &f->p,
+                                  NULL, &no_page, &f->a, &p),
+                   UV_EINVAL);
   /* stop before start */
   fx_create(f);
   fx_stop_poll(f);

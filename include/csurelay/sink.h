@@ -76,6 +76,14 @@ struct sk_env {
   void *tokens_arg;
 };
 
+/** One sink-specific number for /metrics (csurelay_sink_<name>{sink="..."}), see sk_ops.metrics. */
+struct sk_metric {
+  const char *name; /* without the prefix: "connected", "reconnects_total", ... */
+  const char *help;
+  int counter;      /* 1: a counter (name ends in _total), 0: a gauge */
+  double value;
+};
+
 /** The operations of one sink type (h2o's handler, Fluent Bit's output plugin). */
 struct sk_ops {
   const char *name;        /* the config `type`: "cij", "mqtt", "webhook" */
@@ -91,6 +99,9 @@ struct sk_ops {
   int (*encode)(struct sk_sink *sink, const struct sk_delivery *d, struct csr_jw *jw);
   /** 0 when the sink can deliver; else < 0 with a short reason (for /readyz). May be NULL. */
   int (*ready)(struct sk_sink *sink, char *why, size_t len);
+  /** Fills up to `max` sink-specific metrics and returns how many (the same names, in the same
+   * order, on every call). Read before each /metrics render. May be NULL. */
+  size_t (*metrics)(struct sk_sink *sink, struct sk_metric *out, size_t max);
   /** Releases the sink once every started delivery has completed or been cancelled. */
   void (*close)(struct sk_sink *sink, void (*cb)(struct sk_sink *sink));
 };

@@ -873,7 +873,9 @@ struct pl_state_event {
   /* private */
   struct pl_state_event *_prev, *_next; /* the live list, in admission order */
   void *_lane;
+  void *_route; /* the route stage's record of the event while it works on it, else NULL */
   size_t _open; /* deliveries PENDING, WAITING or DEAD */
+  size_t _dead; /* deliveries DEAD */
 };
 
 struct pl_state_horizon {
@@ -891,6 +893,9 @@ struct pl_state_stats {
   uint64_t live;         /* events admitted and not finished (those with dead letters included) */
   uint64_t finished;     /* finished events remembered for dedupe */
   uint64_t dead_letters; /* deliveries in the dead-letter queue */
+  uint64_t parked;       /* live events whose every open delivery is a dead letter: they wait
+                            for the operator, not for the pipeline, so they do not count against
+                            limits.max_live_events */
   uint64_t pending;      /* deliveries PENDING */
   uint64_t waiting;      /* deliveries WAITING */
   uint64_t row_bytes;    /* row text held */
@@ -1041,8 +1046,17 @@ const struct pl_poll_ops *pl_admit_poll_ops(const struct pl_admit *a);
  * pl_poll_start(). Cursors of lanes no longer configured are skipped. 0 or the first other error. */
 CSR_NODISCARD int pl_admit_cursors(struct pl_admit *a, struct pl_poll *poll);
 
-/** True while the live events are below limits.max_live_events and admission has not failed. */
+/** True while the live events in work (live minus parked, see pl_state_stats) are below
+ * limits.max_live_events and admission has not failed. */
 bool pl_admit_has_room(const struct pl_admit *a);
+
+/**
+ * Stops admission for good, as a store failure does (see "A store failure is fatal" above): for
+ * the stages after admission when an append of theirs is refused or an apply fails after its
+ * append, since memory and log then disagree. `what` names the record ("OUTCOME"), `id` the event
+ * (may be NULL). The first call wins.
+ */
+void pl_admit_fail(struct pl_admit *a, int rc, const char *what, const char *id);
 
 /** The state and the store, for the stages after admission (they append and apply their own
  * records the same way: append, then apply). Valid until the close callback. */
@@ -1054,5 +1068,118 @@ void pl_admit_stats(const struct pl_admit *a, struct pl_admit_stats *out);
 /** See "Shutdown" above; `cb` (may be NULL) fires from the loop once `a` is freed. A second call is
  * ignored. */
 void pl_admit_close(struct pl_admit *a, void (*cb)(void *arg), void *arg);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Route stage: enrich live events and deliver them to their sinks (src/pipeline/route.c)          */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * The route stage takes every live event from the admitter (on_admitted as it is admitted, and
+ * pl_route_resume() once after open for the replayed ones), enriches it, and hands one delivery per
+ * sink of its route to that sink's retry scheduler (SPEC §3). Everything it decides is a record,
+ * appended then applied like admission's: ATTEMPT when a delivery waits for a retry, OUTCOME when
+ * it is final (delivered, skipped or dead). Those two are appended without waiting for
+ * durability: a record lost in a crash only repeats a delivery that was in flight (at-least-once
+ * with the event id as the idempotency key), or retries sooner. A refused append or a failed apply
+ * stops admission (pl_admit_fail): memory and log would disagree.
+ *
+ * Enrichment is a delivery too. Each CSU has an "enrich" scheduler (pl_sched) with a small
+ * internal sink whose deliver() runs the route's fetches (order by EventTransactionId, customer by
+ * EventCustomerId; guests, with an empty id, skip the customer). So a fetch failure is retried
+ * exactly like a delivery: full-jitter backoff on timers, Retry-After, retry.max_attempts, and a
+ * 429 pauses that CSU's enrichment only. A 404 may be replication lag right after the event, so it
+ * is retried twice (three tries) before the event goes on without that document (null in the
+ * body). A permanent failure, or max_attempts, makes every open delivery of the event a dead
+ * letter with reason "enrich_order: ..." or "enrich_customer: ...", so nothing is lost and a
+ * DLQ replay tries again from the start. Enrichment is not recorded: after a restart it runs again.
+ *
+ * Deliveries. The delivery's conf is the route's deliver entry for that sink in the current config.
+ * A delivery whose sink or route entry is gone (a reload removed it) becomes a dead letter at once
+ * (reason "no_sink" / "no_route") instead of waiting forever; replay it after restoring the
+ * config. A replayed WAITING delivery resumes at its recorded attempt and time (pl_sched_submit_at).
+ * An event's enriched documents are held until its last delivery in work is final, so the memory
+ * of live events is bounded by limits.max_live_events.
+ *
+ * Backpressure: when an event finishes or parks and pl_admit_has_room() says so, the stage calls
+ * pl_poll_resume() (the poll stage set with pl_route_set_poll()).
+ *
+ * Stop: pl_route_drain() waits (up to its deadline) until no delivery or fetch is queued or in
+ * flight, leaving the ones waiting for a retry to the next start; pl_route_close() then cancels
+ * whatever is left. Cancelled deliveries keep their state in the store and replay at the next open.
+ */
+
+struct pl_route;
+struct pl_poll;
+struct csr_metrics;
+
+struct pl_route_opts {
+  uint64_t seed;          /* the schedulers' jitter; 0 = from the clock */
+  unsigned enrich_tries;  /* fetch attempts of a 404 before going on without it; 0 = 3 */
+  struct csr_metrics *metrics; /* latency histograms are observed here; may be NULL */
+};
+
+/** One sink's numbers (pl_route_sink_stats). */
+struct pl_route_sink_stats {
+  const char *name;
+  const struct sk_sink *sink;
+  struct pl_sched_stats sched;
+  char ready_reason[128]; /* "" when the sink is ready */
+};
+
+struct pl_route_stats {
+  uint64_t events;          /* events in the stage (being enriched or delivered) */
+  uint64_t enriching;       /* of which waiting for enrichment */
+  uint64_t enrich_dead;     /* events whose enrichment failed for good */
+  uint64_t enrich_missing;  /* documents given up on after 404s */
+  uint64_t outcomes;        /* OUTCOME records written */
+  uint64_t attempts;        /* ATTEMPT records written */
+  uint64_t unroutable;      /* deliveries dead-lettered as no_sink / no_route */
+  uint64_t replayed;        /* dead letters replayed */
+  uint64_t deleted;         /* dead letters deleted */
+};
+
+/**
+ * Creates the stage: a scheduler per sink of `cfg` (sinks[i] is the open sink of cfg->sinks[i];
+ * they must outlive the stage) and an enrichment scheduler per CSU on `enrich`. `admit` gives the
+ * state and the store. 0, UV_EINVAL, UV_ENOMEM.
+ */
+CSR_NODISCARD int pl_route_create(struct rx_loop *loop, const struct csr_config *cfg,
+                                  struct pl_admit *admit, struct pl_enrich *enrich,
+                                  struct sk_sink *const *sinks, const struct pl_route_opts *opts,
+                                  struct pl_route **out);
+
+/** The poll stage to resume when room frees up (NULL: none). */
+void pl_route_set_poll(struct pl_route *r, struct pl_poll *poll);
+
+/** The admitter's on_admitted (arg = the route stage). */
+void pl_route_on_admitted(void *arg, const char *id);
+
+/** Takes every live event of the state (after open): those with deliveries in work start. */
+void pl_route_resume(struct pl_route *r);
+
+/**
+ * Replays dead letters: of event `id` (NULL = every event) to sink `sink` (NULL = every sink).
+ * Each becomes a DLQ_REPLAY record and a fresh delivery (attempt 1, enrichment again). *count
+ * (may be NULL) receives how many. 0, UV_ENOENT (nothing matched), UV_ECANCELED (stopping), or
+ * the append's error (admission then stops, see above).
+ */
+CSR_NODISCARD int pl_route_dlq_replay(struct pl_route *r, const char *id, const char *sink,
+                                      size_t *count);
+/** Deletes dead letters (DLQ_DELETE), same selection and errors as replay. */
+CSR_NODISCARD int pl_route_dlq_delete(struct pl_route *r, const char *id, const char *sink,
+                                      size_t *count);
+
+void pl_route_stats(const struct pl_route *r, struct pl_route_stats *out);
+/** The numbers of the i-th sink (cfg order); UV_EINVAL past the end. */
+CSR_NODISCARD int pl_route_sink_stats(const struct pl_route *r, size_t i,
+                                      struct pl_route_sink_stats *out);
+
+/** Calls `cb` once nothing is queued or in flight (or `deadline_ms` passed); the stage keeps
+ * working meanwhile. A second drain replaces the first's callback. */
+void pl_route_drain(struct pl_route *r, uint64_t deadline_ms, void (*cb)(void *arg), void *arg);
+
+/** Cancels everything (see "Stop") and frees the stage; `cb` (may be NULL) fires from the loop.
+ * The sinks, the fetcher and the admitter are left open. A second call is ignored. */
+void pl_route_close(struct pl_route *r, void (*cb)(void *arg), void *arg);
 
 #endif

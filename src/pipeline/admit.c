@@ -79,6 +79,11 @@ static void fail_admission(struct pl_admit *a, int rc, const char *what, const c
           CSR_KS("reason", a->reason), CSR_KS("store", pl_store_stats(a->store)->health_reason));
 }
 
+void pl_admit_fail(struct pl_admit *a, int rc, const char *what, const char *id) {
+  if (a != NULL)
+    fail_admission(a, rc, what, id);
+}
+
 static void finish_close(struct pl_admit *a) {
   if (!a->closing || !a->store_closed || a->held != NULL)
     return;
@@ -456,7 +461,7 @@ bool pl_admit_has_room(const struct pl_admit *a) {
     return true;
   struct pl_state_stats ss;
   pl_state_stats(a->state, &ss);
-  return ss.live < max;
+  return ss.live - ss.parked < max;
 }
 
 struct pl_state *pl_admit_state(struct pl_admit *a) {

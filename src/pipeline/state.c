@@ -316,9 +316,27 @@ static void count_state(struct pl_state *s, enum pl_dstate st, int64_t by) {
 }
 
 static void set_state(struct pl_state *s, struct pl_state_delivery *d, enum pl_dstate st) {
+  struct pl_state_event *ev = (struct pl_state_event *)d->event;
   count_state(s, d->state, -1);
   count_state(s, st, 1);
+  if (d->state == PL_DS_DEAD)
+    ev->_dead--;
+  if (st == PL_DS_DEAD)
+    ev->_dead++;
   d->state = st;
+}
+
+/* Parked: live with only dead letters open. Called around every change of _open or _dead. */
+static bool is_parked(const struct pl_state_event *ev) {
+  return !ev->finished && ev->_open > 0 && ev->_dead == ev->_open;
+}
+
+static void count_parked(struct pl_state *s, const struct pl_state_event *ev, bool was) {
+  bool now = is_parked(ev);
+  if (now && !was)
+    s->st.parked++;
+  else if (was && !now)
+    s->st.parked--;
 }
 
 static void dlq_link(struct pl_state *s, struct pl_state_delivery *d) {
@@ -650,6 +668,7 @@ static int apply_outcome(struct pl_state *s, const struct rec *r) {
     return fail(s, UV_EALREADY, r->type, "the delivery to \"%s\" is already final", d->sink);
   if ((rc = dup_errors(s, r, &reason, &excerpt)) != 0)
     return rc;
+  bool was_parked = is_parked(ev);
   set_errors(s, d, reason, excerpt);
   set_state(s, d, st);
   d->attempt = (unsigned)attempts;
@@ -660,6 +679,7 @@ static int apply_outcome(struct pl_state *s, const struct rec *r) {
     dlq_link(s, d);
   else if (--ev->_open == 0)
     finish(s, ev);
+  count_parked(s, ev, was_parked);
   return 0;
 }
 
@@ -675,11 +695,13 @@ static int apply_dlq(struct pl_state *s, const struct rec *r) {
     return rc;
   if (d->state != PL_DS_DEAD)
     return fail(s, UV_ENOENT, r->type, "the delivery to \"%s\" is not a dead letter", d->sink);
+  bool was_parked = is_parked(ev);
   dlq_unlink(s, d);
   if (r->type == PL_REC_DLQ_DELETE) {
     set_state(s, d, PL_DS_DELETED);
     if (--ev->_open == 0)
       finish(s, ev);
+    count_parked(s, ev, was_parked);
     return 0;
   }
   delivery_clear(s, d);
@@ -687,6 +709,7 @@ static int apply_dlq(struct pl_state *s, const struct rec *r) {
   d->attempt = 1;
   d->next_ms = d->at_ms = 0;
   d->status = 0;
+  count_parked(s, ev, was_parked);
   return 0;
 }
 

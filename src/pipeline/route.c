@@ -1,0 +1,557 @@
+/* The route stage (SPEC §3; the design is in pipeline.h, "Route stage"): a live event is enriched
+ * by its CSU's enrichment scheduler, then each delivery of its route goes to its sink's scheduler,
+ * and every decision becomes an ATTEMPT or OUTCOME record, appended then applied.
+ *
+ * One `struct rev` exists per event the stage works on, found from the state's entry (_route). It
+ * holds the parsed row, the fetched documents, the enrichment item and one item per delivery. It
+ * is freed once nothing of it is submitted anywhere: its deliveries are then final, dead letters,
+ * or (at close) cancelled, and the store has what the next start needs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csurelay/log.h"
+#include "csurelay/metrics.h"
+#include "route_internal.h"
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Records                                                                                        */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Appends then applies what r->jw holds; a failure stops admission (memory and log disagree). */
+static int commit(struct pl_route *r, uint8_t type, const char *id) {
+  const char *text;
+  size_t len;
+  int rc = csr_jw_finish(&r->jw, &text, &len);
+  if (rc == 0)
+    rc = pl_store_append(pl_admit_store(r->admit), type, text, len, NULL, NULL);
+  if (rc == 0 && (rc = pl_state_apply(r->state, type, text, len)) < 0)
+    CSR_LOG(CSR_ERROR, "route: a record did not apply after its append",
+            CSR_KS("record", pl_rec_name(type)), CSR_KS("event_id", id),
+            CSR_KS("reason", pl_state_error(r->state)));
+  csr_jw_reset(&r->jw);
+  if (rc < 0) {
+    r->failed = rc;
+    pl_admit_fail(r->admit, rc, pl_rec_name(type), id);
+  }
+  return rc;
+}
+
+static int record_outcome(struct pl_route *r, const char *id, const char *sink,
+                          enum sk_outcome outcome, unsigned attempts, int status,
+                          const char *reason, const char *excerpt) {
+  struct pl_rec_delivery d = {.id = id,
+                              .sink = sink,
+                              .outcome = outcome,
+                              .attempt = attempts,
+                              .at_ms = rx_wall_ms(),
+                              .status = status,
+                              .reason = reason && *reason ? reason : NULL,
+                              .excerpt = excerpt && *excerpt ? excerpt : NULL};
+  int rc = pl_rec_outcome(&r->jw, &d);
+  if (rc < 0) {
+    csr_jw_reset(&r->jw);
+    return rc;
+  }
+  r->st.outcomes++;
+  return commit(r, PL_REC_OUTCOME, id);
+}
+
+static int record_attempt(struct pl_route *r, const struct pl_sched_item *it, const char *sink) {
+  struct pl_rec_delivery d = {.id = it->d.event->id,
+                              .sink = sink,
+                              .attempt = it->attempt,
+                              .next_ms = it->next_wall_ms,
+                              .status = it->d.status,
+                              .reason = it->d.reason[0] ? it->d.reason : NULL,
+                              .excerpt = it->d.excerpt[0] ? it->d.excerpt : NULL};
+  int rc = pl_rec_attempt(&r->jw, &d);
+  if (rc < 0) {
+    csr_jw_reset(&r->jw);
+    return rc;
+  }
+  r->st.attempts++;
+  return commit(r, PL_REC_ATTEMPT, d.id);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Events in the stage                                                                            */
+/* ---------------------------------------------------------------------------------------------- */
+
+static struct pl_state_event *entry(const struct rev *v) {
+  return (struct pl_state_event *)v->ev;
+}
+
+static bool in_work(enum pl_dstate st) {
+  return st == PL_DS_PENDING || st == PL_DS_WAITING;
+}
+
+/* Frees the event once nothing of it is submitted; room may have freed up for the poll stage. */
+void pl__route_release(struct rev *v) {
+  struct pl_route *r = v->r;
+  if (v->outstanding > 0)
+    return;
+  if (v->prev)
+    v->prev->next = v->next;
+  else
+    r->revs = v->next;
+  if (v->next)
+    v->next->prev = v->prev;
+  r->st.events--;
+  entry(v)->_route = NULL;
+  pl_fetch_release(&v->order);
+  pl_fetch_release(&v->customer);
+  csr_json_free(v->row);
+  free(v);
+  if (r->poll != NULL && !r->closing && pl_admit_has_room(r->admit))
+    pl_poll_resume(r->poll);
+  pl__route_check_drain(r);
+}
+
+static struct rsink *find_sink(struct pl_route *r, const char *name) {
+  for (size_t i = 0; i < r->n_sinks; i++)
+    if (strcmp(r->sinks[i].conf->name, name) == 0)
+      return &r->sinks[i];
+  return NULL;
+}
+
+static const struct csr_route *find_route(const struct pl_route *r, const char *type) {
+  for (size_t i = 0; i < r->cfg->n_routes; i++)
+    if (strcmp(r->cfg->routes[i].event_type, type) == 0)
+      return &r->cfg->routes[i];
+  return NULL;
+}
+
+static const struct csr_delivery_conf *find_deliver(const struct csr_route *route,
+                                                    const char *sink) {
+  for (size_t i = 0; route != NULL && i < route->n_deliver; i++)
+    if (strcmp(route->deliver[i].sink_name, sink) == 0)
+      return &route->deliver[i];
+  return NULL;
+}
+
+static struct rcsu *find_csu(struct pl_route *r, const char *name) {
+  for (size_t i = 0; i < r->n_csus; i++)
+    if (strcmp(r->csus[i].csu->name, name) == 0)
+      return &r->csus[i];
+  return NULL;
+}
+
+static void on_deliver_final(void *arg, struct pl_sched_item *it);
+static void on_deliver_attempt(void *arg, struct pl_sched_item *it);
+static void on_deliver_cancelled(void *arg, struct pl_sched_item *it);
+
+/* What there is to fetch: the route's documents, less a guest's customer and a missing cart. */
+static void rev_plan_enrichment(struct rev *v) {
+  unsigned want = v->route ? v->route->enrich : 0;
+  const char *cart = csr_json_get_str(v->row, "EventTransactionId");
+  const char *customer = csr_json_get_str(v->row, "EventCustomerId");
+  v->order_done = !(want & CSR_ENRICH_ORDER) || cart == NULL || *cart == '\0';
+  v->customer_done = !(want & CSR_ENRICH_CUSTOMER) || customer == NULL || *customer == '\0';
+}
+
+/* The sk_event view of the row; the row's EventDateTime text is what sinks send as the time. */
+static void rev_view(struct rev *v) {
+  const struct pl_state_event *ev = v->ev;
+  v->ske = (struct sk_event){.id = ev->id,
+                             .csu = ev->csu,
+                             .type = ev->type,
+                             .time_ms = ev->time_ms,
+                             .time_text = csr_json_get_str(v->row, "EventDateTime"),
+                             .event = v->row};
+}
+
+static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) {
+  struct rev *v = calloc(1, sizeof(*v) + ev->n_sinks * sizeof(v->items[0]));
+  if (v == NULL)
+    return NULL;
+  char err[128];
+  v->row = csr_json_parse(ev->row, ev->row_len, err, sizeof(err));
+  if (v->row == NULL) {
+    free(v); /* the state re-encoded the row itself: this is memory, not input */
+    return NULL;
+  }
+  v->r = r;
+  v->ev = ev;
+  v->n = ev->n_sinks;
+  v->route = find_route(r, ev->type);
+  v->csu = find_csu(r, ev->csu);
+  rev_view(v);
+  rev_plan_enrichment(v);
+  v->order.data = v->customer.data = v;
+  v->enrich.data = v;
+  v->enrich.d.event = &v->ske;
+  v->enrich.d.data = v;
+  for (size_t i = 0; i < v->n; i++) {
+    struct ritem *ri = &v->items[i];
+    ri->v = v;
+    ri->sink_name = ev->sinks[i].sink; /* interned by the state: stable after the event ends */
+    ri->rs = find_sink(r, ri->sink_name);
+    ri->conf = find_deliver(v->route, ri->sink_name);
+    ri->it.data = ri;
+    ri->it.d.event = &v->ske;
+    ri->it.d.conf = ri->conf;
+    ri->it.d.data = v;
+  }
+  v->next = r->revs;
+  if (r->revs)
+    r->revs->prev = v;
+  r->revs = v;
+  r->st.events++;
+  entry(v)->_route = v;
+  return v;
+}
+
+/* Every open delivery of the event still in work becomes a dead letter (enrichment failed). */
+static void rev_dead_letter_all(struct rev *v, const char *reason, int status,
+                                const char *excerpt) {
+  for (size_t i = 0; i < v->n && !v->ev->finished; i++) {
+    const struct pl_state_delivery *d = &v->ev->sinks[i];
+    if (!in_work(d->state) || v->items[i].submitted)
+      continue;
+    unsigned attempts = d->attempt > 1 ? d->attempt - 1 : 0;
+    if (record_outcome(v->r, v->ev->id, v->items[i].sink_name, SK_DEAD, attempts, status, reason,
+                       excerpt) < 0)
+      return;
+  }
+}
+
+/* A delivery that cannot be attempted under the current config is a dead letter, not a wait. */
+static int submit_delivery(struct rev *v, size_t i) {
+  struct ritem *ri = &v->items[i];
+  const struct pl_state_delivery *d = &v->ev->sinks[i];
+  if (ri->rs == NULL || ri->conf == NULL) {
+    v->r->st.unroutable++;
+    return record_outcome(v->r, v->ev->id, ri->sink_name, SK_DEAD, 0, 0,
+                          ri->rs == NULL ? "no_sink" : "no_route",
+                          "the configuration no longer routes this event to this sink");
+  }
+  int rc = d->state == PL_DS_WAITING || d->attempt > 1
+               ? pl_sched_submit_at(ri->rs->sched, &ri->it, d->attempt, d->next_ms)
+               : pl_sched_submit(ri->rs->sched, &ri->it);
+  if (rc < 0)
+    return rc;
+  ri->submitted = true;
+  v->outstanding++;
+  return 0;
+}
+
+static bool needs_enrichment(const struct rev *v) {
+  return !v->order_done || !v->customer_done;
+}
+
+/* Moves the event on: enrichment first, then every delivery in work that is not submitted. */
+static void rev_kick(struct rev *v) {
+  struct pl_route *r = v->r;
+  if (r->closing || r->failed)
+    return;
+  if (!v->enriched && !needs_enrichment(v))
+    v->enriched = true;
+  if (!v->enriched) {
+    if (v->enrich_submitted)
+      return;
+    if (v->csu == NULL) {
+      rev_dead_letter_all(v, "no_csu", 0, "the configuration no longer has this event's CSU");
+      return;
+    }
+    if (pl_sched_submit(v->csu->sched, &v->enrich) == 0) {
+      v->enrich_submitted = true;
+      v->outstanding++;
+      r->st.enriching++;
+    }
+    return;
+  }
+  for (size_t i = 0; i < v->n && !v->ev->finished; i++)
+    if (in_work(v->ev->sinks[i].state) && !v->items[i].submitted && submit_delivery(v, i) < 0)
+      break;
+}
+
+/* Starts work on live event `ev` (new, replayed, or with dead letters replayed). */
+static void take(struct pl_route *r, const struct pl_state_event *ev) {
+  if (ev == NULL || ev->finished || r->closing)
+    return;
+  struct rev *v = ev->_route;
+  if (v == NULL) {
+    bool work = false;
+    for (size_t i = 0; i < ev->n_sinks; i++)
+      work = work || in_work(ev->sinks[i].state);
+    if (!work)
+      return; /* parked: only dead letters */
+    v = rev_new(r, ev);
+    if (v == NULL) {
+      CSR_LOG(CSR_ERROR, "route: out of memory; the event waits for the next start",
+              CSR_KS("event_id", ev->id));
+      return;
+    }
+  }
+  v->outstanding++; /* hold it while kicking: records may finish the event */
+  rev_kick(v);
+  v->outstanding--;
+  pl__route_release(v);
+}
+
+void pl_route_on_admitted(void *arg, const char *id) {
+  struct pl_route *r = arg;
+  take(r, pl_state_event(r->state, id));
+}
+
+void pl_route_resume(struct pl_route *r) {
+  /* take() may finish events (unroutable ones), which unlinks them: find the next one first. */
+  const struct pl_state_event *ev = pl_state_live_next(r->state, NULL);
+  while (ev != NULL) {
+    const struct pl_state_event *next = pl_state_live_next(r->state, ev);
+    take(r, ev);
+    ev = next;
+  }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Enrichment results                                                                             */
+/* ---------------------------------------------------------------------------------------------- */
+
+void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
+  struct pl_route *r = v->r;
+  v->enrich_submitted = false;
+  r->st.enriching--;
+  if (it->outcome == SK_DELIVERED) {
+    v->enriched = true;
+    rev_kick(v);
+  } else if (it->outcome == SK_DEAD) {
+    char reason[96];
+    snprintf(reason, sizeof(reason), "enrich: %s", it->d.reason);
+    r->st.enrich_dead++;
+    CSR_LOG(CSR_WARN, "route: enrichment failed for good; the event's deliveries are dead letters",
+            CSR_KS("event_id", v->ev->id), CSR_KS("reason", reason),
+            CSR_KI("status", it->d.status));
+    rev_dead_letter_all(v, reason, it->d.status, it->d.excerpt);
+  }
+  v->outstanding--;
+  pl__route_release(v);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Delivery results                                                                               */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void observe_latency(struct rsink *rs, const struct rev *v) {
+  if (rs->latency != NULL)
+    csr_series_observe(rs->latency, (double)(rx_wall_ms() - v->ev->time_ms) / 1000.0);
+}
+
+static void on_deliver_final(void *arg, struct pl_sched_item *it) {
+  (void)arg;
+  struct ritem *ri = it->data;
+  struct rev *v = ri->v;
+  ri->submitted = false;
+  if (it->outcome == SK_DELIVERED)
+    observe_latency(ri->rs, v);
+  if (it->outcome == SK_DEAD)
+    CSR_LOG(CSR_WARN, "route: delivery dead-lettered", CSR_KS("event_id", v->ev->id),
+            CSR_KS("sink", ri->sink_name), CSR_KS("reason", it->d.reason),
+            CSR_KI("status", it->d.status), CSR_KI("attempts", it->attempt));
+  (void)record_outcome(v->r, v->ev->id, ri->sink_name, it->outcome, it->attempt, it->d.status,
+                       it->d.reason, it->d.excerpt);
+  v->outstanding--;
+  pl__route_release(v);
+}
+
+static void on_deliver_attempt(void *arg, struct pl_sched_item *it) {
+  (void)arg;
+  struct ritem *ri = it->data;
+  (void)record_attempt(ri->v->r, it, ri->sink_name);
+}
+
+static void on_deliver_cancelled(void *arg, struct pl_sched_item *it) {
+  (void)arg;
+  struct ritem *ri = it->data;
+  ri->submitted = false;
+  ri->v->outstanding--;
+  pl__route_release(ri->v);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Dead letters                                                                                   */
+/* ---------------------------------------------------------------------------------------------- */
+
+static bool matches(const struct pl_state_delivery *d, const char *id, const char *sink) {
+  return (id == NULL || strcmp(d->event->id, id) == 0) &&
+         (sink == NULL || strcmp(d->sink, sink) == 0);
+}
+
+/* Collects the matching dead letters first: applying a record changes the queue under us. */
+static int dlq_select(struct pl_route *r, const char *id, const char *sink,
+                      const struct pl_state_delivery ***out, size_t *n) {
+  size_t cap = 0;
+  *out = NULL;
+  *n = 0;
+  for (const struct pl_state_delivery *d = pl_state_dlq_next(r->state, NULL); d != NULL;
+       d = pl_state_dlq_next(r->state, d)) {
+    if (!matches(d, id, sink))
+      continue;
+    if (*n == cap) {
+      size_t ncap = cap ? cap * 2 : 16;
+      const struct pl_state_delivery **grown = realloc(*out, ncap * sizeof(*grown));
+      if (grown == NULL) {
+        free(*out);
+        return UV_ENOMEM;
+      }
+      *out = grown;
+      cap = ncap;
+    }
+    (*out)[(*n)++] = d;
+  }
+  return *n ? 0 : UV_ENOENT;
+}
+
+/* The names are copied before the records apply: DLQ_DELETE may finish (and free) the event. */
+static int dlq_apply(struct pl_route *r, bool replay, const char *id, const char *sink,
+                     size_t *count) {
+  if (count)
+    *count = 0;
+  if (r->closing)
+    return UV_ECANCELED;
+  const struct pl_state_delivery **sel;
+  size_t n;
+  int rc = dlq_select(r, id, sink, &sel, &n);
+  if (rc < 0)
+    return rc;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const struct pl_state_event *ev = sel[i]->event;
+    char *eid = strdup(ev->id);
+    const char *sname = sel[i]->sink;
+    if (eid == NULL) {
+      rc = UV_ENOMEM;
+      break;
+    }
+    rc = replay ? pl_rec_dlq_replay(&r->jw, eid, sname, rx_wall_ms())
+                : pl_rec_dlq_delete(&r->jw, eid, sname);
+    if (rc == 0)
+      rc = commit(r, replay ? PL_REC_DLQ_REPLAY : PL_REC_DLQ_DELETE, eid);
+    else
+      csr_jw_reset(&r->jw);
+    if (rc == 0) {
+      if (count)
+        (*count)++;
+      replay ? r->st.replayed++ : r->st.deleted++;
+      if (replay)
+        take(r, pl_state_event(r->state, eid));
+    }
+    free(eid);
+  }
+  free(sel);
+  return rc;
+}
+
+int pl_route_dlq_replay(struct pl_route *r, const char *id, const char *sink, size_t *count) {
+  return dlq_apply(r, true, id, sink, count);
+}
+
+int pl_route_dlq_delete(struct pl_route *r, const char *id, const char *sink, size_t *count) {
+  int rc = dlq_apply(r, false, id, sink, count);
+  if (rc == 0 && r->poll != NULL && pl_admit_has_room(r->admit))
+    pl_poll_resume(r->poll);
+  return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Create                                                                                         */
+/* ---------------------------------------------------------------------------------------------- */
+
+static const double latency_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60, 300};
+
+static int sinks_create(struct pl_route *r, struct sk_sink *const *sinks, uint64_t seed) {
+  static const struct pl_sched_ops ops = {.on_final = on_deliver_final,
+                                          .on_attempt = on_deliver_attempt,
+                                          .on_cancelled = on_deliver_cancelled};
+  struct pl_sched_opts so = {.base_ms = r->cfg->retry.base_ms,
+                             .cap_ms = r->cfg->retry.cap_ms,
+                             .max_attempts = r->cfg->retry.max_attempts};
+  struct csr_family *fam =
+      r->metrics
+          ? csr_metrics_family(r->metrics, "csurelay_delivery_latency_seconds",
+                               "From EventDateTime to the sink's acknowledgement.", CSR_HISTOGRAM,
+                               latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]))
+          : NULL;
+  for (size_t i = 0; i < r->n_sinks; i++) {
+    struct rsink *rs = &r->sinks[i];
+    rs->conf = &r->cfg->sinks[i];
+    rs->sink = sinks[i];
+    rs->latency = fam ? csr_metrics_series(fam, "sink", rs->conf->name, NULL) : NULL;
+    so.seed = seed ? seed + i : 0;
+    int rc = pl_sched_create(r->loop, rs->sink, &so, &ops, r, &rs->sched);
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+int pl_route_create(struct rx_loop *loop, const struct csr_config *cfg, struct pl_admit *admit,
+                    struct pl_enrich *enrich, struct sk_sink *const *sinks,
+                    const struct pl_route_opts *opts, struct pl_route **out) {
+  if (out)
+    *out = NULL;
+  if (loop == NULL || cfg == NULL || admit == NULL || enrich == NULL || out == NULL ||
+      (cfg->n_sinks > 0 && sinks == NULL))
+    return UV_EINVAL;
+  for (size_t i = 0; i < cfg->n_sinks; i++)
+    if (sinks[i] == NULL)
+      return UV_EINVAL;
+  struct pl_route *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return UV_ENOMEM;
+  r->loop = loop;
+  r->cfg = cfg;
+  r->admit = admit;
+  r->state = pl_admit_state(admit);
+  r->enrich = enrich;
+  r->metrics = opts ? opts->metrics : NULL;
+  r->enrich_tries = opts && opts->enrich_tries ? opts->enrich_tries : 3;
+  uint64_t seed = opts ? opts->seed : 0;
+  r->n_sinks = cfg->n_sinks;
+  r->n_csus = cfg->n_csus;
+  r->sinks = calloc(r->n_sinks ? r->n_sinks : 1, sizeof(*r->sinks));
+  r->csus = calloc(r->n_csus ? r->n_csus : 1, sizeof(*r->csus));
+  int rc = r->sinks && r->csus ? csr_jw_init(&r->jw) : UV_ENOMEM;
+  if (rc == 0)
+    r->jw_ok = true;
+  if (rc == 0)
+    rc = sinks_create(r, sinks, seed);
+  if (rc == 0)
+    rc = pl__route_enrich_create(r, seed);
+  if (rc == 0)
+    rc = rx_timer_init(&r->drain_timer, loop);
+  if (rc < 0) {
+    pl__route_free_partial(r);
+    return rc;
+  }
+  r->drain_timer.data = r;
+  r->timer_open = true;
+  *out = r;
+  return 0;
+}
+
+void pl_route_set_poll(struct pl_route *r, struct pl_poll *poll) {
+  r->poll = poll;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Stats                                                                                          */
+/* ---------------------------------------------------------------------------------------------- */
+
+void pl_route_stats(const struct pl_route *r, struct pl_route_stats *out) {
+  *out = r->st;
+}
+
+int pl_route_sink_stats(const struct pl_route *r, size_t i, struct pl_route_sink_stats *out) {
+  if (i >= r->n_sinks)
+    return UV_EINVAL;
+  const struct rsink *rs = &r->sinks[i];
+  memset(out, 0, sizeof(*out));
+  out->name = rs->conf->name;
+  out->sink = rs->sink;
+  pl_sched_stats(rs->sched, &out->sched);
+  if (rs->sink->ops->ready &&
+      rs->sink->ops->ready(rs->sink, out->ready_reason, sizeof(out->ready_reason)) == 0)
+    out->ready_reason[0] = '\0';
+  return 0;
+}

@@ -1,0 +1,102 @@
+/* The route stage's files (route.c: events, records, dead letters; route_enrich.c: enrichment as
+ * a scheduled delivery; route_stop.c: drain and close) share these declarations. */
+#ifndef CSURELAY_PIPELINE_ROUTE_INTERNAL_H
+#define CSURELAY_PIPELINE_ROUTE_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "csurelay/pipeline.h"
+
+struct rev;
+
+/** A configured sink and its scheduler. */
+struct rsink {
+  const struct csr_sink_conf *conf;
+  struct sk_sink *sink;
+  struct pl_sched *sched;
+  struct csr_series *latency; /* EventDateTime → acknowledgement, NULL without metrics */
+};
+
+/** A CSU's enrichment: a scheduler over a sink of the stage's own (route_enrich.c). */
+struct rcsu {
+  const struct csr_csu *csu;
+  struct pl_sched *sched;
+  struct sk_sink *sink; /* a struct esink */
+};
+
+/** One delivery of an event in the stage. */
+struct ritem {
+  struct pl_sched_item it; /* it.data = this, it.d.data = the rev */
+  struct rev *v;
+  const char *sink_name;                /* interned by the state */
+  struct rsink *rs;                     /* NULL: the sink is no longer configured */
+  const struct csr_delivery_conf *conf; /* NULL: the route no longer delivers there */
+  bool submitted;
+};
+
+struct rev {
+  struct pl_route *r;
+  const struct pl_state_event *ev;
+  struct rev *prev, *next;
+  yajl_val row;                  /* parsed from the state's row text */
+  struct sk_event ske;           /* what sinks read: the row plus the fetched documents */
+  const struct csr_route *route; /* NULL: no route for the type any more */
+  struct rcsu *csu;              /* NULL: the CSU is no longer configured */
+  struct pl_sched_item enrich;   /* enrich.data = enrich.d.data = this */
+  struct pl_fetch order, customer;
+  unsigned fetching; /* fetches of the current enrichment attempt still out */
+  unsigned order_404, customer_404;
+  bool order_done, customer_done; /* fetched, or given up on after 404s, or not needed */
+  bool enriched, enrich_submitted;
+  unsigned outstanding; /* items submitted to a scheduler (plus holds while kicking) */
+  size_t n;
+  struct ritem items[];
+};
+
+struct pl_route {
+  struct rx_loop *loop;
+  const struct csr_config *cfg;
+  struct pl_admit *admit;
+  struct pl_state *state;
+  struct pl_enrich *enrich;
+  struct pl_poll *poll;
+  struct csr_metrics *metrics;
+  unsigned enrich_tries;
+  struct rsink *sinks;
+  size_t n_sinks;
+  struct rcsu *csus;
+  size_t n_csus;
+  struct rev *revs;
+  struct csr_jw jw;
+  bool jw_ok;
+  int failed; /* an append or apply failed: nothing new starts */
+  struct pl_route_stats st;
+  /* drain and close (route_stop.c) */
+  struct rx_timer drain_timer;
+  bool timer_open;
+  uint64_t drain_deadline; /* loop time; 0 when not draining */
+  void (*drain_cb)(void *arg);
+  void *drain_arg;
+  bool closing;
+  unsigned closing_parts; /* schedulers and the timer not yet closed */
+  void (*close_cb)(void *arg);
+  void *close_arg;
+};
+
+/* route.c */
+/** Frees the event once nothing of it is submitted (see route.c). */
+void pl__route_release(struct rev *v);
+
+/* route_enrich.c */
+/** One enrichment scheduler per configured CSU. */
+CSR_NODISCARD int pl__route_enrich_create(struct pl_route *r, uint64_t seed);
+/** The enrichment item came back final (delivered = enriched, dead = give up). */
+void pl__route_enriched(struct rev *v, const struct pl_sched_item *it);
+
+/* route_stop.c */
+/** Calls the drain callback if the stage is idle or the deadline passed. */
+void pl__route_check_drain(struct pl_route *r);
+/** Frees a stage whose create failed part-way (nothing was submitted yet). */
+void pl__route_free_partial(struct pl_route *r);
+
+#endif

@@ -76,7 +76,10 @@ struct pl_store_stats {
   char compact_error[128];    /* why the last compaction failed; "" after a success */
 };
 
-/** Called once per intact record, in file order, during pl_store_open. Return < 0 to abort open. */
+/**
+ * Called once per intact record, in file order, during pl_store_open or pl_store_read. Return < 0
+ * to abort it.
+ */
 typedef int (*pl_replay_cb)(void *arg, uint8_t type, const void *payload, size_t len);
 
 struct pl_store_emitter;
@@ -97,10 +100,33 @@ typedef int (*pl_store_dump_cb)(void *arg, struct pl_store_emitter *e);
  * read at all. Returns 0, or a negative error with `err` filled. *err is cleared first, so its
  * message is "" when the file was whole. CSR_ECORRUPT (a file that is not a csurelay AOF, left
  * untouched), the replay callback's own error, or a system error.
+ *
+ * One store per directory: open takes an exclusive flock(2) on {dir}/csurelay.lock (and writes
+ * its pid there) before it touches anything, and holds it until the store is freed; the kernel
+ * drops it if the process dies. A second open of the directory, from this process or another,
+ * fails with UV_EBUSY and "state dir DIR is in use by another csurelay (pid N)" in *err.
  */
 CSR_NODISCARD int pl_store_open(struct rx_loop *loop, const struct pl_store_opts *opts,
                                 pl_replay_cb replay, pl_store_dump_cb dump, void *arg,
                                 struct pl_store **out, struct csr_err *err);
+
+/**
+ * Replays every intact record of {dir}/csurelay.aof through `replay`, in file order, and changes
+ * nothing: no lock, no directory or file created, a torn tail left as it is, no copy of a damaged
+ * file. It works beside a running store (`csurelay state`): the relay only appends to the file or
+ * renames a complete one over it, so what is read is a consistent prefix, and a record being
+ * written counts as a torn tail. Synchronous, no loop.
+ *
+ * `stats` (may be NULL) is cleared, then gets file_bytes (the bytes read), records_replayed,
+ * torn_tails/torn_bytes and corrupt_regions/corrupt_bytes counted as open would count them, and
+ * healthy/health_reason as open would set them; the rest stays 0. *err (may be NULL) is cleared,
+ * then describes any damage found, as for open. Returns 0 (an empty file replays nothing),
+ * UV_ENOENT when there is no AOF (or no dir), CSR_ECORRUPT or UV_ENOTSUP for a file that is not a
+ * csurelay AOF of this version, the replay callback's own error, UV_EINVAL, UV_ENOMEM or another
+ * system error; with *err filled.
+ */
+CSR_NODISCARD int pl_store_read(const char *dir, pl_replay_cb replay, void *arg,
+                                struct pl_store_stats *stats, struct csr_err *err);
 
 /**
  * Appends a record (the payload is copied). If `durable` is not NULL it is armed with `cb` and
@@ -1064,15 +1090,6 @@ struct pl_state *pl_admit_state(struct pl_admit *a);
 struct pl_store *pl_admit_store(struct pl_admit *a);
 
 void pl_admit_stats(const struct pl_admit *a, struct pl_admit_stats *out);
-
-/** One CSU's share of the admissions, for the per-CSU /metrics lines. */
-struct pl_admit_csu_stats {
-  uint64_t admitted;   /* new ids admitted (unrouted included) */
-  uint64_t duplicates; /* rows already in the dedupe set */
-};
-/** The i-th configured CSU's numbers (cfg->csus order); UV_EINVAL past the end. */
-CSR_NODISCARD int pl_admit_csu_stats(const struct pl_admit *a, size_t i,
-                                     struct pl_admit_csu_stats *out);
 
 /** See "Shutdown" above; `cb` (may be NULL) fires from the loop once `a` is freed. A second call is
  * ignored. */

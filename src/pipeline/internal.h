@@ -28,6 +28,7 @@
  * after a damaged record cheap and free of false starts in them.
  */
 #define PL__AOF_NAME      "csurelay.aof"
+#define PL__LOCK_NAME     "csurelay.lock" /* flock'd by the running store; holds its pid */
 #define PL__AOF_MAGIC     "CSRAOF\r\n"
 #define PL__AOF_VERSION   1u
 #define PL__AOF_HDR_BYTES 32u
@@ -94,6 +95,7 @@ struct pl_store {
   char *dir;
   char *path;     /* {dir}/csurelay.aof */
   char *tmp_path; /* {dir}/csurelay.aof.rewrite: fresh files and rewrites; removed on open */
+  int lock_fd;    /* {dir}/csurelay.lock, flock'd from open until the store is freed */
   pl_store_dump_cb dump;
   void *arg;
 
@@ -148,11 +150,16 @@ void pl__hdr_encode(uint8_t *dst, uint64_t base);
 CSR_NODISCARD int pl__write_all(int fd, const void *buf, size_t len, uint64_t off);
 /** fsync(2) of a directory, so a rename or a new name in it is durable; 0 or -errno. */
 CSR_NODISCARD int pl__fsync_dir(const char *dir);
-/** Opens or creates the file and replays it (see pl_store_open); sets fd, written, base, stats. */
+/**
+ * Locks the directory, opens or creates the file and replays it (see pl_store_open); sets lock_fd,
+ * fd, written, base, stats.
+ */
 CSR_NODISCARD int pl__store_load(struct pl_store *s, pl_replay_cb replay, void *arg,
                                  struct csr_err *err);
 
 /* store.c */
+/** `a` followed by `b` in a new string, or NULL when out of memory. */
+char *pl__join(const char *a, const char *b);
 /** Fills stats.health_reason and clears stats.healthy. */
 void pl__store_unhealthy(struct pl_store *s, const char *fmt, ...) CSR_PRINTF(2, 3);
 /** Resolves (and drops) every waiter whose record ends at or before `off`. */

@@ -277,7 +277,7 @@ void pl__store_kick_sync(struct pl_store *s) {
 /* Open, stats, close */
 /* ---------------------------------------------------------------------------------------------- */
 
-static char *join(const char *a, const char *b) {
+char *pl__join(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
   char *p = malloc(la + lb + 1);
   if (p) {
@@ -290,6 +290,8 @@ static char *join(const char *a, const char *b) {
 static void store_free(struct pl_store *s) {
   if (s->fd >= 0 && !s->closed_fd)
     close(s->fd);
+  if (s->lock_fd >= 0)
+    close(s->lock_fd); /* releases the flock: the last thing a store gives back */
   pl__buf_free(&s->wbuf);
   pl__buf_free(&s->cpt.dump);
   pl__buf_free(&s->cpt.tail);
@@ -325,13 +327,14 @@ int pl_store_open(struct rx_loop *loop, const struct pl_store_opts *opts, pl_rep
   struct pl_store *s = calloc(1, sizeof(*s));
   if (s == NULL)
     return UV_ENOMEM;
-  *s = (struct pl_store){.loop = loop, .opts = *opts, .dump = dump, .arg = arg, .fd = -1};
+  *s = (struct pl_store){
+      .loop = loop, .opts = *opts, .dump = dump, .arg = arg, .fd = -1, .lock_fd = -1};
   s->cpt.fd = -1;
   s->stats.healthy = true;
   apply_defaults(&s->opts);
   s->dir = strdup(opts->dir);
-  s->path = s->dir ? join(s->dir, "/" PL__AOF_NAME) : NULL;
-  s->tmp_path = s->path ? join(s->path, ".rewrite") : NULL;
+  s->path = s->dir ? pl__join(s->dir, "/" PL__AOF_NAME) : NULL;
+  s->tmp_path = s->path ? pl__join(s->path, ".rewrite") : NULL;
   if (s->tmp_path == NULL) {
     store_free(s);
     return UV_ENOMEM;

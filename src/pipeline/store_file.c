@@ -1,5 +1,6 @@
-/* The state store's file: CRC-32C, the record and header encodings, and open — replay with torn
- * tail truncation and reported, copied, skipped corruption (the format is in internal.h).
+/* The state store's file: CRC-32C, the record and header encodings, the directory lock, and the
+ * scan behind both open — replay with torn tail truncation and reported, copied, skipped
+ * corruption — and pl_store_read, the same replay changing nothing (the format is in internal.h).
  *
  * Open reads the file through a read-only mapping. A record is intact when its marker matches, its
  * length fits in the file and its CRC matches. At a record that is not, the reader looks for the
@@ -12,6 +13,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -200,13 +202,13 @@ static int create_fresh(struct pl_store *s, const char **step) {
   return rc;
 }
 
-/* ---------------------------------------------------------------------------------------------- */
 /* Scan and replay */
 /* ---------------------------------------------------------------------------------------------- */
 
 struct scan {
   const uint8_t *p;
   uint64_t size;
+  bool mapped;  /* p is a mapping (else a heap copy) */
   uint64_t end; /* where intact data ends: the truncation point of a torn tail */
   uint64_t records;
   uint64_t regions;
@@ -300,30 +302,50 @@ static int copy_damaged(struct pl_store *s, const struct scan *sc, char *name, s
   return rc;
 }
 
-/* The whole file in memory: mapped, or read where mapping is not supported. */
-static int map_file(int fd, uint64_t size, uint8_t **out, bool *mapped) {
-  void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  if (p != MAP_FAILED) {
-    *out = p;
-    *mapped = true;
-    return 0;
-  }
+/* Reads up to `size` bytes into a heap copy; a file that shrank meanwhile gives what is left. */
+static int read_file(int fd, uint64_t size, struct scan *sc) {
   uint8_t *buf = malloc(size);
   if (buf == NULL)
     return UV_ENOMEM;
-  for (uint64_t off = 0; off < size;) {
+  uint64_t off = 0;
+  while (off < size) {
     ssize_t n = pread(fd, buf + off, size - off, (off_t)off);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0) {
+    if (n < 0) {
+      int rc = -errno;
       free(buf);
-      return n < 0 ? -errno : UV_EIO;
+      return rc;
     }
+    if (n == 0)
+      break;
     off += (uint64_t)n;
   }
-  *out = buf;
-  *mapped = false;
+  sc->p = buf;
+  sc->size = off;
+  sc->mapped = false;
   return 0;
+}
+
+/* The whole file in memory: mapped when `may_map` and mapping works, else read. A mapping is only
+ * safe while nobody can truncate the file under it (a page past the new end raises SIGBUS), which
+ * holds for the store (it holds the lock) but not for a reader beside a running relay. */
+static int load_file(int fd, uint64_t size, bool may_map, struct scan *sc) {
+  void *p = may_map ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+  if (p == MAP_FAILED)
+    return read_file(fd, size, sc);
+  sc->p = p;
+  sc->size = size;
+  sc->mapped = true;
+  return 0;
+}
+
+static void scan_release(struct scan *sc) {
+  if (sc->p && sc->mapped)
+    munmap((void *)sc->p, sc->size);
+  else
+    free((void *)sc->p);
+  sc->p = NULL;
 }
 
 static int check_header(const uint8_t *h, uint64_t size, uint64_t *base) {
@@ -336,77 +358,135 @@ static int check_header(const uint8_t *h, uint64_t size, uint64_t *base) {
   return 0;
 }
 
-/* What open found, in words, for *err and stats.health_reason. */
-static void report_damage(struct pl_store *s, const struct scan *sc, const char *copy,
-                          struct csr_err *err) {
-  char torn[128] = "";
-  if (sc->torn_bytes)
-    snprintf(torn, sizeof(torn), "torn tail of %llu bytes at offset %llu truncated",
-             (unsigned long long)sc->torn_bytes, (unsigned long long)sc->end);
-  if (sc->regions == 0) {
-    csr_err_set(err, s->path, 0, "", "%s", torn);
-    return;
-  }
-  pl__store_unhealthy(s,
-                      "AOF damaged: %llu bytes in %llu region(s) skipped, the first at offset "
-                      "%llu (%llu bytes); %llu intact records replayed; copy kept in %s",
-                      (unsigned long long)sc->region_bytes, (unsigned long long)sc->regions,
-                      (unsigned long long)sc->first_region, (unsigned long long)sc->first_len,
-                      (unsigned long long)sc->records, copy);
-  csr_err_set(err, s->path, 0, "", "%s%s%s", s->stats.health_reason, torn[0] ? "; " : "", torn);
-}
-
 /* Fills *err with "cannot <what>: <error>" for `file` and returns rc. */
 static int load_fail(struct csr_err *err, const char *file, const char *what, int rc) {
   csr_err_set(err, file, 0, "", "cannot %s: %s", what, csr_strerror(rc));
   return rc;
 }
 
+/*
+ * The one scan behind open and pl_store_read: loads `size` bytes of the file at fd, checks the
+ * header and replays every intact record, counting a torn tail and damaged regions in *sc. The
+ * file's bytes stay in sc (for the copy of a damaged file) until scan_release, even on failure.
+ */
+static int scan_file(int fd, const char *path, uint64_t size, bool may_map, pl_replay_cb replay,
+                     void *arg, struct scan *sc, uint64_t *base, struct csr_err *err) {
+  int rc = load_file(fd, size, may_map, sc);
+  if (rc < 0)
+    return load_fail(err, path, "read", rc);
+  rc = check_header(sc->p, sc->size, base);
+  if (rc < 0) {
+    csr_err_set(err, path, 0, "", "%s",
+                rc == UV_ENOTSUP ? "unsupported AOF version or header length; left untouched"
+                                 : "not a csurelay AOF (bad header); left untouched");
+    return rc;
+  }
+  uint64_t fail_at = 0;
+  rc = replay_all(sc, replay, arg, &fail_at);
+  if (rc < 0)
+    csr_err_set(err, path, 0, "", "replay refused the record at offset %llu: %s",
+                (unsigned long long)fail_at, csr_strerror(rc));
+  return rc;
+}
+
+/*
+ * What a scan found, into stats and, in words, into stats->health_reason (damaged regions only: a
+ * torn tail is the normal trace of a crash) and *err. `copy` names the copy the store kept and
+ * means the store repaired the file; NULL is a reader that changed nothing.
+ */
+static void report_scan(const char *path, const struct scan *sc, const char *copy,
+                        struct pl_store_stats *st, struct csr_err *err) {
+  st->records_replayed = sc->records;
+  st->torn_tails = sc->torn_bytes ? 1 : 0;
+  st->torn_bytes = sc->torn_bytes;
+  st->corrupt_regions = sc->regions;
+  st->corrupt_bytes = sc->region_bytes;
+  char torn[128] = "";
+  if (sc->torn_bytes)
+    snprintf(torn, sizeof(torn), "torn tail of %llu bytes at offset %llu %s",
+             (unsigned long long)sc->torn_bytes, (unsigned long long)sc->end,
+             copy ? "truncated" : "(left as is)");
+  if (sc->regions == 0) {
+    if (torn[0])
+      csr_err_set(err, path, 0, "", "%s", torn);
+    return;
+  }
+  snprintf(st->health_reason, sizeof(st->health_reason),
+           "AOF damaged: %llu bytes in %llu region(s) skipped, the first at offset %llu (%llu "
+           "bytes); %llu intact records replayed%s%s",
+           (unsigned long long)sc->region_bytes, (unsigned long long)sc->regions,
+           (unsigned long long)sc->first_region, (unsigned long long)sc->first_len,
+           (unsigned long long)sc->records, copy ? "; copy kept in " : "", copy ? copy : "");
+  st->healthy = false;
+  csr_err_set(err, path, 0, "", "%s%s%s", st->health_reason, torn[0] ? "; " : "", torn);
+}
+
 /* Replays an existing file, copies it if damaged, cuts a torn tail. fd is open. */
 static int load_existing(struct pl_store *s, uint64_t size, pl_replay_cb replay, void *arg,
                          struct csr_err *err) {
-  uint8_t *data = NULL;
-  bool mapped = false;
-  int rc = map_file(s->fd, size, &data, &mapped);
-  if (rc < 0)
-    return load_fail(err, s->path, "read", rc);
-  struct scan sc = {.p = data, .size = size};
-  uint64_t fail_at = 0;
+  struct scan sc = {0};
   char copy[4200] = "";
-  rc = check_header(data, size, &s->base);
-  if (rc < 0)
-    csr_err_set(err, s->path, 0, "", "%s",
-                rc == UV_ENOTSUP ? "unsupported AOF version or header length; left untouched"
-                                 : "not a csurelay AOF (bad header); left untouched");
-  if (rc == 0 && (rc = replay_all(&sc, replay, arg, &fail_at)) < 0)
-    csr_err_set(err, s->path, 0, "", "replay refused the record at offset %llu: %s",
-                (unsigned long long)fail_at, csr_strerror(rc));
+  int rc = scan_file(s->fd, s->path, size, true, replay, arg, &sc, &s->base, err);
   if (rc == 0 && sc.regions && (rc = copy_damaged(s, &sc, copy, sizeof(copy))) < 0)
     csr_err_set(err, s->path, 0, "", "damaged AOF, and the copy before repair failed: %s",
                 csr_strerror(rc));
-  if (mapped)
-    munmap(data, size);
-  else
-    free(data);
+  scan_release(&sc);
   if (rc < 0)
     return rc;
   if (sc.torn_bytes && ftruncate(s->fd, (off_t)sc.end) != 0)
     return load_fail(err, s->path, "truncate the torn tail", -errno);
   s->written = sc.end;
-  s->stats.records_replayed = sc.records;
-  s->stats.torn_tails = sc.torn_bytes ? 1 : 0;
-  s->stats.torn_bytes = sc.torn_bytes;
-  s->stats.corrupt_regions = sc.regions;
-  s->stats.corrupt_bytes = sc.region_bytes;
-  if (sc.torn_bytes || sc.regions)
-    report_damage(s, &sc, copy, err);
+  report_scan(s->path, &sc, copy, &s->stats, err);
   return 0;
+}
+
+/*
+ * One running store per directory: an exclusive flock on {dir}/csurelay.lock, held until the
+ * store is freed. A file of its own because the AOF is replaced by every compaction's rename; the
+ * kernel drops the lock with the process, so a kill -9 leaves nothing stale. The holder writes its
+ * pid there so the next one can name it.
+ */
+static int lock_busy(struct pl_store *s, int fd, struct csr_err *err) {
+  char text[32] = "";
+  ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+  long pid = n > 0 ? strtol(text, NULL, 10) : 0;
+  char who[48] = "pid unknown"; /* the holder locks first, then writes its pid */
+  if (pid > 0)
+    snprintf(who, sizeof(who), "pid %ld", pid);
+  csr_err_set(err, "", 0, "", "state dir %s is in use by another csurelay (%s)", s->dir, who);
+  return UV_EBUSY;
+}
+
+static int lock_dir(struct pl_store *s, struct csr_err *err) {
+  char *path = pl__join(s->dir, "/" PL__LOCK_NAME);
+  if (path == NULL)
+    return UV_ENOMEM;
+  char text[32];
+  int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+  int rc = 0, fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0)
+    rc = load_fail(err, path, "open the lock file", -errno);
+  else if (flock(fd, LOCK_EX | LOCK_NB) != 0)
+    rc = errno == EWOULDBLOCK ? lock_busy(s, fd, err) : load_fail(err, path, "lock", -errno);
+  else if (ftruncate(fd, 0) != 0)
+    rc = load_fail(err, path, "write the lock file", -errno);
+  else if ((rc = pl__write_all(fd, text, (size_t)len, 0)) < 0)
+    load_fail(err, path, "write the lock file", rc);
+  free(path);
+  if (rc < 0 && fd >= 0)
+    close(fd);
+  if (rc == 0)
+    s->lock_fd = fd;
+  return rc;
 }
 
 int pl__store_load(struct pl_store *s, pl_replay_cb replay, void *arg, struct csr_err *err) {
   int rc = make_dirs(s->dir);
   if (rc < 0)
     return load_fail(err, s->dir, "create the state directory", rc);
+  rc = lock_dir(s, err);
+  if (rc < 0)
+    return rc;
   /* A leftover of a rewrite or creation that crashed: never committed, so never the state. */
   if (unlink(s->tmp_path) != 0 && errno != ENOENT)
     return load_fail(err, s->tmp_path, "remove the leftover temp file", -errno);
@@ -434,4 +514,45 @@ int pl__store_load(struct pl_store *s, pl_replay_cb replay, void *arg, struct cs
   if (s->base < PL__AOF_HDR_BYTES)
     s->base = PL__AOF_HDR_BYTES;
   return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Read-only replay */
+/* ---------------------------------------------------------------------------------------------- */
+
+int pl_store_read(const char *dir, pl_replay_cb replay, void *arg, struct pl_store_stats *stats,
+                  struct csr_err *err) {
+  struct pl_store_stats local;
+  if (stats == NULL)
+    stats = &local;
+  *stats = (struct pl_store_stats){.healthy = true};
+  if (err)
+    *err = (struct csr_err){0};
+  if (dir == NULL || dir[0] == '\0' || replay == NULL) {
+    csr_err_set(err, "", 0, "state.dir", "pl_store_read: missing argument");
+    return UV_EINVAL;
+  }
+  char *path = pl__join(dir, "/" PL__AOF_NAME);
+  if (path == NULL)
+    return UV_ENOMEM;
+  /* No lock: the relay only ever appends, truncates a failed write back off, or renames a
+   * complete file over this one, so the bytes read are a prefix of some complete file and the
+   * scan keeps the intact records of it (a record being written counts as a torn tail). */
+  struct stat st;
+  int rc = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || fstat(fd, &st) != 0)
+    rc = load_fail(err, path, "open", -errno);
+  if (rc == 0 && st.st_size > 0) {
+    struct scan sc = {0};
+    uint64_t base;
+    rc = scan_file(fd, path, (uint64_t)st.st_size, false, replay, arg, &sc, &base, err);
+    scan_release(&sc);
+    stats->file_bytes = sc.size;
+    if (rc == 0)
+      report_scan(path, &sc, NULL, stats, err);
+  }
+  if (fd >= 0)
+    close(fd);
+  free(path);
+  return rc;
 }

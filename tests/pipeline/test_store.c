@@ -1,6 +1,7 @@
 /* The state store: round trip, fsync policies, close, torn tails, damage in the middle, compaction
  * (manual, automatic, with appends racing it, abandoned by close), refusals, write and fsync
- * errors, and kill -9 of a child appending with fsync=always. */
+ * errors, kill -9 of a child appending with fsync=always, one store per directory (the lock), and
+ * the read-only replay beside a running store. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1258,6 +1259,267 @@ static void test_kill9(void **state) {
   env_teardown(&e);
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* One store per directory; read-only replay */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Entries of dir (names joined), to show that a read created or removed nothing. */
+static void list_dir(const char *dir, char *out, size_t len) {
+  DIR *d = opendir(dir);
+  assert_non_null(d);
+  out[0] = '\0';
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    size_t used = strlen(out);
+    snprintf(out + used, len - used, "%s/", de->d_name);
+  }
+  closedir(d);
+}
+
+static void test_lock_second_open(void **state) {
+  struct env e;
+  env_setup(&e);
+  struct owner o = {.fail_at = -1}, o2 = {.fail_at = -1};
+  struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_ALWAYS);
+  struct pl_store *s = open_ok(&e, &opts, &o, NULL);
+  append_seq(s, 0, NULL);
+  rx_loop_run(&e.loop);
+  uint64_t size = file_size(e.path);
+  /* a second open (another OFD, as another process would have) is refused, naming the holder */
+  struct pl_store *s2 = NULL;
+  struct csr_err err;
+  assert_int_equal(pl_store_open(&e.loop, &opts, on_replay, on_dump, &o2, &s2, &err), UV_EBUSY);
+  assert_null(s2);
+  assert_int_equal(o2.n, 0); /* nothing replayed */
+  char want[256];
+  snprintf(want, sizeof(want), "state dir %s is in use by another csurelay (pid %ld)", e.dir,
+           (long)getpid());
+  assert_string_equal(err.msg, want);
+  assert_int_equal(file_size(e.path), size);
+  /* the holder is unharmed */
+  struct req r;
+  append_seq(s, 1, &r);
+  rx_loop_run(&e.loop);
+  assert_int_equal(r.result, 0);
+  close_run(&e, s);
+  /* closed: the next open works and sees both records */
+  s = open_ok(&e, &opts, &o, NULL);
+  assert_int_equal(o.n, 2);
+  check_rec(&o.r[1], 1);
+  close_run(&e, s);
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
+/* A copy of the file and the directory's names, to compare after a read. */
+struct snap {
+  uint8_t *bytes;
+  uint64_t len;
+  char names[1024];
+};
+
+static void snap_take(struct env *e, struct snap *sn) {
+  sn->bytes = slurp(e->path, &sn->len);
+  list_dir(e->dir, sn->names, sizeof(sn->names));
+}
+
+static void snap_same(struct env *e, struct snap *sn) {
+  uint64_t len;
+  uint8_t *now = slurp(e->path, &len);
+  assert_int_equal(len, sn->len);
+  assert_memory_equal(now, sn->bytes, len);
+  char names[1024];
+  list_dir(e->dir, names, sizeof(names));
+  assert_string_equal(names, sn->names);
+  free(now);
+  free(sn->bytes);
+}
+
+static void test_read_torn_tail(void **state) {
+  struct env e;
+  env_setup(&e);
+  write_records(&e, 20);
+  uint64_t size = file_size(e.path);
+  assert_int_equal(truncate(e.path, (off_t)(size - 7)), 0);
+  struct snap sn;
+  snap_take(&e, &sn);
+  for (int round = 0; round < 2; round++) { /* twice: the first changed nothing */
+    struct owner o = {.fail_at = -1};
+    struct pl_store_stats st;
+    struct csr_err err;
+    assert_int_equal(pl_store_read(e.dir, on_replay, &o, &st, &err), 0);
+    assert_int_equal(o.n, 19);
+    for (uint64_t i = 0; i < 19; i++)
+      check_rec(&o.r[i], i);
+    assert_int_equal(st.records_replayed, 19);
+    assert_int_equal(st.torn_tails, 1);
+    assert_int_equal(st.torn_bytes, rec_bytes(19) - 7);
+    assert_int_equal(st.corrupt_regions, 0);
+    assert_int_equal(st.file_bytes, size - 7);
+    assert_true(st.healthy);
+    assert_non_null(strstr(err.msg, "torn tail"));
+    assert_non_null(strstr(err.msg, "left as is"));
+    owner_reset(&o);
+  }
+  snap_same(&e, &sn);
+  env_teardown(&e);
+}
+
+static void test_read_damage(void **state) {
+  enum { N = 30, K = 12 };
+  struct env e;
+  env_setup(&e);
+  write_records(&e, N);
+  uint64_t off = damage_record(&e, K, PL__REC_HDR_BYTES + 10);
+  struct snap sn;
+  snap_take(&e, &sn);
+  struct owner o = {.fail_at = -1};
+  struct pl_store_stats st;
+  struct csr_err err;
+  assert_int_equal(pl_store_read(e.dir, on_replay, &o, &st, &err), 0);
+  assert_int_equal(o.n, N - 1);
+  for (uint64_t i = 0; i < N - 1; i++)
+    check_rec(&o.r[i], i < K ? i : i + 1);
+  assert_int_equal(st.corrupt_regions, 1);
+  assert_int_equal(st.corrupt_bytes, rec_bytes(K));
+  assert_int_equal(st.torn_tails, 0);
+  assert_false(st.healthy);
+  char want[64];
+  snprintf(want, sizeof(want), "first at offset %llu", (unsigned long long)off);
+  assert_non_null(strstr(st.health_reason, want));
+  assert_null(strstr(st.health_reason, "copy kept"));
+  assert_non_null(strstr(err.msg, want));
+  snap_same(&e, &sn); /* no copy, no repair */
+  owner_reset(&o);
+  /* a replay refusal stops the read with its error */
+  o.fail_at = 3;
+  assert_int_equal(pl_store_read(e.dir, on_replay, &o, &st, &err), UV_EPROTO);
+  assert_int_equal(o.n, 3);
+  assert_non_null(strstr(err.msg, "replay refused"));
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
+static void test_read_refusals(void **state) {
+  struct env e;
+  env_setup(&e);
+  struct owner o = {.fail_at = -1};
+  struct pl_store_stats st;
+  struct csr_err err;
+  char missing[160];
+  snprintf(missing, sizeof(missing), "%s/none", e.dir);
+  assert_int_equal(pl_store_read(missing, on_replay, &o, &st, &err), UV_ENOENT);
+  assert_int_equal(access(missing, F_OK), -1); /* not created */
+  assert_int_equal(pl_store_read(e.dir, on_replay, &o, &st, &err), UV_ENOENT);
+  assert_int_equal(access(e.path, F_OK), -1);
+  assert_int_equal(pl_store_read(NULL, on_replay, &o, &st, &err), UV_EINVAL);
+  assert_int_equal(pl_store_read(e.dir, NULL, &o, &st, &err), UV_EINVAL);
+  FILE *f = fopen(e.path, "w");
+  assert_non_null(f);
+  fputs("this is not an append-only file, but it is long enough", f);
+  fclose(f);
+  assert_int_equal(pl_store_read(e.dir, on_replay, &o, NULL, &err), CSR_ECORRUPT);
+  assert_non_null(strstr(err.msg, "not a csurelay AOF"));
+  assert_int_equal(truncate(e.path, 0), 0);
+  assert_int_equal(pl_store_read(e.dir, on_replay, &o, &st, &err), 0); /* empty: nothing */
+  assert_int_equal(st.records_replayed, 0);
+  assert_int_equal(o.n, 0);
+  env_teardown(&e);
+}
+
+static void test_read_beside_open_store(void **state) {
+  struct env e;
+  env_setup(&e);
+  struct owner o = {.fail_at = -1}, r = {.fail_at = -1};
+  struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_ALWAYS);
+  struct pl_store *s = open_ok(&e, &opts, &o, NULL);
+  static uint8_t buf[70000];
+  for (uint64_t i = 0; i < 12; i++) { /* the owner keeps them too, for the compaction's dump */
+    uint8_t type;
+    size_t len = payload(buf, i, &type);
+    owner_push(&o, type, buf, len);
+  }
+  for (uint64_t i = 0; i < 10; i++)
+    append_seq(s, i, NULL);
+  rx_loop_run(&e.loop);
+  /* two more appended but not yet written (the loop has not turned): the read sees the 10 */
+  append_seq(s, 10, NULL);
+  append_seq(s, 11, NULL);
+  struct pl_store_stats st;
+  struct csr_err err;
+  assert_int_equal(pl_store_read(e.dir, on_replay, &r, &st, &err), 0);
+  assert_int_equal(r.n, 10);
+  for (uint64_t i = 0; i < 10; i++)
+    check_rec(&r.r[i], i);
+  assert_int_equal(st.torn_tails, 0);
+  assert_string_equal(err.msg, "");
+  rx_loop_run(&e.loop);
+  owner_reset(&r);
+  assert_int_equal(pl_store_read(e.dir, on_replay, &r, &st, &err), 0);
+  assert_int_equal(r.n, 12);
+  assert_int_equal(st.file_bytes, pl_store_stats(s)->file_bytes);
+  /* and after a compaction renamed a new file over the old one */
+  assert_int_equal(pl_store_compact(s), 0);
+  rx_loop_run(&e.loop);
+  owner_reset(&r);
+  assert_int_equal(pl_store_read(e.dir, on_replay, &r, &st, &err), 0);
+  assert_int_equal(r.n, 12);
+  for (uint64_t i = 0; i < 12; i++)
+    check_rec(&r.r[i], i);
+  close_run(&e, s);
+  owner_reset(&r);
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
+/* Another process holds the store (the crasher, appending and compacting): open is refused naming
+ * its pid, reads see consistent, growing prefixes, and once it is killed open works. */
+static void test_lock_other_process(void **state) {
+  char bin[4096];
+  find_crasher(bin, sizeof(bin));
+  struct env e;
+  env_setup(&e);
+  int fd;
+  pid_t pid = spawn_crasher(bin, e.dir, 0x10c4, &fd);
+  char carry[32];
+  size_t carry_len = 0;
+  uint64_t max1 = 0, count = 0;
+  while (count < 50) /* it has opened the store and made records durable */
+    assert_true(read_durable(fd, carry, &carry_len, &max1, &count) > 0);
+  struct owner o = {.fail_at = -1};
+  struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_ALWAYS);
+  struct pl_store *s = NULL;
+  struct csr_err err;
+  assert_int_equal(pl_store_open(&e.loop, &opts, on_replay, on_dump, &o, &s, &err), UV_EBUSY);
+  char want[64];
+  snprintf(want, sizeof(want), "(pid %ld)", (long)pid);
+  assert_non_null(strstr(err.msg, want));
+  uint64_t have = 0;
+  for (int i = 0; i < 20; i++) {
+    owner_reset(&o);
+    uint64_t durable = max1;
+    struct pl_store_stats st;
+    assert_int_equal(pl_store_read(e.dir, on_replay, &o, &st, &err), 0);
+    assert_int_equal(st.corrupt_regions, 0);
+    uint64_t now = crasher_check(&o);
+    assert_true(now >= durable); /* everything reported durable before the read */
+    assert_true(now >= have);
+    have = now;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 10) > 0)
+      read_durable(fd, carry, &carry_len, &max1, &count);
+  }
+  assert_int_equal(kill(pid, SIGKILL), 0);
+  int status;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  close(fd);
+  s = open_ok(&e, &opts, &o, NULL);
+  assert_true(crasher_check(&o) >= have);
+  close_run(&e, s);
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   const struct CMUnitTest tests[] = {
@@ -1285,6 +1547,12 @@ int main(void) {
       cmocka_unit_test(test_write_error),
       cmocka_unit_test(test_fsync_error),
       cmocka_unit_test(test_kill9),
+      cmocka_unit_test(test_lock_second_open),
+      cmocka_unit_test(test_read_torn_tail),
+      cmocka_unit_test(test_read_damage),
+      cmocka_unit_test(test_read_refusals),
+      cmocka_unit_test(test_read_beside_open_store),
+      cmocka_unit_test(test_lock_other_process),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

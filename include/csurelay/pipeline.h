@@ -1091,6 +1091,15 @@ struct pl_store *pl_admit_store(struct pl_admit *a);
 
 void pl_admit_stats(const struct pl_admit *a, struct pl_admit_stats *out);
 
+/** One CSU's share of the admissions, for the per-CSU /metrics lines. */
+struct pl_admit_csu_stats {
+  uint64_t admitted;   /* new ids admitted (unrouted included) */
+  uint64_t duplicates; /* rows already in the dedupe set */
+};
+/** The i-th configured CSU's numbers (cfg->csus order); UV_EINVAL past the end. */
+CSR_NODISCARD int pl_admit_csu_stats(const struct pl_admit *a, size_t i,
+                                     struct pl_admit_csu_stats *out);
+
 /** See "Shutdown" above; `cb` (may be NULL) fires from the loop once `a` is freed. A second call is
  * ignored. */
 void pl_admit_close(struct pl_admit *a, void (*cb)(void *arg), void *arg);

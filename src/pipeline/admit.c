@@ -55,6 +55,7 @@ struct pl_admit {
   const char **warned; /* (csu, type) strings of the config already warned about as unrouted */
   size_t n_warned;
   struct csr_jw jw;
+  struct pl_admit_csu_stats *csu_st; /* per configured CSU (cfg->csus order) */
   struct held *held; /* list of held pages */
   int fail_rc;       /* the failure that stopped admission, 0 while admitting */
   char reason[256];
@@ -95,6 +96,7 @@ static void finish_close(struct pl_admit *a) {
     free(a->routes[i].sinks);
   free(a->routes);
   free(a->warned);
+  free(a->csu_st);
   free(a);
   if (cb)
     cb(arg);
@@ -233,8 +235,17 @@ static int admit_row(struct pl_admit *a, struct held *h, struct slot *s,
   return 0;
 }
 
+/* The page's CSU's counters (its csu points into cfg->csus: the poll stage was built from it). */
+static struct pl_admit_csu_stats *csu_stats(struct pl_admit *a, const struct csr_csu *csu) {
+  static struct pl_admit_csu_stats sink; /* a CSU from elsewhere: counted nowhere */
+  uintptr_t p = (uintptr_t)csu, base = (uintptr_t)a->cfg->csus;
+  size_t i = (p - base) / sizeof(*csu);
+  return p >= base && i < a->cfg->n_csus && &a->cfg->csus[i] == csu ? &a->csu_st[i] : &sink;
+}
+
 static void on_page(void *arg, struct pl_poll_page *page) {
   struct pl_admit *a = arg;
+  struct pl_admit_csu_stats *cs = csu_stats(a, page->csu);
   a->st.pages++;
   if (a->closing || a->fail_rc != 0) {
     answer(a, page, a->closing ? UV_ECANCELED : a->fail_rc);
@@ -246,6 +257,7 @@ static void on_page(void *arg, struct pl_poll_page *page) {
     fresh += !pl_state_seen(a->state, page->events[i].id);
   if (fresh == 0) {
     a->st.duplicates += page->n;
+    cs->duplicates += page->n;
     answer(a, page, 0); /* the poll stage allows an answer from inside on_page */
     return;
   }
@@ -263,6 +275,7 @@ static void on_page(void *arg, struct pl_poll_page *page) {
   for (size_t i = 0; i < page->n; i++) {
     if (pl_state_seen(a->state, page->events[i].id)) { /* known, or earlier in this page */
       a->st.duplicates++;
+      cs->duplicates++;
       continue;
     }
     int rc = admit_row(a, h, &h->slots[h->n], page, i, r, now_ms);
@@ -271,6 +284,7 @@ static void on_page(void *arg, struct pl_poll_page *page) {
       break;
     }
     h->n++;
+    cs->admitted++;
     if (rc > 0)
       break;
   }
@@ -341,6 +355,9 @@ static int build(struct pl_admit *a, const struct csr_config *cfg) {
     for (size_t j = 0; j < cr->n_deliver; j++)
       r->sinks[r->n_sinks++] = cr->deliver[j].sink_name;
   }
+  a->csu_st = calloc(cfg->n_csus ? cfg->n_csus : 1, sizeof(*a->csu_st));
+  if (a->csu_st == NULL)
+    return UV_ENOMEM;
   struct pl_state_horizon *hz = calloc(cfg->n_csus ? cfg->n_csus : 1, sizeof(*hz));
   if (hz == NULL)
     return UV_ENOMEM;
@@ -366,6 +383,7 @@ static void free_partial(struct pl_admit *a) {
   for (size_t i = 0; i < a->n_routes; i++)
     free(a->routes[i].sinks);
   free(a->routes);
+  free(a->csu_st);
   csr_jw_free(&a->jw);
   free(a);
 }
@@ -462,6 +480,13 @@ bool pl_admit_has_room(const struct pl_admit *a) {
   struct pl_state_stats ss;
   pl_state_stats(a->state, &ss);
   return ss.live - ss.parked < max;
+}
+
+int pl_admit_csu_stats(const struct pl_admit *a, size_t i, struct pl_admit_csu_stats *out) {
+  if (i >= a->cfg->n_csus)
+    return UV_EINVAL;
+  *out = a->csu_st[i];
+  return 0;
 }
 
 struct pl_state *pl_admit_state(struct pl_admit *a) {

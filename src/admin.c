@@ -1,5 +1,5 @@
-/* Admin API handlers. /healthz answers from a constant so liveness probes and load tests measure the
- * server, not the handler; everything else may need the bearer token. */
+/* Admin API handlers. /healthz answers from a constant so liveness probes and load tests measure
+ * the server, not the handler; everything else may need the bearer token. */
 #include "admin.h"
 
 #include <stdio.h>
@@ -24,7 +24,7 @@ static int token_equal(const char *a, const char *b) {
   return diff == 0;
 }
 
-static int authorized(struct csr_admin *admin, struct rx_http_request *req) {
+int csr_admin_authorized(struct csr_admin *admin, struct rx_http_request *req) {
   if (admin->_token == NULL)
     return 1;
   const char *auth = rx_http_header(req, "Authorization");
@@ -42,7 +42,7 @@ static void on_healthz(struct rx_http_request *req, void *arg) {
 
 static void on_readyz(struct rx_http_request *req, void *arg) {
   struct csr_admin *admin = arg;
-  if (!authorized(admin, req))
+  if (!csr_admin_authorized(admin, req))
     return;
   char body[4096], why[256];
   size_t pos = (size_t)snprintf(body, sizeof(body), "{\"ready\":false,\"reasons\":[");
@@ -67,7 +67,7 @@ static void on_readyz(struct rx_http_request *req, void *arg) {
 
 static void on_metrics(struct rx_http_request *req, void *arg) {
   struct csr_admin *admin = arg;
-  if (!authorized(admin, req))
+  if (!csr_admin_authorized(admin, req))
     return;
   char *text = NULL;
   size_t len = 0;
@@ -82,7 +82,7 @@ static void on_metrics(struct rx_http_request *req, void *arg) {
 
 static void on_reload(struct rx_http_request *req, void *arg) {
   struct csr_admin *admin = arg;
-  if (!authorized(admin, req))
+  if (!csr_admin_authorized(admin, req))
     return;
   char why[600] = "", body[800];
   if (admin->_reload == NULL) {
@@ -107,11 +107,11 @@ static void collect(void *arg) {
 }
 
 static int register_metrics(struct csr_admin *admin, struct csr_metrics *m) {
-  struct csr_family *info = csr_metrics_family(m, "csurelay_build_info", "Version of csurelay.",
-                                               CSR_GAUGE, NULL, 0);
-  struct csr_family *req = csr_metrics_family(m, "csurelay_admin_requests_total",
-                                              "Requests answered by the admin API.", CSR_COUNTER,
-                                              NULL, 0);
+  struct csr_family *info =
+      csr_metrics_family(m, "csurelay_build_info", "Version of csurelay.", CSR_GAUGE, NULL, 0);
+  struct csr_family *req =
+      csr_metrics_family(m, "csurelay_admin_requests_total", "Requests answered by the admin API.",
+                         CSR_COUNTER, NULL, 0);
   struct csr_family *conns = csr_metrics_family(m, "csurelay_admin_connections",
                                                 "Open admin API connections.", CSR_GAUGE, NULL, 0);
   struct csr_family *up = csr_metrics_family(m, "csurelay_uptime_seconds",

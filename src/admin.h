@@ -46,6 +46,9 @@ CSR_NODISCARD int csr_admin_set_token(struct csr_admin *admin, const char *token
 /** Adds a readiness check consulted by /readyz. -ENOSPC past CSR_ADMIN_MAX_CHECKS. */
 CSR_NODISCARD int csr_admin_ready_check(struct csr_admin *admin, csr_ready_fn fn, void *arg);
 
+/** True when `req` may proceed; otherwise answers 401 and returns false (the request is done). */
+int csr_admin_authorized(struct csr_admin *admin, struct rx_http_request *req);
+
 /** Sets the hook POST /v1/reload calls (SIGHUP calls the same hook from main). */
 void csr_admin_on_reload(struct csr_admin *admin, csr_reload_fn fn, void *arg);
 

@@ -10,10 +10,12 @@
 #include <string.h>
 
 #include "admin.h"
+#include "admin_v1.h"
 #include "csurelay/config.h"
 #include "csurelay/log.h"
 #include "csurelay/metrics.h"
 #include "csurelay/reactor.h"
+#include "relay.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
@@ -23,10 +25,22 @@ struct app {
   struct csr_config *cfg;
   struct csr_metrics metrics;
   struct csr_admin admin;
+  struct csr_admin_v1 v1;
+  struct csr_relay *relay;     /* NULL while one stops and the next opens, and at exit */
+  struct csr_config *next_cfg; /* a reload's config while the old relay stops */
   struct csr_series *reloads;
   struct csr_series *reload_failures;
   int stopping;
 };
+
+/* A reload stops the old pipeline (drain, flush) and opens the new one on the same state, so
+ * events in flight carry over through the AOF; what is still in flight at the deadline is
+ * cancelled and delivered again by the new one. SIGTERM drains for up to one HTTP timeout. */
+enum { RELOAD_DRAIN_MS = 5000 };
+
+static uint64_t stop_drain_ms(const struct csr_config *cfg) {
+  return cfg->limits.http_timeout_ms + 1000;
+}
 
 static void usage(FILE *out) {
   fprintf(out, "usage: csurelay run -c FILE      run the relay\n"
@@ -62,10 +76,49 @@ static int cmd_check(const char *path) {
   return EXIT_OK;
 }
 
-/* Settings that live in handles already bound (listen addresses) need a restart; the rest applies
- * at once. The pipeline's settings join here as its stages arrive. */
+static int open_relay(struct app *app, const struct csr_config *cfg) {
+  struct csr_err err;
+  int rc = csr_relay_open(&app->loop, cfg, &app->metrics, &app->relay, &err);
+  if (rc < 0) {
+    char why[1024];
+    csr_err_format(&err, why, sizeof(why));
+    CSR_LOG(CSR_ERROR, "cannot start the pipeline", CSR_KS("reason", why), CSR_KERR(rc));
+  }
+  return rc;
+}
+
+/* The old relay has stopped: open the new one, or, if it cannot start, the old one again. */
+static void on_reload_stopped(void *arg) {
+  struct app *app = arg;
+  struct csr_config *next = app->next_cfg;
+  app->next_cfg = NULL;
+  if (app->stopping) { /* SIGTERM arrived meanwhile */
+    csr_config_destroy(next);
+    csr_admin_close(&app->admin, NULL);
+    return;
+  }
+  if (open_relay(app, next) == 0) {
+    csr_config_destroy(app->cfg);
+    app->cfg = next;
+    app->reloads->value++;
+    CSR_LOG(CSR_INFO, "configuration reloaded", CSR_KS("path", next->path));
+    return;
+  }
+  csr_config_destroy(next);
+  app->reload_failures->value++;
+  apply_log_level(app->cfg);
+  if (open_relay(app, app->cfg) < 0) /* it ran a moment ago: only a vanished resource fails */
+    CSR_LOG(CSR_ERROR, "the previous configuration cannot start either; pipeline stopped");
+}
+
+/* Settings that live in handles already bound (listen addresses) need a restart; the pipeline is
+ * rebuilt on the new config (see RELOAD_DRAIN_MS). */
 static int reload(void *arg, char *why, size_t len) {
   struct app *app = arg;
+  if (app->relay == NULL) {
+    snprintf(why, len, "a reload or stop is in progress");
+    return UV_EBUSY;
+  }
   struct csr_config *next = NULL;
   if (load_config(app->cfg->path, &next, why, len) < 0) {
     app->reload_failures->value++;
@@ -81,10 +134,11 @@ static int reload(void *arg, char *why, size_t len) {
       next->admin.listen.port != app->cfg->admin.listen.port)
     CSR_LOG(CSR_WARN, "admin.listen changed; it applies at the next restart");
   apply_log_level(next);
-  csr_config_destroy(app->cfg);
-  app->cfg = next;
-  app->reloads->value++;
-  CSR_LOG(CSR_INFO, "configuration reloaded", CSR_KS("path", next->path));
+  app->next_cfg = next;
+  struct csr_relay *old = app->relay;
+  app->relay = NULL;
+  CSR_LOG(CSR_INFO, "reloading: draining the pipeline", CSR_KS("path", next->path));
+  csr_relay_stop(old, RELOAD_DRAIN_MS, on_reload_stopped, app);
   return 0;
 }
 
@@ -93,23 +147,49 @@ static void on_sighup(struct rx_loop *loop) {
   (void)reload(loop->data, why, sizeof(why));
 }
 
+/* The pipeline is down and the AOF flushed: closing the admin server lets the loop end. */
+static void on_relay_stopped(void *arg) {
+  struct app *app = arg;
+  CSR_LOG(CSR_INFO, "pipeline stopped; state flushed");
+  csr_admin_close(&app->admin, NULL);
+}
+
 static void on_stop(struct rx_loop *loop, int signum) {
   struct app *app = loop->data;
   if (app->stopping)
     return;
   app->stopping = 1;
-  CSR_LOG(CSR_INFO, "stopping", CSR_KS("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
-  /* Closing the last handle lets rx_loop_run() return; in-flight work drains as it completes. */
-  csr_admin_close(&app->admin, NULL);
+  CSR_LOG(CSR_INFO, "stopping: draining the pipeline",
+          CSR_KS("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+  if (app->relay == NULL) { /* a reload is between relays: its callback finishes the stop */
+    if (app->next_cfg == NULL)
+      csr_admin_close(&app->admin, NULL);
+    return;
+  }
+  struct csr_relay *relay = app->relay;
+  app->relay = NULL;
+  csr_relay_stop(relay, stop_drain_ms(app->cfg), on_relay_stopped, app);
+}
+
+static void collect_relay(void *arg) {
+  struct app *app = arg;
+  csr_relay_collect(app->relay);
+}
+
+static int relay_ready(void *arg, char *why, size_t len) {
+  struct app *app = arg;
+  return csr_relay_ready(app->relay, why, len);
 }
 
 static int register_metrics(struct app *app) {
-  struct csr_family *reloads = csr_metrics_family(
-      &app->metrics, "csurelay_config_reloads_total", "Configuration reloads by result.",
-      CSR_COUNTER, NULL, 0);
+  struct csr_family *reloads =
+      csr_metrics_family(&app->metrics, "csurelay_config_reloads_total",
+                         "Configuration reloads by result.", CSR_COUNTER, NULL, 0);
   app->reloads = reloads ? csr_metrics_series(reloads, "result", "ok", NULL) : NULL;
   app->reload_failures = reloads ? csr_metrics_series(reloads, "result", "rejected", NULL) : NULL;
-  return app->reloads && app->reload_failures ? 0 : UV_ENOMEM;
+  if (!app->reloads || !app->reload_failures)
+    return UV_ENOMEM;
+  return csr_metrics_collector(&app->metrics, collect_relay, app);
 }
 
 static int start(struct app *app) {
@@ -135,6 +215,17 @@ static int start(struct app *app) {
     return rc;
   }
   csr_admin_on_reload(&app->admin, reload, app);
+  rc = csr_admin_ready_check(&app->admin, relay_ready, app);
+  if (rc == 0)
+    rc = csr_admin_v1_start(&app->v1, &app->admin, &app->relay);
+  if (rc == 0)
+    rc = open_relay(app, app->cfg);
+  if (rc < 0) {
+    csr_admin_close(&app->admin, NULL);
+    rx_loop_run(&app->loop); /* lets the admin server close */
+    rx_loop_close(&app->loop);
+    return rc;
+  }
   return 0;
 }
 

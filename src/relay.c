@@ -1,0 +1,354 @@
+/* The relay (relay.h): builds the pipeline for one configuration, starts it, and takes it apart
+ * in the order that loses nothing — stop polling, drain deliveries, close the route stage (its
+ * last OUTCOMEs go to the store), the fetcher and the sinks, then the admitter (flush + fsync),
+ * the token caches and the HTTP client. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "csurelay/log.h"
+#include "relay_internal.h"
+
+enum { TICK_MS = 1000, SINK_DOWN_MS = 30000 };
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Wiring callbacks                                                                               */
+/* ---------------------------------------------------------------------------------------------- */
+
+static struct pl_tokens *tokens_by_name(void *arg, const char *identity) {
+  struct csr_relay *r = arg;
+  for (size_t i = 0; identity != NULL && i < r->n_idents; i++)
+    if (strcmp(r->idents[i].id->name, identity) == 0)
+      return r->idents[i].tokens;
+  return NULL;
+}
+
+static struct pl_tokens *tokens_of_csu(void *arg, const struct csr_csu *csu) {
+  return tokens_by_name(arg, csu->identity_name);
+}
+
+/* The admitter exists before the route stage: events reach the stage through the relay. */
+static void on_admitted(void *arg, const char *id) {
+  struct csr_relay *r = arg;
+  if (r->route != NULL)
+    pl_route_on_admitted(r->route, id);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Sink health: a sink is down once it has not delivered for SINK_DOWN_MS while failing           */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void watch_sink(struct csr_relay *r, size_t i, uint64_t now) {
+  struct sink_watch *w = &r->watch[i];
+  const struct sk_sink *s = r->sinks[i];
+  uint64_t finals = s->delivered + s->skipped + s->dead;
+  char why[128] = "";
+  bool not_ready = s->ops->ready && s->ops->ready((struct sk_sink *)s, why, sizeof(why)) < 0;
+  if (finals != w->finals || (!not_ready && s->retried == w->retried))
+    w->ok_ms = now;
+  if (not_ready)
+    snprintf(w->why, sizeof(w->why), "%s", why);
+  else if (s->retried != w->retried)
+    snprintf(w->why, sizeof(w->why), "deliveries failing");
+  w->finals = finals;
+  w->retried = s->retried;
+  w->down = now - w->ok_ms >= SINK_DOWN_MS;
+}
+
+static uint64_t on_tick(struct rx_timer *t) {
+  struct csr_relay *r = t->data;
+  uint64_t now = rx_now_ms(r->loop);
+  for (size_t i = 0; i < r->cfg->n_sinks; i++)
+    watch_sink(r, i, now);
+  return TICK_MS;
+}
+
+int csr_relay_ready(void *arg, char *why, size_t len) {
+  struct csr_relay *r = arg;
+  if (r == NULL) {
+    snprintf(why, len, "pipeline: not running");
+    return -1;
+  }
+  struct pl_admit_stats as;
+  pl_admit_stats(r->admit, &as);
+  if (!as.healthy) {
+    snprintf(why, len, "state: %s", as.health_reason);
+    return -1;
+  }
+  for (size_t i = 0; i < r->cfg->n_sinks; i++)
+    if (r->watch[i].down) {
+      snprintf(why, len, "sink %s: down for %us or more (%s)", r->cfg->sinks[i].name,
+               SINK_DOWN_MS / 1000, r->watch[i].why);
+      return -1;
+    }
+  if (r->stopping) {
+    snprintf(why, len, "pipeline: stopping");
+    return -1;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Open                                                                                           */
+/* ---------------------------------------------------------------------------------------------- */
+
+static int open_tokens(struct csr_relay *r, struct csr_err *err) {
+  r->idents = calloc(r->cfg->n_identities ? r->cfg->n_identities : 1, sizeof(*r->idents));
+  if (r->idents == NULL)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < r->cfg->n_identities; i++) {
+    r->idents[i].id = &r->cfg->identities[i];
+    int rc = pl_tokens_create(r->loop, &r->http, r->idents[i].id, &r->idents[i].tokens);
+    if (rc < 0) {
+      csr_err_set(err, r->cfg->path, r->idents[i].id->line, "identities", "identity '%s': %s",
+                  r->idents[i].id->name, csr_strerror(rc));
+      return rc;
+    }
+    r->n_idents++;
+  }
+  return 0;
+}
+
+static int open_sinks(struct csr_relay *r, struct csr_err *err) {
+  size_t n = r->cfg->n_sinks;
+  r->sinks = calloc(n ? n : 1, sizeof(*r->sinks));
+  r->watch = calloc(n ? n : 1, sizeof(*r->watch));
+  if (r->sinks == NULL || r->watch == NULL)
+    return UV_ENOMEM;
+  r->env = (struct sk_env){.loop = r->loop,
+                           .http = &r->http,
+                           .default_timeout_ms = r->cfg->limits.http_timeout_ms,
+                           .tokens = tokens_by_name,
+                           .tokens_arg = r};
+  for (size_t i = 0; i < n; i++) {
+    int rc = sk_sink_create(&r->cfg->sinks[i], &r->env, &r->sinks[i], err);
+    if (rc < 0) {
+      snprintf(err->file, sizeof(err->file), "%s", r->cfg->path);
+      return rc;
+    }
+    r->n_sinks_open++;
+  }
+  return 0;
+}
+
+static int open_stages(struct csr_relay *r, struct csr_err *err) {
+  const struct csr_config *cfg = r->cfg;
+  struct pl_admit_ops aops = {.on_admitted = on_admitted};
+  int rc = pl_admit_open(r->loop, cfg, NULL, &aops, r, &r->admit, err);
+  if (rc < 0)
+    return rc;
+  if (err->msg[0] != '\0')
+    CSR_LOG(CSR_ERROR, "state: damage found in the AOF (kept a copy; see /readyz)",
+            CSR_KS("detail", err->msg));
+  memset(err, 0, sizeof(*err));
+  struct pl_enrich_opts eo = {.timeout_ms = (long)cfg->limits.http_timeout_ms};
+  rc = pl_enrich_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_by_name, r, &eo,
+                        &r->enrich);
+  if (rc == 0 && (rc = open_sinks(r, err)) < 0)
+    return rc;
+  struct pl_route_opts ro = {.metrics = r->metrics};
+  if (rc == 0)
+    rc = pl_route_create(r->loop, cfg, r->admit, r->enrich, r->sinks, &ro, &r->route);
+  struct pl_poll_opts po = {.max_searches = 8, .timeout_ms = (long)cfg->limits.http_timeout_ms};
+  if (rc == 0)
+    rc = pl_poll_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_of_csu, r, &po,
+                        pl_admit_poll_ops(r->admit), r->admit, &r->poll);
+  if (rc == 0)
+    rc = pl_admit_cursors(r->admit, r->poll);
+  if (rc < 0 && err->msg[0] == '\0')
+    csr_err_set(err, cfg->path, 0, "", "cannot build the pipeline: %s", csr_strerror(rc));
+  return rc;
+}
+
+static void log_replay(struct csr_relay *r) {
+  struct pl_state_stats ss;
+  pl_state_stats(csr_relay_state(r), &ss);
+  const struct pl_store_stats *st = pl_store_stats(pl_admit_store(r->admit));
+  CSR_LOG(CSR_INFO, "state replayed", CSR_KS("dir", r->cfg->state.dir),
+          CSR_KI("records", (int64_t)st->records_replayed), CSR_KI("live", (int64_t)ss.live),
+          CSR_KI("dead_letters", (int64_t)ss.dead_letters),
+          CSR_KI("torn_tails", (int64_t)st->torn_tails), CSR_KI("cursors", (int64_t)ss.cursors));
+}
+
+int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct csr_metrics *metrics,
+                   struct csr_relay **out, struct csr_err *err) {
+  memset(err, 0, sizeof(*err));
+  *out = NULL;
+  struct csr_relay *r = calloc(1, sizeof(*r));
+  if (r == NULL)
+    return UV_ENOMEM;
+  r->loop = loop;
+  r->cfg = cfg;
+  r->metrics = metrics;
+  /* Every CSU and Dataverse may sit behind one host (a gateway, or csusim): the per-host bound
+   * must not be the pipeline's bound. The stages bound themselves (max_in_flight, max_searches). */
+  struct rx_http_opts ho = {
+      .max_per_host = 256, .max_total = 1024, .timeout_ms = (long)cfg->limits.http_timeout_ms};
+  int rc = rx_http_init(&r->http, loop, &ho);
+  if (rc == 0) {
+    r->http_open = true;
+    rc = open_tokens(r, err);
+  }
+  if (rc == 0)
+    rc = open_stages(r, err);
+  if (rc == 0)
+    rc = rx_timer_init(&r->tick, loop);
+  if (rc == 0) {
+    r->tick_open = true;
+    r->tick.data = r;
+    rx_timer_unref(&r->tick);
+    rc = rx_timer_start(&r->tick, on_tick, TICK_MS);
+  }
+  if (rc == 0)
+    rc = csr_relay__metrics_open(r);
+  if (rc < 0) {
+    if (err->msg[0] == '\0')
+      csr_err_set(err, cfg->path, 0, "", "cannot start the pipeline: %s", csr_strerror(rc));
+    csr_relay_stop(r, 0, NULL, NULL);
+    return rc;
+  }
+  log_replay(r);
+  uint64_t now = rx_now_ms(loop);
+  for (size_t i = 0; i < cfg->n_sinks; i++)
+    r->watch[i].ok_ms = now;
+  pl_route_set_poll(r->route, r->poll);
+  pl_route_resume(r->route);
+  rc = pl_poll_start(r->poll);
+  if (rc < 0) {
+    csr_err_set(err, cfg->path, 0, "", "cannot start polling: %s", csr_strerror(rc));
+    csr_relay_stop(r, 0, NULL, NULL);
+    return rc;
+  }
+  *out = r;
+  return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Stop: each step starts the next from its callback                                              */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void step(struct csr_relay *r);
+
+static void on_step_done(void *arg) {
+  struct csr_relay *r = arg;
+  if (--r->waiting == 0)
+    step(r);
+}
+
+static void on_http_closed(struct rx_http *http) {
+  on_step_done(http->data);
+}
+
+static void on_tick_closed(struct rx_timer *t) {
+  on_step_done(t->data);
+}
+
+static void on_sink_closed(void *arg) {
+  on_step_done(arg);
+}
+
+static void on_drained(void *arg) {
+  struct csr_relay *r = arg;
+  struct pl_route_stats st;
+  pl_route_stats(r->route, &st);
+  CSR_LOG(CSR_INFO, "pipeline drained", CSR_KI("events_left", (int64_t)st.events));
+  on_step_done(arg);
+}
+
+static void finish(struct csr_relay *r) {
+  void (*cb)(void *arg) = r->stop_cb;
+  void *arg = r->stop_arg;
+  free(r->idents);
+  free(r->sinks);
+  free(r->watch);
+  csr_relay__metrics_free(r);
+  free(r);
+  if (cb != NULL)
+    cb(arg);
+}
+
+/* One stage at a time; `waiting` counts the callbacks the current step expects. */
+static void step(struct csr_relay *r) {
+  r->waiting = 1; /* held while this step starts its closes */
+  switch (r->phase++) {
+    case 0:
+      if (r->poll) {
+        r->waiting++;
+        pl_poll_stop(r->poll, on_step_done, r);
+      }
+      if (r->tick_open) {
+        r->waiting++;
+        rx_timer_close(&r->tick, on_tick_closed);
+      }
+      break;
+    case 1:
+      if (r->route && r->drain_ms > 0) {
+        r->waiting++;
+        pl_route_drain(r->route, r->drain_ms, on_drained, r);
+      }
+      break;
+    case 2:
+      if (r->route) {
+        r->waiting++;
+        pl_route_close(r->route, on_step_done, r);
+      }
+      break;
+    case 3:
+      if (r->enrich) {
+        r->waiting++;
+        pl_enrich_destroy(r->enrich, on_step_done, r);
+      }
+      for (size_t i = 0; i < r->n_sinks_open; i++) {
+        r->waiting++;
+        sk_sink_close(r->sinks[i], on_sink_closed, r);
+      }
+      break;
+    case 4:
+      if (r->admit) {
+        r->waiting++;
+        pl_admit_close(r->admit, on_step_done, r);
+      }
+      for (size_t i = 0; i < r->n_idents; i++) {
+        r->waiting++;
+        pl_tokens_destroy(r->idents[i].tokens, on_step_done, r);
+      }
+      break;
+    case 5:
+      if (r->http_open) {
+        r->waiting++;
+        r->http.data = r;
+        rx_http_close(&r->http, on_http_closed);
+      }
+      break;
+    default:
+      finish(r);
+      return;
+  }
+  on_step_done(r);
+}
+
+void csr_relay_stop(struct csr_relay *r, uint64_t drain_ms, void (*cb)(void *arg), void *arg) {
+  if (r == NULL || r->stopping)
+    return;
+  r->stopping = true;
+  r->drain_ms = drain_ms;
+  r->stop_cb = cb;
+  r->stop_arg = arg;
+  step(r);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Accessors                                                                                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+struct pl_state *csr_relay_state(struct csr_relay *r) {
+  return pl_admit_state(r->admit);
+}
+
+struct pl_route *csr_relay_route(struct csr_relay *r) {
+  return r->route;
+}
+
+const struct csr_config *csr_relay_config(const struct csr_relay *r) {
+  return r->cfg;
+}

@@ -1,0 +1,58 @@
+/* The relay's files (relay.c: assembly and stop; relay_metrics.c: /metrics and /v1/status). */
+#ifndef CSURELAY_RELAY_INTERNAL_H
+#define CSURELAY_RELAY_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "csurelay/sink.h"
+#include "relay.h"
+
+struct ident {
+  const struct csr_identity *id;
+  struct pl_tokens *tokens;
+};
+
+/** What the 1 s tick knows about a sink (relay.c, "Sink health"). */
+struct sink_watch {
+  uint64_t finals, retried; /* the sink's counters at the last tick */
+  uint64_t ok_ms;           /* loop time it last looked healthy */
+  bool down;
+  char why[128];
+};
+
+struct relay_metrics; /* relay_metrics.c */
+
+struct csr_relay {
+  struct rx_loop *loop;
+  const struct csr_config *cfg;
+  struct csr_metrics *metrics;
+  struct rx_http http;
+  bool http_open;
+  struct ident *idents;
+  size_t n_idents;
+  struct pl_admit *admit;
+  struct pl_enrich *enrich;
+  struct pl_route *route;
+  struct pl_poll *poll;
+  struct sk_env env;
+  struct sk_sink **sinks;
+  size_t n_sinks_open;
+  struct sink_watch *watch;
+  struct rx_timer tick;
+  bool tick_open;
+  struct relay_metrics *m;
+  /* stop */
+  bool stopping;
+  unsigned phase;
+  unsigned waiting;
+  uint64_t drain_ms;
+  void (*stop_cb)(void *arg);
+  void *stop_arg;
+};
+
+/* relay_metrics.c */
+/** Registers the relay's series (a counter continues from its value at open). */
+CSR_NODISCARD int csr_relay__metrics_open(struct csr_relay *r);
+void csr_relay__metrics_free(struct csr_relay *r);
+
+#endif

@@ -2,6 +2,7 @@
  * in the order that loses nothing — stop polling, drain deliveries, close the route stage (its
  * last OUTCOMEs go to the store), the fetcher and the sinks, then the admitter (flush + fsync),
  * the token caches and the HTTP client. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@
 #include "csurelay/log.h"
 #include "relay_internal.h"
 
-enum { TICK_MS = 1000, SINK_DOWN_MS = 30000 };
+enum { TICK_MS = 1000, SINK_DOWN_MS = 30000, MEMORY_CHECK_MS = 100 };
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Wiring callbacks                                                                               */
@@ -32,6 +33,27 @@ static void on_admitted(void *arg, const char *id) {
   struct csr_relay *r = arg;
   if (r->route != NULL)
     pl_route_on_admitted(r->route, id);
+}
+
+/* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
+ * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
+ * that malloc keeps would hold RSS up and admission off for good. Read at most every 100 ms. */
+static bool over_budget(void *arg) {
+  struct csr_relay *r = arg;
+  uint64_t now = rx_now_ms(r->loop);
+  if (r->cfg->limits.memory_mb == 0 || now - r->mem_checked_ms < MEMORY_CHECK_MS)
+    return r->mem_over;
+  r->mem_checked_ms = now;
+  struct mallinfo2 mi = mallinfo2();
+  uint64_t used = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+  bool over = used > r->cfg->limits.memory_mb * 1024 * 1024 / 10 * 8;
+  if (over != r->mem_over)
+    CSR_LOG(over ? CSR_WARN : CSR_INFO,
+            over ? "memory budget reached: admission waits" : "memory back under budget",
+            CSR_KI("heap_mb", (int64_t)(used >> 20)),
+            CSR_KI("memory_mb", (int64_t)r->cfg->limits.memory_mb));
+  r->mem_over = over;
+  return over;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -133,7 +155,7 @@ static int open_sinks(struct csr_relay *r, struct csr_err *err) {
 
 static int open_stages(struct csr_relay *r, struct csr_err *err) {
   const struct csr_config *cfg = r->cfg;
-  struct pl_admit_ops aops = {.on_admitted = on_admitted};
+  struct pl_admit_ops aops = {.on_admitted = on_admitted, .over_budget = over_budget};
   int rc = pl_admit_open(r->loop, cfg, NULL, &aops, r, &r->admit, err);
   if (rc < 0)
     return rc;

@@ -41,6 +41,8 @@ struct csr_relay {
   struct rx_timer tick;
   bool tick_open;
   struct relay_metrics *m;
+  uint64_t mem_checked_ms; /* loop time of the last heap reading */
+  bool mem_over;           /* over limits.memory_mb at that reading */
   /* stop */
   bool stopping;
   unsigned phase;

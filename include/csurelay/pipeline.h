@@ -1030,6 +1030,9 @@ struct pl_admit_ops {
   /** A new event is live and durably admitted (its entry is pl_state_event(state, id)). May be
    * NULL. Called right before its page is answered; `id` is valid during the call only. */
   void (*on_admitted)(void *arg, const char *id);
+  /** True while the process is over its memory budget (limits.memory_mb): admission then waits
+   * like it does at max_live_events, and pl_admit_has_room() says no. May be NULL. */
+  bool (*over_budget)(void *arg);
 };
 
 struct pl_admit_stats {
@@ -1073,7 +1076,8 @@ const struct pl_poll_ops *pl_admit_poll_ops(const struct pl_admit *a);
 CSR_NODISCARD int pl_admit_cursors(struct pl_admit *a, struct pl_poll *poll);
 
 /** True while the live events in work (live minus parked, see pl_state_stats) are below
- * limits.max_live_events and admission has not failed. */
+ * limits.max_live_events, the memory budget holds (ops->over_budget) and admission has not
+ * failed. */
 bool pl_admit_has_room(const struct pl_admit *a);
 
 /**

@@ -56,8 +56,8 @@ struct pl_admit {
   size_t n_warned;
   struct csr_jw jw;
   struct pl_admit_csu_stats *csu_st; /* per configured CSU (cfg->csus order) */
-  struct held *held; /* list of held pages */
-  int fail_rc;       /* the failure that stopped admission, 0 while admitting */
+  struct held *held;                 /* list of held pages */
+  int fail_rc;                       /* the failure that stopped admission, 0 while admitting */
   char reason[256];
   bool closing;
   bool store_closed;
@@ -473,6 +473,8 @@ int pl_admit_cursors(struct pl_admit *a, struct pl_poll *poll) {
 
 bool pl_admit_has_room(const struct pl_admit *a) {
   if (a->closing || a->fail_rc != 0)
+    return false;
+  if (a->ops.over_budget && a->ops.over_budget(a->arg))
     return false;
   uint64_t max = a->cfg->limits.max_live_events;
   if (max == 0)

@@ -24,19 +24,25 @@ static const char *state_name(enum pl_dstate st) {
   return "?";
 }
 
-/* Always three fraction digits, unlike csr_time_format (Retail Server's trimmed form): the views
- * are read by people and sorted by tools, and a fixed width serves both. */
+size_t csr_state_json_time(int64_t ms, char *buf, size_t len) {
+  char tmp[CSR_TIME_BUF];
+  size_t n = csr_time_format_seconds(ms, tmp, sizeof(tmp));
+  int frac = (int)(((ms % 1000) + 1000) % 1000); /* the seconds were floored towards the past */
+  if (n == 0 || len < n + 5) {
+    if (len > 0)
+      buf[0] = '\0';
+    return 0;
+  }
+  return (size_t)snprintf(buf, len, "%.*s.%03dZ", (int)(n - 1), tmp, frac);
+}
+
 static void kv_time(struct csr_jw *jw, const char *key, int64_t ms) {
   char buf[CSR_TIME_BUF];
-  size_t n = csr_time_format_seconds(ms, buf, sizeof(buf));
   csr_jw_key(jw, key);
-  if (n == 0) {
+  if (csr_state_json_time(ms, buf, sizeof(buf)) == 0)
     csr_jw_null(jw);
-    return;
-  }
-  int frac = (int)(((ms % 1000) + 1000) % 1000); /* the seconds were floored towards the past */
-  snprintf(buf + n - 1, sizeof(buf) - (n - 1), ".%03dZ", frac);
-  csr_jw_str(jw, buf);
+  else
+    csr_jw_str(jw, buf);
 }
 
 static void kv_opt_str(struct csr_jw *jw, const char *key, const char *s) {

@@ -26,6 +26,13 @@
 #include "csurelay/pipeline.h"
 
 /**
+ * Writes `ms` the way the views do, "2026-11-22T10:00:05.000Z" (always three fraction digits, so
+ * the text has one width and sorts as the time does), into buf, which holds CSR_TIME_BUF bytes.
+ * Returns the length, or 0 (and "") for an instant outside years 1 to 9999.
+ */
+size_t csr_state_json_time(int64_t ms, char *buf, size_t len);
+
+/**
  * One entry of the dedupe set:
  *   {"id", "csu", "type", "event_time", "admitted_at", "finished": bool,
  *    "event": {the row as stored, numbers keeping their text}   only when with_row and live,

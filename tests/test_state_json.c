@@ -392,6 +392,22 @@ static void test_summary(void **state) {
   pl_state_destroy(s);
 }
 
+static void test_time(void **state) {
+  char buf[CSR_TIME_BUF];
+  assert_int_equal(csr_state_json_time(0, buf, sizeof(buf)), 24);
+  assert_string_equal(buf, "1970-01-01T00:00:00.000Z");
+  assert_int_equal(csr_state_json_time(-1, buf, sizeof(buf)), 24);
+  assert_string_equal(buf, "1969-12-31T23:59:59.999Z");
+  int64_t ms;
+  assert_int_equal(csr_time_parse("9999-12-31T23:59:59.5Z", &ms), 0);
+  assert_int_equal(csr_state_json_time(ms, buf, sizeof(buf)), 24);
+  assert_string_equal(buf, "9999-12-31T23:59:59.500Z");
+  assert_int_equal(csr_state_json_time(ms + 1000, buf, sizeof(buf)), 0); /* year 10000 */
+  assert_string_equal(buf, "");
+  assert_int_equal(csr_state_json_time(0, buf, 24), 0); /* no room for the NUL */
+  assert_string_equal(buf, "");
+}
+
 /* The views compose: each is one value, so a caller can put several in one document. */
 static void test_views_compose(void **state) {
   struct fx f;
@@ -417,6 +433,7 @@ int main(void) {
       cmocka_unit_test(test_event_live),     cmocka_unit_test(test_event_final_states),
       cmocka_unit_test(test_event_finished), cmocka_unit_test(test_dlq),
       cmocka_unit_test(test_summary),        cmocka_unit_test(test_views_compose),
+      cmocka_unit_test(test_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

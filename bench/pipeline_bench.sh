@@ -6,7 +6,8 @@
 # (p50/p90/p99/max), plus the relay's CPU and peak RSS. Loopback only; stops by itself.
 #
 # Usage: bench/pipeline_bench.sh [rate] [secs] [csus]      (defaults 4000 40 16)
-# Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), MEMORY_MB (100), KEEP=1
+# Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60),
+# MEMORY_MB (100), KEEP=1
 # keeps the work dir. settle 0: the overlap re-reads catch late commits, so latency is the poll
 # interval plus the pipeline, which is what the target measures.
 set -euo pipefail
@@ -44,14 +45,17 @@ base=$(sed -n "s/^csusim listening on //p" "$work/sim.out")
 hostport=${base#http://}
 
 # The emulator's own config, tuned as an operator would for this load: Dataverse's per-sink limits
-# lifted (csusim's are lifted above), a wider webhook window, a shorter overlap (settle covers the
-# commit delay; the sweep catches later commits), the memory budget of the target.
+# lifted (csusim's are lifted above), a wider webhook window, a shorter overlap and no settle delay
+# (the overlap re-reads catch late commits, the sweep later ones), a sweep of 60 s rather than 900
+# (the dedupe set holds every id of the horizon: about 240 bytes x rate x max(overlap, sweep)), and
+# the memory budget of the target.
 CSUSIM_CLIENT_SECRET=csusim-secret build/csusim --listen "$hostport" --csus "$csus" --print-config \
   --state-dir "$work/var" --admin-listen 127.0.0.1:0 |
   sed -e 's/max_in_flight: 16, rate_per_s: 40/max_in_flight: 52, rate_per_s: 0/' \
     -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: 128}|" \
     -e "s/overlap_s: 10, settle_ms: 2000/overlap_s: $overlap, settle_ms: ${SETTLE_MS:-0}/" \
     -e "s/poll_interval_ms: 1000/poll_interval_ms: $poll_ms/" \
+    -e "s/sweep_s: 900, sweep_every_s: 300/sweep_s: ${SWEEP_S:-60}, sweep_every_s: 20/" \
     -e 's/start_from: -1h/start_from: -1s/' >"$work/relay.yaml"
 printf 'limits: {max_live_events: 20000, memory_mb: %s, http_timeout_ms: 10000}\n' "$memory_mb" \
   >>"$work/relay.yaml"

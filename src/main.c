@@ -11,6 +11,7 @@
 
 #include "admin.h"
 #include "admin_v1.h"
+#include "cli_state.h"
 #include "csurelay/config.h"
 #include "csurelay/log.h"
 #include "csurelay/metrics.h"
@@ -45,6 +46,7 @@ static uint64_t stop_drain_ms(const struct csr_config *cfg) {
 static void usage(FILE *out) {
   fprintf(out, "usage: csurelay run -c FILE      run the relay\n"
                "       csurelay check -c FILE    validate a configuration and exit\n"
+               "       csurelay state -d DIR     print the durable state (offline)\n"
                "       csurelay --version        print the version\n");
 }
 
@@ -283,6 +285,8 @@ int main(int argc, char **argv) {
     usage(stdout);
     return EXIT_OK;
   }
+  if (strcmp(cmd, "state") == 0)
+    return csr_cmd_state(argc, argv);
   const char *path = config_arg(argc, argv);
   if ((strcmp(cmd, "run") == 0 || strcmp(cmd, "check") == 0) && path == NULL) {
     fprintf(stderr, "csurelay %s: missing -c FILE\n", cmd);

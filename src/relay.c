@@ -163,19 +163,24 @@ static int open_stages(struct csr_relay *r, struct csr_err *err) {
     CSR_LOG(CSR_ERROR, "state: damage found in the AOF (kept a copy; see /readyz)",
             CSR_KS("detail", err->msg));
   memset(err, 0, sizeof(*err));
+  /* With no CSU there is nothing to poll or enrich: the relay still serves its admin API and
+   * delivers what the AOF holds (a CSU may be removed while its events wait in retry). */
   struct pl_enrich_opts eo = {.timeout_ms = (long)cfg->limits.http_timeout_ms};
-  rc = pl_enrich_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_by_name, r, &eo,
-                        &r->enrich);
+  if (cfg->n_csus > 0)
+    rc = pl_enrich_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_by_name, r, &eo,
+                          &r->enrich);
+  else
+    CSR_LOG(CSR_WARN, "no CSU configured: nothing to poll");
   if (rc == 0 && (rc = open_sinks(r, err)) < 0)
     return rc;
   struct pl_route_opts ro = {.metrics = r->metrics};
   if (rc == 0)
     rc = pl_route_create(r->loop, cfg, r->admit, r->enrich, r->sinks, &ro, &r->route);
   struct pl_poll_opts po = {.max_searches = 8, .timeout_ms = (long)cfg->limits.http_timeout_ms};
-  if (rc == 0)
+  if (rc == 0 && cfg->n_csus > 0)
     rc = pl_poll_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_of_csu, r, &po,
                         pl_admit_poll_ops(r->admit), r->admit, &r->poll);
-  if (rc == 0)
+  if (rc == 0 && r->poll != NULL)
     rc = pl_admit_cursors(r->admit, r->poll);
   if (rc < 0 && err->msg[0] == '\0')
     csr_err_set(err, cfg->path, 0, "", "cannot build the pipeline: %s", csr_strerror(rc));
@@ -235,7 +240,7 @@ int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct cs
     r->watch[i].ok_ms = now;
   pl_route_set_poll(r->route, r->poll);
   pl_route_resume(r->route);
-  rc = pl_poll_start(r->poll);
+  rc = r->poll ? pl_poll_start(r->poll) : 0;
   if (rc < 0) {
     csr_err_set(err, cfg->path, 0, "", "cannot start polling: %s", csr_strerror(rc));
     csr_relay_stop(r, 0, NULL, NULL);

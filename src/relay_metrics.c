@@ -181,7 +181,7 @@ int csr_relay__metrics_open(struct csr_relay *r) {
   if (m == NULL)
     return UV_ENOMEM;
   r->m = m;
-  m->n_lanes = pl_poll_lanes(r->poll);
+  m->n_lanes = r->poll ? pl_poll_lanes(r->poll) : 0;
   m->lanes = calloc(m->n_lanes ? m->n_lanes : 1, sizeof(*m->lanes));
   m->csus = calloc(r->cfg->n_csus ? r->cfg->n_csus : 1, sizeof(*m->csus));
   m->sinks = calloc(r->cfg->n_sinks ? r->cfg->n_sinks : 1, sizeof(*m->sinks));
@@ -230,7 +230,8 @@ static void collect_csus(struct csr_relay *r, struct relay_metrics *m) {
       ctr_set(&c->admitted, as.admitted);
       ctr_set(&c->duplicates, as.duplicates);
     }
-    const struct pl_enrich_csu_stats *es = pl_enrich_csu_stats(r->enrich, &r->cfg->csus[i]);
+    const struct pl_enrich_csu_stats *es =
+        r->enrich ? pl_enrich_csu_stats(r->enrich, &r->cfg->csus[i]) : NULL;
     if (es != NULL) {
       ctr_set(&c->enrich_requests, es->requests);
       gauge_set(c->enrich_in_flight, es->in_flight);
@@ -281,6 +282,8 @@ static void collect_globals(struct csr_relay *r, struct relay_metrics *m) {
     m->fsync_seconds.s->value = m->fsync_seconds.base + (double)st->fsync_total_us / 1e6;
   ctr_set(&m->torn_tails, st->torn_tails);
   ctr_set(&m->compactions, st->compactions);
+  if (r->enrich == NULL)
+    return;
   const struct pl_enrich_stats *es = pl_enrich_stats(r->enrich);
   gauge_set(m->cache_entries, (double)es->cache_entries);
   ctr_set(&m->cache_hits, es->cache_hits);

@@ -80,7 +80,7 @@ static void status_lane(struct csr_jw *jw, const struct pl_poll_stats *ps) {
 static void status_csus(struct csr_relay *r, struct csr_jw *jw) {
   csr_jw_key(jw, "csus");
   csr_jw_arr(jw);
-  size_t lanes = pl_poll_lanes(r->poll);
+  size_t lanes = r->poll ? pl_poll_lanes(r->poll) : 0;
   for (size_t i = 0; i < r->cfg->n_csus; i++) {
     const struct csr_csu *c = &r->cfg->csus[i];
     csr_jw_obj(jw);
@@ -98,7 +98,7 @@ static void status_csus(struct csr_relay *r, struct csr_jw *jw) {
         status_lane(jw, &ps);
     }
     csr_jw_arr_end(jw);
-    const struct pl_enrich_csu_stats *es = pl_enrich_csu_stats(r->enrich, c);
+    const struct pl_enrich_csu_stats *es = r->enrich ? pl_enrich_csu_stats(r->enrich, c) : NULL;
     csr_jw_key(jw, "enrich");
     csr_jw_obj(jw);
     kuint(jw, "requests", es ? es->requests : 0);
@@ -141,7 +141,8 @@ static void status_sinks(struct csr_relay *r, struct csr_jw *jw) {
 static void status_route(struct csr_relay *r, struct csr_jw *jw) {
   struct pl_route_stats st;
   pl_route_stats(r->route, &st);
-  const struct pl_enrich_stats *es = pl_enrich_stats(r->enrich);
+  static const struct pl_enrich_stats none;
+  const struct pl_enrich_stats *es = r->enrich ? pl_enrich_stats(r->enrich) : &none;
   csr_jw_key(jw, "route");
   csr_jw_obj(jw);
   kuint(jw, "events", st.events);

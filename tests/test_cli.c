@@ -190,7 +190,8 @@ static int free_port(void) {
 static int http(int port, const char *method, const char *path, const char *token, char *body,
                 size_t body_len) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   struct timeval tv = {.tv_sec = 5};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -221,15 +222,30 @@ static int http(int port, const char *method, const char *path, const char *toke
   return status;
 }
 
+/* The state lives beside the config ({dir}/var): the store locks its directory. */
 static void write_config(const char *path, int port, const char *extra) {
   FILE *f = fopen(path, "w");
   assert_non_null(f);
+  char dir[600];
+  snprintf(dir, sizeof(dir), "%s", path);
+  *strrchr(dir, '/') = '\0';
   fprintf(f,
-          "state: {dir: /tmp}\n"
+          "state: {dir: %s/var}\n"
           "admin: {listen: 127.0.0.1:%d, token_env: CSR_TEST_ADMIN_TOKEN}\n"
           "%s",
-          port, extra);
+          dir, port, extra);
   fclose(f);
+}
+
+static void remove_state(const char *dir) {
+  char p[700];
+  const char *names[] = {"csurelay.aof", "csurelay.lock", NULL};
+  for (int i = 0; names[i]; i++) {
+    snprintf(p, sizeof(p), "%s/var/%s", dir, names[i]);
+    unlink(p);
+  }
+  snprintf(p, sizeof(p), "%s/var", dir);
+  rmdir(p);
 }
 
 static int wait_healthy(struct proc *p, int port) {
@@ -272,7 +288,12 @@ static void test_run_serves_reloads_and_stops(void **state) {
   assert_non_null(strstr(body, "bogus_section"));
   write_config(path, port, "log: {level: debug}\n");
   assert_int_equal(http(port, "POST", "/v1/reload", "s3cret-token", body, sizeof(body)), 200);
-  assert_int_equal(http(port, "GET", "/metrics", "s3cret-token", body, sizeof(body)), 200);
+  /* The reload drains the pipeline and opens the new one: it counts once that is done. */
+  long deadline = now_ms() + 5000;
+  do {
+    pump(&p, 20);
+    assert_int_equal(http(port, "GET", "/metrics", "s3cret-token", body, sizeof(body)), 200);
+  } while (!strstr(body, "csurelay_config_reloads_total{result=\"ok\"} 1") && now_ms() < deadline);
   assert_non_null(strstr(body, "csurelay_config_reloads_total{result=\"ok\"} 1"));
   assert_non_null(strstr(body, "csurelay_config_reloads_total{result=\"rejected\"} 2"));
 
@@ -281,6 +302,7 @@ static void test_run_serves_reloads_and_stops(void **state) {
   assert_non_null(strstr(p.err, "\"msg\":\"stopped cleanly\""));
   assert_null(strstr(p.err, "s3cret-token")); /* secrets never reach the log */
   unlink(path);
+  remove_state(dir);
   rmdir(dir);
 }
 

@@ -490,8 +490,8 @@ int pl_route_create(struct rx_loop *loop, const struct csr_config *cfg, struct p
                     const struct pl_route_opts *opts, struct pl_route **out) {
   if (out)
     *out = NULL;
-  if (loop == NULL || cfg == NULL || admit == NULL || enrich == NULL || out == NULL ||
-      (cfg->n_sinks > 0 && sinks == NULL))
+  if (loop == NULL || cfg == NULL || admit == NULL || out == NULL ||
+      (enrich == NULL && cfg->n_csus > 0) || (cfg->n_sinks > 0 && sinks == NULL))
     return UV_EINVAL;
   for (size_t i = 0; i < cfg->n_sinks; i++)
     if (sinks[i] == NULL)

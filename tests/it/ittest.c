@@ -470,6 +470,26 @@ yajl_val it_admin_json(struct it *t, const char *fmt, ...) {
   return v;
 }
 
+double it_metric(struct it *t, const char *series) {
+  char url[128];
+  snprintf(url, sizeof(url), "%s/metrics", t->admin_url);
+  struct it_resp r;
+  if (it_http(t, "GET", url, NULL, &r) != 200)
+    fail_msg("GET %s: status %ld", url, r.status);
+  size_t n = strlen(series);
+  for (const char *line = r.body; line != NULL && *line; line = strchr(line, '\n')) {
+    line += *line == '\n';
+    if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+      double v = strtod(line + n + 1, NULL);
+      it_resp_free(&r);
+      return v;
+    }
+  }
+  it_resp_free(&r);
+  fail_msg("no series %s in /metrics", series);
+  return 0;
+}
+
 void it_sim_faults(struct it *t, const char *yaml) {
   char url[128];
   snprintf(url, sizeof(url), "%s/sim/faults", t->sim_url);

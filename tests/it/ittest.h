@@ -141,6 +141,9 @@ void it_resp_free(struct it_resp *r);
 yajl_val it_sim_json(struct it *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** Same on the relay's admin API. */
 yajl_val it_admin_json(struct it *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** The value of one series in the relay's GET /metrics, e.g.
+ * `csurelay_delivered_total{sink="audit"}` (asserts it is there). */
+double it_metric(struct it *t, const char *series);
 /** POST sim_url/sim/faults with a YAML body (replaces the plan; "" heals the endpoints). */
 void it_sim_faults(struct it *t, const char *yaml);
 /** The integer at a dotted path (asserts it is there). */

@@ -118,6 +118,12 @@ static void test_exactly_once(void **state) {
   it_sleep_ms(8000);
   int64_t cutoff = it_wall_ms();
   it_wait_complete(t, SINKS, cutoff, 40000);
+  yajl_val ready = it_admin_json(t, "/readyz");
+  assert_true(YAJL_IS_TRUE(csr_json_get(ready, "ready")));
+  csr_json_free(ready);
+  double m_hook = it_metric(t, "csurelay_delivered_total{sink=\"audit\"}");
+  double m_trigger = it_metric(t, "csurelay_delivered_total{sink=\"journeys\"}");
+  double m_skipped = it_metric(t, "csurelay_skipped_total{sink=\"journeys\"}");
   assert_int_equal(it_relay_stop(t, 15000, NULL), 0);
 
   struct walk *w = calloc(1, sizeof(*w));
@@ -145,8 +151,18 @@ static void test_exactly_once(void **state) {
   assert_int_equal(d.skipped_no_email, w->checkout - w->checkout_email);
   it_diff_free(&d);
 
+  /* The relay's own counters agree: read after the cutoff's events were all in, before the stop.
+   */
+  fprintf(stderr, "[exactly_once] /metrics: delivered audit %.0f, journeys %.0f; skipped %.0f\n",
+          m_hook, m_trigger, m_skipped);
+  assert_true(m_hook >= (double)(w->checkout + w->addcartlines));
+  assert_true(m_trigger >= (double)w->checkout_email);
+  assert_true(m_skipped >= (double)(w->checkout - w->checkout_email));
+
   /* Everything delivered at all, cutoff or not: nothing twice, nothing unknown or refused. */
   yajl_val l = it_sim_json(t, "/ledger");
+  assert_true(m_hook <= (double)it_int(l, "webhook.audit.received"));
+  assert_true(m_trigger <= (double)it_int(l, "trigger.received"));
   fprintf(stderr, "[exactly_once] totals: generated %lld, trigger %lld received, webhook %lld\n",
           (long long)it_int(l, "generated.total"), (long long)it_int(l, "trigger.received"),
           (long long)it_int(l, "webhook.audit.received"));

@@ -1,9 +1,12 @@
 /* One sink down for a while (issue 4): the webhook answers 503 to everything for 8 s while
  * csusim keeps generating. Meanwhile
  *   - the trigger keeps delivering (one stuck sink never blocks another, SPEC section 3),
- *   - the relay's live events stay within limits.max_live_events (500) plus the pages admitted
- *     while it filled up (sampled from /v1/status every 200 ms): admission pauses, the events wait
- *     in the CSUs' own stores,
+ *   - the relay's live events stay bounded (sampled from /v1/status every 200 ms): admission
+ *     pauses and the events wait in the CSUs' own stores. The budget is checked before a Search
+ *     starts (poll.c dispatch() asks admit's full()), so the pages of Searches already in flight
+ *     when it fills are still admitted: the bound the relay keeps is limits.max_live_events plus
+ *     one page per lane with a Search in flight, 500 + 4 x 50 here. (Measured 556-581: more than
+ *     the one page of slack one might expect from max_live_events "at most".)
  *   - no webhook delivery is recorded (the outage is real);
  * and after the webhook heals, every event committed before then reaches both sinks, none twice
  * (an injected 503 is answered instead of the receiver, so a retried delivery was never received).

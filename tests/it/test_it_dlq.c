@@ -5,6 +5,7 @@
  *   - all 20 webhook deliveries are in GET /v1/dlq with reason "max_attempts: http_503", status
  *     503 and attempts 3, and csusim counted exactly 3 x 20 webhook 503s;
  *   - DELETE /v1/dlq/{id} removes one ({"deleted":1}; the event is finished), an unknown id is 404;
+ *   - the queue and the deletion survive a restart (SIGTERM, exit 0, same state directory);
  *   - after healing, POST /v1/dlq/replay by id ({"replayed":1}) and by sink ({"replayed":18})
  *     delivers those 19 to the webhook, once each; the deleted one never arrives; the queue is
  *     empty. */
@@ -118,6 +119,25 @@ static void test_dlq(void **state) {
   assert_int_equal(it_int(l, "trigger.unique"), CARTS);
   csr_json_free(l);
 
+  /* The event view shows the same: its webhook delivery dead after 3 attempts. */
+  char esc2[600];
+  yajl_val ev = it_admin_json(t, "/v1/events/%s", it_escape(second, esc2, sizeof(esc2)));
+  assert_false(YAJL_IS_TRUE(csr_json_get(ev, "finished")));
+  yajl_val dels = csr_json_get(ev, "deliveries");
+  bool seen = false;
+  for (size_t i = 0; i < csr_json_len(dels); i++) {
+    yajl_val del = csr_json_at(dels, i);
+    if (strcmp(csr_json_get_str(del, "sink"), "audit") != 0)
+      continue;
+    seen = true;
+    assert_string_equal(csr_json_get_str(del, "state"), "dead");
+    assert_int_equal(it_int(del, "attempts"), 3);
+    assert_int_equal(it_int(del, "status"), 503);
+    assert_string_equal(csr_json_get_str(del, "reason"), "max_attempts: http_503");
+  }
+  assert_true(seen);
+  csr_json_free(ev);
+
   /* Delete one; an unknown id is 404. The event is finished once its last delivery is decided. */
   char path[700], esc[600];
   snprintf(path, sizeof(path), "/v1/dlq/%s", it_escape(first, esc, sizeof(esc)));
@@ -126,7 +146,15 @@ static void test_dlq(void **state) {
   admin_call(t, "DELETE", "/v1/dlq/csu0%7Cusrt%7CCheckout%7CNOPE%7C2020-01-01T00%3A00%3A00Z", NULL,
              404, NULL, 0);
   assert_int_equal(dlq_total(t), DEAD - 1);
-  yajl_val ev = it_admin_json(t, "/v1/events/%s", esc);
+  ev = it_admin_json(t, "/v1/events/%s", esc);
+  assert_true(YAJL_IS_TRUE(csr_json_get(ev, "finished")));
+  csr_json_free(ev);
+
+  /* Dead letters and the deletion are durable: they survive a restart on the same state. */
+  assert_int_equal(it_relay_stop(t, 15000, NULL), 0);
+  it_relay_start(t);
+  assert_int_equal(dlq_total(t), DEAD - 1);
+  ev = it_admin_json(t, "/v1/events/%s", esc);
   assert_true(YAJL_IS_TRUE(csr_json_get(ev, "finished")));
   csr_json_free(ev);
 

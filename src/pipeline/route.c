@@ -78,8 +78,9 @@ static int record_attempt(struct pl_route *r, const struct pl_sched_item *it, co
 /* Events in the stage                                                                            */
 /* ---------------------------------------------------------------------------------------------- */
 
-static struct pl_state_event *entry(const struct rev *v) {
-  return (struct pl_state_event *)v->ev;
+const struct pl_state_event *pl__route_live(const struct rev *v) {
+  const struct pl_state_event *ev = pl_state_event(v->r->state, v->id);
+  return ev != NULL && !ev->finished ? ev : NULL;
 }
 
 static bool in_work(enum pl_dstate st) {
@@ -98,7 +99,10 @@ void pl__route_release(struct rev *v) {
   if (v->next)
     v->next->prev = v->prev;
   r->st.events--;
-  entry(v)->_route = NULL;
+  const struct pl_state_event *ev = pl__route_live(v);
+  if (ev != NULL)
+    ((struct pl_state_event *)ev)->_route = NULL; /* the stage's slot in the entry */
+  free(v->id);
   pl_fetch_release(&v->order);
   pl_fetch_release(&v->customer);
   csr_json_free(v->row);
@@ -152,11 +156,10 @@ static void rev_plan_enrichment(struct rev *v) {
 
 /* The sk_event view of the row; the row's EventDateTime text is what sinks send as the time. */
 static void rev_view(struct rev *v) {
-  const struct pl_state_event *ev = v->ev;
-  v->ske = (struct sk_event){.id = ev->id,
-                             .csu = ev->csu,
-                             .type = ev->type,
-                             .time_ms = ev->time_ms,
+  v->ske = (struct sk_event){.id = v->id,
+                             .csu = v->csu,
+                             .type = v->type,
+                             .time_ms = v->time_ms,
                              .time_text = csr_json_get_str(v->row, "EventDateTime"),
                              .event = v->row};
 }
@@ -171,11 +174,19 @@ static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) 
     free(v); /* the state re-encoded the row itself: this is memory, not input */
     return NULL;
   }
+  v->id = strdup(ev->id);
+  if (v->id == NULL) {
+    csr_json_free(v->row);
+    free(v);
+    return NULL;
+  }
   v->r = r;
-  v->ev = ev;
+  v->csu = ev->csu;
+  v->type = ev->type;
+  v->time_ms = ev->time_ms;
   v->n = ev->n_sinks;
   v->route = find_route(r, ev->type);
-  v->csu = find_csu(r, ev->csu);
+  v->enricher = find_csu(r, ev->csu);
   rev_view(v);
   rev_plan_enrichment(v);
   v->order.data = v->customer.data = v;
@@ -198,31 +209,32 @@ static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) 
     r->revs->prev = v;
   r->revs = v;
   r->st.events++;
-  entry(v)->_route = v;
+  ((struct pl_state_event *)ev)->_route = v; /* the stage's slot in the entry */
   return v;
 }
 
 /* Every open delivery of the event still in work becomes a dead letter (enrichment failed). */
 static void rev_dead_letter_all(struct rev *v, const char *reason, int status,
                                 const char *excerpt) {
-  for (size_t i = 0; i < v->n && !v->ev->finished; i++) {
-    const struct pl_state_delivery *d = &v->ev->sinks[i];
+  const struct pl_state_event *ev;
+  for (size_t i = 0; i < v->n && (ev = pl__route_live(v)) != NULL; i++) {
+    const struct pl_state_delivery *d = &ev->sinks[i];
     if (!in_work(d->state) || v->items[i].submitted)
       continue;
     unsigned attempts = d->attempt > 1 ? d->attempt - 1 : 0;
-    if (record_outcome(v->r, v->ev->id, v->items[i].sink_name, SK_DEAD, attempts, status, reason,
+    if (record_outcome(v->r, v->id, v->items[i].sink_name, SK_DEAD, attempts, status, reason,
                        excerpt) < 0)
       return;
   }
 }
 
 /* A delivery that cannot be attempted under the current config is a dead letter, not a wait. */
-static int submit_delivery(struct rev *v, size_t i) {
+static int submit_delivery(struct rev *v, const struct pl_state_event *ev, size_t i) {
   struct ritem *ri = &v->items[i];
-  const struct pl_state_delivery *d = &v->ev->sinks[i];
+  const struct pl_state_delivery *d = &ev->sinks[i];
   if (ri->rs == NULL || ri->conf == NULL) {
     v->r->st.unroutable++;
-    return record_outcome(v->r, v->ev->id, ri->sink_name, SK_DEAD, 0, 0,
+    return record_outcome(v->r, v->id, ri->sink_name, SK_DEAD, 0, 0,
                           ri->rs == NULL ? "no_sink" : "no_route",
                           "the configuration no longer routes this event to this sink");
   }
@@ -250,19 +262,20 @@ static void rev_kick(struct rev *v) {
   if (!v->enriched) {
     if (v->enrich_submitted)
       return;
-    if (v->csu == NULL) {
+    if (v->enricher == NULL) {
       rev_dead_letter_all(v, "no_csu", 0, "the configuration no longer has this event's CSU");
       return;
     }
-    if (pl_sched_submit(v->csu->sched, &v->enrich) == 0) {
+    if (pl_sched_submit(v->enricher->sched, &v->enrich) == 0) {
       v->enrich_submitted = true;
       v->outstanding++;
       r->st.enriching++;
     }
     return;
   }
-  for (size_t i = 0; i < v->n && !v->ev->finished; i++)
-    if (in_work(v->ev->sinks[i].state) && !v->items[i].submitted && submit_delivery(v, i) < 0)
+  const struct pl_state_event *ev;
+  for (size_t i = 0; i < v->n && (ev = pl__route_live(v)) != NULL; i++)
+    if (in_work(ev->sinks[i].state) && !v->items[i].submitted && submit_delivery(v, ev, i) < 0)
       break;
 }
 
@@ -321,8 +334,7 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
     snprintf(reason, sizeof(reason), "enrich: %s", it->d.reason);
     r->st.enrich_dead++;
     CSR_LOG(CSR_WARN, "route: enrichment failed for good; the event's deliveries are dead letters",
-            CSR_KS("event_id", v->ev->id), CSR_KS("reason", reason),
-            CSR_KI("status", it->d.status));
+            CSR_KS("event_id", v->id), CSR_KS("reason", reason), CSR_KI("status", it->d.status));
     rev_dead_letter_all(v, reason, it->d.status, it->d.excerpt);
   }
   v->outstanding--;
@@ -335,7 +347,7 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
 
 static void observe_latency(struct rsink *rs, const struct rev *v) {
   if (rs->latency != NULL)
-    csr_series_observe(rs->latency, (double)(rx_wall_ms() - v->ev->time_ms) / 1000.0);
+    csr_series_observe(rs->latency, (double)(rx_wall_ms() - v->time_ms) / 1000.0);
 }
 
 static void on_deliver_final(void *arg, struct pl_sched_item *it) {
@@ -346,10 +358,10 @@ static void on_deliver_final(void *arg, struct pl_sched_item *it) {
   if (it->outcome == SK_DELIVERED)
     observe_latency(ri->rs, v);
   if (it->outcome == SK_DEAD)
-    CSR_LOG(CSR_WARN, "route: delivery dead-lettered", CSR_KS("event_id", v->ev->id),
+    CSR_LOG(CSR_WARN, "route: delivery dead-lettered", CSR_KS("event_id", v->id),
             CSR_KS("sink", ri->sink_name), CSR_KS("reason", it->d.reason),
             CSR_KI("status", it->d.status), CSR_KI("attempts", it->attempt));
-  (void)record_outcome(v->r, v->ev->id, ri->sink_name, it->outcome, it->attempt, it->d.status,
+  (void)record_outcome(v->r, v->id, ri->sink_name, it->outcome, it->attempt, it->d.status,
                        it->d.reason, it->d.excerpt);
   v->outstanding--;
   pl__route_release(v);
@@ -378,9 +390,22 @@ static bool matches(const struct pl_state_delivery *d, const char *id, const cha
          (sink == NULL || strcmp(d->sink, sink) == 0);
 }
 
+/** A dead letter picked for replay or deletion: copied, since applying a record may free the
+ * event (the sink name is interned by the state and outlives it). */
+struct dlq_pick {
+  char *id;
+  const char *sink;
+};
+
+static void picks_free(struct dlq_pick *p, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    free(p[i].id);
+  free(p);
+}
+
 /* Collects the matching dead letters first: applying a record changes the queue under us. */
-static int dlq_select(struct pl_route *r, const char *id, const char *sink,
-                      const struct pl_state_delivery ***out, size_t *n) {
+static int dlq_select(struct pl_route *r, const char *id, const char *sink, struct dlq_pick **out,
+                      size_t *n) {
   size_t cap = 0;
   *out = NULL;
   *n = 0;
@@ -390,43 +415,41 @@ static int dlq_select(struct pl_route *r, const char *id, const char *sink,
       continue;
     if (*n == cap) {
       size_t ncap = cap ? cap * 2 : 16;
-      const struct pl_state_delivery **grown = realloc(*out, ncap * sizeof(*grown));
+      struct dlq_pick *grown = realloc(*out, ncap * sizeof(*grown));
       if (grown == NULL) {
-        free(*out);
+        picks_free(*out, *n);
         return UV_ENOMEM;
       }
       *out = grown;
       cap = ncap;
     }
-    (*out)[(*n)++] = d;
+    struct dlq_pick *p = &(*out)[*n];
+    p->sink = d->sink;
+    if ((p->id = strdup(d->event->id)) == NULL) {
+      picks_free(*out, *n);
+      return UV_ENOMEM;
+    }
+    (*n)++;
   }
   return *n ? 0 : UV_ENOENT;
 }
 
-/* The names are copied before the records apply: DLQ_DELETE may finish (and free) the event. */
 static int dlq_apply(struct pl_route *r, bool replay, const char *id, const char *sink,
                      size_t *count) {
   if (count)
     *count = 0;
   if (r->closing)
     return UV_ECANCELED;
-  const struct pl_state_delivery **sel;
+  struct dlq_pick *sel;
   size_t n;
   int rc = dlq_select(r, id, sink, &sel, &n);
   if (rc < 0)
     return rc;
   for (size_t i = 0; i < n && rc == 0; i++) {
-    const struct pl_state_event *ev = sel[i]->event;
-    char *eid = strdup(ev->id);
-    const char *sname = sel[i]->sink;
-    if (eid == NULL) {
-      rc = UV_ENOMEM;
-      break;
-    }
-    rc = replay ? pl_rec_dlq_replay(&r->jw, eid, sname, rx_wall_ms())
-                : pl_rec_dlq_delete(&r->jw, eid, sname);
+    rc = replay ? pl_rec_dlq_replay(&r->jw, sel[i].id, sel[i].sink, rx_wall_ms())
+                : pl_rec_dlq_delete(&r->jw, sel[i].id, sel[i].sink);
     if (rc == 0)
-      rc = commit(r, replay ? PL_REC_DLQ_REPLAY : PL_REC_DLQ_DELETE, eid);
+      rc = commit(r, replay ? PL_REC_DLQ_REPLAY : PL_REC_DLQ_DELETE, sel[i].id);
     else
       csr_jw_reset(&r->jw);
     if (rc == 0) {
@@ -434,11 +457,10 @@ static int dlq_apply(struct pl_route *r, bool replay, const char *id, const char
         (*count)++;
       replay ? r->st.replayed++ : r->st.deleted++;
       if (replay)
-        take(r, pl_state_event(r->state, eid));
+        take(r, pl_state_event(r->state, sel[i].id));
     }
-    free(eid);
   }
-  free(sel);
+  picks_free(sel, n);
   return rc;
 }
 

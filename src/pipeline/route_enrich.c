@@ -57,7 +57,7 @@ static void on_fetch(struct rx_fut *fut) {
       *(is_order ? &v->order_done : &v->customer_done) = true;
       v->r->st.enrich_missing++;
       CSR_LOG(CSR_WARN, "route: enrichment document not found; delivering without it",
-              CSR_KS("event_id", v->ev->id), CSR_KS("document", what));
+              CSR_KS("event_id", v->id), CSR_KS("document", what));
     } else {
       set_result(d, SK_RETRY, f->status, -1, what, "not_found", f->excerpt);
     }

@@ -34,14 +34,19 @@ struct ritem {
   bool submitted;
 };
 
+/* An event the stage works on. It keeps its own copy of the id and looks the state's entry up
+ * again after every record it applies (live()), because a record that finishes the event frees
+ * the entry. */
 struct rev {
   struct pl_route *r;
-  const struct pl_state_event *ev;
+  char *id;               /* owned */
+  const char *csu, *type; /* the state's lane strings (they live as long as the state) */
+  int64_t time_ms;
   struct rev *prev, *next;
   yajl_val row;                  /* parsed from the state's row text */
   struct sk_event ske;           /* what sinks read: the row plus the fetched documents */
   const struct csr_route *route; /* NULL: no route for the type any more */
-  struct rcsu *csu;              /* NULL: the CSU is no longer configured */
+  struct rcsu *enricher;         /* the CSU's enrichment; NULL: the CSU is no longer configured */
   struct pl_sched_item enrich;   /* enrich.data = enrich.d.data = this */
   struct pl_fetch order, customer;
   unsigned fetching; /* fetches of the current enrichment attempt still out */
@@ -84,6 +89,8 @@ struct pl_route {
 };
 
 /* route.c */
+/** The event's live entry in the state, or NULL once it finished. */
+const struct pl_state_event *pl__route_live(const struct rev *v);
 /** Frees the event once nothing of it is submitted (see route.c). */
 void pl__route_release(struct rev *v);
 

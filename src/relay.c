@@ -299,6 +299,8 @@ static void step(struct csr_relay *r) {
   r->waiting = 1; /* held while this step starts its closes */
   switch (r->phase++) {
     case 0:
+      if (r->route) /* the poll stage frees itself when stopped: nothing may resume it after */
+        pl_route_set_poll(r->route, NULL);
       if (r->poll) {
         r->waiting++;
         pl_poll_stop(r->poll, on_step_done, r);

@@ -774,16 +774,22 @@ void pl_sched_close(struct pl_sched *s, void (*cb)(void *arg), void *arg);
  *               excerpt, at_ms}
  *   DLQ_REPLAY  {id, sink, at_ms}  a dead delivery goes back to pending (attempt 1, error cleared)
  *   DLQ_DELETE  {id, sink}         the dead letter is dropped (the delivery stays final)
- *   SEEN        {id, csu, type, time_ms}  a finished event remembered for dedupe (dumps only)
+ *   SEEN        {h, csu, type, time_ms}   a finished event remembered for dedupe (dumps only):
+ *               h is its id's 128-bit hash as 32 lowercase hex digits (the text of a finished
+ *               id is not kept). Files written before hold {id, csu, type, time_ms} instead;
+ *               both forms apply (id is hashed), a record with both or neither is CSR_EPARSE.
  *   SEEN carries the type too: the horizon is measured from the (csu, type) cursor.
  *
- * Model. Every admitted id is an entry of the dedupe set (one hash table, by id). A live entry
- * (admitted, not finished) holds its row as compact JSON text and one delivery per sink:
+ * Model. Every admitted id is in the dedupe set, live or finished. A live entry (admitted, not
+ * finished; a hash table by id) holds its row as compact JSON text and one delivery per sink:
  * PENDING (attempt 1, or the attempt after a DLQ replay), WAITING (a failed attempt, the next
  * due at next_ms), DELIVERED, SKIPPED, DEAD (in the dead-letter queue, row kept) or DELETED (a
  * dead letter removed by DLQ_DELETE). An event is finished when no delivery is PENDING, WAITING
- * or DEAD: its row and deliveries are freed at once, the id stays in the dedupe set (id, csu,
- * type, time) until pl_state_expire drops it. An ADMIT with no sinks finishes at once.
+ * or DEAD: its entry is freed at once and the dedupe set keeps only a 128-bit hash of the id
+ * (SipHash-2-4-128 under a fixed key), its time and its (csu, type), 50-65 bytes, until
+ * pl_state_expire drops it. A new id whose hash equals a remembered one's would be taken for a
+ * duplicate; at n ids remembered that chance is about n / 2^128 per id (3e-32 at 10^7), which is
+ * why the hash has 128 bits (state_internal.h). An ADMIT with no sinks finishes at once.
  *
  * Expiry (SPEC §3 "Dedupe set"): a finished id of (csu, type) is dropped once its time is below
  * cursor(csu, type) - horizon(csu), horizon = max(overlap_s, sweep_s). Live ids never expire;
@@ -855,6 +861,9 @@ CSR_NODISCARD int pl_rec_dlq_replay(struct csr_jw *jw, const char *id, const cha
 CSR_NODISCARD int pl_rec_dlq_delete(struct csr_jw *jw, const char *id, const char *sink);
 CSR_NODISCARD int pl_rec_seen(struct csr_jw *jw, const char *id, const char *csu, const char *type,
                               int64_t time_ms);
+/** SEEN by hash, as dumps write it: `h1` and `h2` are the id's hash (the state's, see above). */
+CSR_NODISCARD int pl_rec_seen_hash(struct csr_jw *jw, uint64_t h1, uint64_t h2, const char *csu,
+                                   const char *type, int64_t time_ms);
 
 struct pl_state;
 struct pl_state_event;
@@ -884,7 +893,10 @@ struct pl_state_delivery {
   struct pl_state_delivery *_dlq_prev, *_dlq_next;
 };
 
-/** An entry of the dedupe set; live ones carry their row and deliveries. */
+/**
+ * A live event, or the view of a finished id (finished = true: admitted_ms 0, no row, no sinks;
+ * see pl_state_event).
+ */
 struct pl_state_event {
   /* read-only */
   const char *id;
@@ -926,6 +938,9 @@ struct pl_state_stats {
   uint64_t waiting;      /* deliveries WAITING */
   uint64_t row_bytes;    /* row text held */
   uint64_t live_bytes;   /* heap held for live events: rows, deliveries, reasons, excerpts */
+  uint64_t seen_bytes;   /* heap held for the finished ids: their table, records (kept at their
+                            high-water mark, free ones reused) and expiry heaps; 50-65 bytes
+                            per id */
   uint64_t cursors;      /* (csu, type) pairs with a cursor */
   uint64_t expired;      /* ids dropped by pl_state_expire so far */
   uint64_t dup_admits;   /* ADMITs refused with UV_EEXIST */
@@ -949,9 +964,10 @@ CSR_NODISCARD int pl_state_replay(void *arg, uint8_t type, const void *payload, 
 
 /**
  * pl_store_dump_cb (arg = the state): emits the fewest records that rebuild an equal state:
- * CURSORs, SEEN per finished id, per live event its ADMIT then an ATTEMPT per waiting delivery and
- * an OUTCOME per final one (plus DLQ_DELETE for deleted ones), and last the dead letters' OUTCOMEs
- * in queue order. The emitter's error, UV_ENOMEM, or CSR_EPARSE for a row that no longer parses.
+ * CURSORs, SEEN per finished id (by hash), per live event its ADMIT then an ATTEMPT per waiting
+ * delivery and an OUTCOME per final one (plus DLQ_DELETE for deleted ones), and last the dead
+ * letters' OUTCOMEs in queue order. The emitter's error, UV_ENOMEM, or CSR_EPARSE for a row that
+ * no longer parses.
  */
 CSR_NODISCARD int pl_state_dump(void *arg, struct pl_store_emitter *e);
 
@@ -960,7 +976,13 @@ bool pl_state_seen(const struct pl_state *s, const char *id);
 /** The cursor of (csu, type): 0, or UV_ENOENT when none was recorded. */
 CSR_NODISCARD int pl_state_cursor(const struct pl_state *s, const char *csu, const char *type,
                                   int64_t *out_ms);
-/** The entry of `id` (live or finished), or NULL. */
+/**
+ * The entry of `id`, or NULL. A live event's own entry, valid until the next apply or expire (the
+ * record that finishes the event frees it: look the id up again after applying one); for a
+ * finished id, a view built in the state's scratch memory (id a copy of `id`, its csu, type and
+ * time_ms, finished = true, admitted_ms 0, no row, no sinks), valid until the next pl_state_event,
+ * apply or expire. NULL also when that view cannot be built (out of memory).
+ */
 const struct pl_state_event *pl_state_event(const struct pl_state *s, const char *id);
 /** The live events in admission order: NULL starts, NULL ends. To resubmit after replay. */
 const struct pl_state_event *pl_state_live_next(const struct pl_state *s,

@@ -1,6 +1,9 @@
 /* The state model's record payloads (pipeline.h "State model"): one compact JSON object per
  * record, written with csr_jw so numbers in rows keep their text. Decoding lives in state.c, next
  * to the code that applies what it decodes. */
+#include <inttypes.h>
+#include <stdio.h>
+
 #include "csurelay/pipeline.h"
 
 const char *pl_rec_name(uint8_t type) {
@@ -127,6 +130,21 @@ int pl_rec_seen(struct csr_jw *jw, const char *id, const char *csu, const char *
     return UV_EINVAL;
   csr_jw_obj(jw);
   csr_jw_kstr(jw, "id", id);
+  csr_jw_kstr(jw, "csu", csu);
+  csr_jw_kstr(jw, "type", type);
+  csr_jw_kint(jw, "time_ms", time_ms);
+  csr_jw_obj_end(jw);
+  return 0;
+}
+
+int pl_rec_seen_hash(struct csr_jw *jw, uint64_t h1, uint64_t h2, const char *csu, const char *type,
+                     int64_t time_ms) {
+  char hex[33];
+  if (jw == NULL || csu == NULL || type == NULL)
+    return UV_EINVAL;
+  snprintf(hex, sizeof(hex), "%016" PRIx64 "%016" PRIx64, h1, h2);
+  csr_jw_obj(jw);
+  csr_jw_kstr(jw, "h", hex);
   csr_jw_kstr(jw, "csu", csu);
   csr_jw_kstr(jw, "type", type);
   csr_jw_kint(jw, "time_ms", time_ms);

@@ -1,12 +1,14 @@
 /* The state model (pipeline.h "State model"): the dedupe set, cursors, live events and the
  * dead-letter queue, changed only by applying records. Apply validates everything it needs before
- * it changes anything, so a refused record leaves the state as it was. */
+ * it changes anything, so a refused record leaves the state as it was. Live events are entries of
+ * the `ids` table; a finished one leaves it for the compact set of state_seen.c. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "csurelay/pipeline.h"
+#include "state_internal.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* A string-keyed hash table: open addressing, linear probing, backward-shift deletion            */
@@ -95,20 +97,28 @@ static void tab_del(struct tab *t, const char *key) {
 /* The state                                                                                      */
 /* ---------------------------------------------------------------------------------------------- */
 
-/* One (csu, type): its cursor and a min-heap of its finished entries on time_ms. The heap has a
- * slot reserved for every entry of the lane, so finishing an event never allocates. */
+/* One (csu, type): its cursor and the expiry heap of its finished ids. */
 struct lane {
   const char *csu, *type; /* interned */
+  uint32_t index;         /* in lanes[]: finished ids name their lane by it */
   int64_t horizon_ms;
   bool has_cursor;
   int64_t cursor_ms;
-  struct pl_state_event **heap;
-  size_t n, cap, entries;
+  struct pl__seen_heap seen;
+};
+
+/* The view pl_state_event gives of a finished id, rebuilt on each call. */
+struct finished_view {
+  struct pl_state_event ev;
+  char *id;
+  size_t cap;
 };
 
 struct pl_state {
-  struct tab ids;   /* id -> struct pl_state_event */
-  struct tab names; /* CSU, type and sink names -> the interned copy */
+  struct tab ids;       /* id -> struct pl_state_event, live events only */
+  struct pl__seen seen; /* the finished ids */
+  struct tab names;     /* CSU, type and sink names -> the interned copy */
+  struct finished_view *view;
   struct lane **lanes;
   size_t n_lanes, cap_lanes;
   struct pl_state_horizon *horizons; /* names owned */
@@ -171,52 +181,25 @@ static struct lane *lane_get(struct pl_state *s, const char *csu, const char *ty
     s->cap_lanes = cap;
   }
   const char *c = intern(s, csu), *t = intern(s, type);
-  if (c == NULL || t == NULL || (l = calloc(1, sizeof(*l))) == NULL)
+  if (c == NULL || t == NULL || s->n_lanes >= UINT32_MAX || (l = calloc(1, sizeof(*l))) == NULL)
     return NULL;
-  *l = (struct lane){.csu = c, .type = t, .horizon_ms = horizon_of(s, csu)};
+  *l = (struct lane){
+      .csu = c, .type = t, .index = (uint32_t)s->n_lanes, .horizon_ms = horizon_of(s, csu)};
   s->lanes[s->n_lanes++] = l;
   return l;
 }
 
-/* Reserves the heap slot of one more entry of the lane. */
-static int lane_reserve(struct lane *l) {
-  if (l->entries < l->cap)
-    return 0;
-  size_t cap = l->cap ? l->cap * 2 : 64;
-  struct pl_state_event **h = realloc(l->heap, cap * sizeof(*h));
-  if (h == NULL)
-    return UV_ENOMEM;
-  l->heap = h;
-  l->cap = cap;
-  return 0;
+/* The id's 128-bit hash (state_internal.h says why 128 bits). */
+static void hash_id(const char *id, uint64_t h[2]) {
+  pl__seen_hash(id, strlen(id), h);
 }
 
-static void heap_push(struct lane *l, struct pl_state_event *ev) {
-  size_t i = l->n++;
-  while (i > 0 && l->heap[(i - 1) / 2]->time_ms > ev->time_ms) {
-    l->heap[i] = l->heap[(i - 1) / 2];
-    i = (i - 1) / 2;
-  }
-  l->heap[i] = ev;
-}
-
-static struct pl_state_event *heap_pop(struct lane *l) {
-  struct pl_state_event *top = l->heap[0], *last = l->heap[--l->n];
-  size_t i = 0;
-  for (;;) {
-    size_t c = 2 * i + 1;
-    if (c >= l->n)
-      break;
-    if (c + 1 < l->n && l->heap[c + 1]->time_ms < l->heap[c]->time_ms)
-      c++;
-    if (l->heap[c]->time_ms >= last->time_ms)
-      break;
-    l->heap[i] = l->heap[c];
-    i = c;
-  }
-  if (l->n > 0)
-    l->heap[i] = last;
-  return top;
+static bool seen_has(const struct pl_state *s, const char *id) {
+  uint64_t h[2];
+  if (s->seen.n == 0)
+    return false;
+  hash_id(id, h);
+  return pl__seen_find(&s->seen, h) != NULL;
 }
 
 int pl_state_create(const struct pl_state_opts *opts, struct pl_state **out) {
@@ -226,7 +209,9 @@ int pl_state_create(const struct pl_state_opts *opts, struct pl_state **out) {
   struct pl_state *s = calloc(1, sizeof(*s));
   if (s == NULL)
     return UV_ENOMEM;
-  if (csr_jw_init(&s->jw) != 0) {
+  pl__seen_init(&s->seen);
+  if ((s->view = calloc(1, sizeof(*s->view))) == NULL || csr_jw_init(&s->jw) != 0) {
+    free(s->view);
     free(s);
     return UV_ENOMEM;
   }
@@ -287,11 +272,14 @@ void pl_state_destroy(struct pl_state *s) {
       free(ev);
     }
   free(s->ids.s);
+  pl__seen_free(&s->seen);
+  free(s->view->id);
+  free(s->view);
   for (size_t i = 0; i < s->names.cap; i++)
     free(s->names.s[i].val);
   free(s->names.s);
   for (size_t i = 0; i < s->n_lanes; i++) {
-    free(s->lanes[i]->heap);
+    pl__seen_heap_free(&s->lanes[i]->seen);
     free(s->lanes[i]);
   }
   free(s->lanes);
@@ -385,21 +373,45 @@ static void live_unlink(struct pl_state *s, struct pl_state_event *ev) {
   s->st.live--;
 }
 
-/* Every delivery is final and none is a dead letter: keep only the dedupe entry. */
-static void finish(struct pl_state *s, struct pl_state_event *ev) {
-  live_unlink(s, ev);
-  event_release(s, ev);
-  ev->finished = true;
-  heap_push(ev->_lane, ev);
-  s->st.finished++;
+/* Room for one more finished id of lane `l`, taken before a record that finishes an event (or a
+ * SEEN) changes anything: finish() cannot fail, and a refused record changes nothing. */
+static int seen_reserve(struct pl_state *s, struct lane *l) {
+  return pl__seen_reserve(&s->seen, &l->seen);
 }
 
-/* A new entry (the id copied after the struct); its lane's heap slot is reserved. */
+/* Every delivery is final and none is a dead letter: the entry is freed (the route stage looks
+ * entries up again after each record), the dedupe set keeps the id's hash, time and lane
+ * (reserved by seen_reserve). `ev` must not be used after this. */
+static void finish(struct pl_state *s, struct pl_state_event *ev) {
+  struct lane *l = ev->_lane;
+  uint64_t h[2];
+  live_unlink(s, ev);
+  event_release(s, ev);
+  tab_del(&s->ids, ev->id);
+  hash_id(ev->id, h);
+  /* Already held only after a SEEN by hash for an id that was live (never in a dump's order). */
+  (void)pl__seen_add(&s->seen, &l->seen, l->index, h, ev->time_ms);
+  free(ev);
+}
+
+/* Ends a change of an event's _open or _dead: the parked count follows, and an event with nothing
+ * open finishes. `ev` must not be used after this. */
+static void settle(struct pl_state *s, struct pl_state_event *ev, bool was_parked) {
+  if (ev->_open > 0) {
+    count_parked(s, ev, was_parked);
+    return;
+  }
+  if (was_parked)
+    s->st.parked--;
+  finish(s, ev);
+}
+
+/* A new live entry (the id copied after the struct). */
 static struct pl_state_event *entry_new(struct pl_state *s, const char *id, struct lane *l,
                                         int64_t time_ms) {
   size_t idlen = strlen(id);
   struct pl_state_event *ev = calloc(1, sizeof(*ev) + idlen + 1);
-  if (ev == NULL || lane_reserve(l) != 0 || tab_reserve(&s->ids) != 0) {
+  if (ev == NULL || tab_reserve(&s->ids) != 0) {
     free(ev);
     return NULL;
   }
@@ -414,7 +426,6 @@ static struct pl_state_event *entry_new(struct pl_state *s, const char *id, stru
 
 static void entry_add(struct pl_state *s, struct pl_state_event *ev) {
   tab_put(&s->ids, ev->id, ev);
-  ((struct lane *)ev->_lane)->entries++;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -458,10 +469,10 @@ static int find_delivery(struct pl_state *s, const struct rec *r, struct pl_stat
   if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "sink", &sink)) != 0)
     return rc;
   struct pl_state_event *ev = tab_get(&s->ids, id);
+  if (ev == NULL && seen_has(s, id))
+    return fail(s, CSR_ECORRUPT, r->type, "event \"%s\" is already finished", id);
   if (ev == NULL)
     return fail(s, CSR_ECORRUPT, r->type, "unknown id \"%s\"", id);
-  if (ev->finished)
-    return fail(s, CSR_ECORRUPT, r->type, "event \"%s\" is already finished", id);
   const char *name = tab_get(&s->names, sink);
   for (size_t i = 0; name && i < ev->n_sinks; i++)
     if (ev->sinks[i].sink == name) {
@@ -586,11 +597,13 @@ static int apply_admit(struct pl_state *s, const struct rec *r) {
     return rc;
   if (row == NULL || !YAJL_IS_OBJECT(row))
     return fail(s, CSR_EPARSE, r->type, "missing or non-object field \"%s\"", "event");
-  if (tab_get(&s->ids, id)) {
+  if (tab_get(&s->ids, id) || seen_has(s, id)) {
     s->st.dup_admits++;
     return fail(s, UV_EEXIST, r->type, "id \"%s\" is already in the dedupe set", id);
   }
   struct lane *l = lane_get(s, csu, type);
+  if (l && csr_json_len(sinks) == 0 && seen_reserve(s, l) != 0) /* finished at once */
+    return UV_ENOMEM;
   struct pl_state_event *ev = l ? entry_new(s, id, l, time_ms) : NULL;
   if (ev == NULL)
     return UV_ENOMEM;
@@ -666,6 +679,8 @@ static int apply_outcome(struct pl_state *s, const struct rec *r) {
     return fail(s, CSR_EPARSE, r->type, "field \"outcome\" is \"%s\"", o);
   if (is_final(d->state))
     return fail(s, UV_EALREADY, r->type, "the delivery to \"%s\" is already final", d->sink);
+  if (st != PL_DS_DEAD && ev->_open == 1 && (rc = seen_reserve(s, ev->_lane)) != 0)
+    return rc;
   if ((rc = dup_errors(s, r, &reason, &excerpt)) != 0)
     return rc;
   bool was_parked = is_parked(ev);
@@ -677,9 +692,9 @@ static int apply_outcome(struct pl_state *s, const struct rec *r) {
   d->at_ms = at_ms;
   if (st == PL_DS_DEAD)
     dlq_link(s, d);
-  else if (--ev->_open == 0)
-    finish(s, ev);
-  count_parked(s, ev, was_parked);
+  else
+    ev->_open--;
+  settle(s, ev, was_parked);
   return 0;
 }
 
@@ -695,13 +710,14 @@ static int apply_dlq(struct pl_state *s, const struct rec *r) {
     return rc;
   if (d->state != PL_DS_DEAD)
     return fail(s, UV_ENOENT, r->type, "the delivery to \"%s\" is not a dead letter", d->sink);
+  if (r->type == PL_REC_DLQ_DELETE && ev->_open == 1 && (rc = seen_reserve(s, ev->_lane)) != 0)
+    return rc;
   bool was_parked = is_parked(ev);
   dlq_unlink(s, d);
   if (r->type == PL_REC_DLQ_DELETE) {
     set_state(s, d, PL_DS_DELETED);
-    if (--ev->_open == 0)
-      finish(s, ev);
-    count_parked(s, ev, was_parked);
+    ev->_open--;
+    settle(s, ev, was_parked);
     return 0;
   }
   delivery_clear(s, d);
@@ -713,24 +729,58 @@ static int apply_dlq(struct pl_state *s, const struct rec *r) {
   return 0;
 }
 
-static int apply_seen(struct pl_state *s, const struct rec *r) {
-  const char *id, *csu, *type;
-  int64_t time_ms;
+/* 32 lowercase hex digits: h1 then h2, as pl_rec_seen_hash writes them. */
+static int parse_hash(const char *text, uint64_t h[2]) {
+  if (strlen(text) != 32)
+    return CSR_EPARSE;
+  h[0] = h[1] = 0;
+  for (size_t i = 0; i < 32; i++) {
+    char c = text[i];
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0)
+      return CSR_EPARSE;
+    h[i / 16] = h[i / 16] << 4 | (uint64_t)v;
+  }
+  return 0;
+}
+
+/* SEEN names its id by text (files written before ids were kept as hashes) or by hash (dumps). */
+static int seen_key(struct pl_state *s, const struct rec *r, uint64_t h[2]) {
+  const char *id, *text;
   int rc;
-  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "csu", &csu)) != 0 ||
-      (rc = need_str(s, r, "type", &type)) != 0 ||
-      (rc = need_int(s, r, "time_ms", INT64_MIN, INT64_MAX, &time_ms)) != 0)
+  bool by_id = csr_json_get(r->root, "id") != NULL, by_hash = csr_json_get(r->root, "h") != NULL;
+  if (by_id == by_hash)
+    return fail(s, CSR_EPARSE, r->type, "needs exactly one of the fields \"id\" and \"%s\"", "h");
+  if (by_id) {
+    if ((rc = need_str(s, r, "id", &id)) != 0)
+      return rc;
+    if (tab_get(&s->ids, id) || seen_has(s, id))
+      return fail(s, UV_EEXIST, r->type, "id \"%s\" is already in the dedupe set", id);
+    hash_id(id, h);
+    return 0;
+  }
+  if ((rc = need_str(s, r, "h", &text)) != 0)
     return rc;
-  if (tab_get(&s->ids, id))
-    return fail(s, UV_EEXIST, r->type, "id \"%s\" is already in the dedupe set", id);
+  if (parse_hash(text, h) != 0)
+    return fail(s, CSR_EPARSE, r->type, "field \"%s\" is not 32 lowercase hex digits", "h");
+  if (pl__seen_find(&s->seen, h))
+    return fail(s, UV_EEXIST, r->type, "h \"%s\" is already in the dedupe set", text);
+  return 0;
+}
+
+static int apply_seen(struct pl_state *s, const struct rec *r) {
+  const char *csu, *type;
+  int64_t time_ms;
+  uint64_t h[2];
+  int rc;
+  if ((rc = need_str(s, r, "csu", &csu)) != 0 || (rc = need_str(s, r, "type", &type)) != 0 ||
+      (rc = need_int(s, r, "time_ms", INT64_MIN, INT64_MAX, &time_ms)) != 0 ||
+      (rc = seen_key(s, r, h)) != 0)
+    return rc;
   struct lane *l = lane_get(s, csu, type);
-  struct pl_state_event *ev = l ? entry_new(s, id, l, time_ms) : NULL;
-  if (ev == NULL)
+  if (l == NULL || seen_reserve(s, l) != 0)
     return UV_ENOMEM;
-  entry_add(s, ev);
-  ev->finished = true;
-  heap_push(l, ev);
-  s->st.finished++;
+  (void)pl__seen_add(&s->seen, &l->seen, l->index, h, time_ms);
   return 0;
 }
 
@@ -789,7 +839,7 @@ int pl_state_replay(void *arg, uint8_t type, const void *payload, size_t len) {
 /* ---------------------------------------------------------------------------------------------- */
 
 bool pl_state_seen(const struct pl_state *s, const char *id) {
-  return s && id && tab_get(&s->ids, id) != NULL;
+  return s && id && (tab_get(&s->ids, id) != NULL || seen_has(s, id));
 }
 
 int pl_state_cursor(const struct pl_state *s, const char *csu, const char *type, int64_t *out_ms) {
@@ -815,7 +865,30 @@ int pl_state_cursor_at(const struct pl_state *s, size_t i, const char **csu, con
 }
 
 const struct pl_state_event *pl_state_event(const struct pl_state *s, const char *id) {
-  return s && id ? tab_get(&s->ids, id) : NULL;
+  if (s == NULL || id == NULL)
+    return NULL;
+  const struct pl_state_event *ev = tab_get(&s->ids, id);
+  uint64_t h[2];
+  if (ev != NULL || s->seen.n == 0)
+    return ev;
+  size_t len = strlen(id);
+  pl__seen_hash(id, len, h);
+  const struct pl__seen_rec *rec = pl__seen_find(&s->seen, h);
+  struct finished_view *v = s->view; /* scratch memory, hence writable through a const state */
+  if (rec == NULL)
+    return NULL;
+  if (len + 1 > v->cap) {
+    char *p = realloc(v->id, len + 1);
+    if (p == NULL)
+      return NULL;
+    v->id = p;
+    v->cap = len + 1;
+  }
+  memcpy(v->id, id, len + 1);
+  const struct lane *l = s->lanes[rec->lane];
+  v->ev = (struct pl_state_event){
+      .id = v->id, .csu = l->csu, .type = l->type, .time_ms = rec->time_ms, .finished = true};
+  return &v->ev;
 }
 
 const struct pl_state_event *pl_state_live_next(const struct pl_state *s,
@@ -830,6 +903,10 @@ const struct pl_state_delivery *pl_state_dlq_next(const struct pl_state *s,
 
 void pl_state_stats(const struct pl_state *s, struct pl_state_stats *out) {
   *out = s->st;
+  out->finished = s->seen.n;
+  out->seen_bytes = pl__seen_bytes(&s->seen);
+  for (size_t i = 0; i < s->n_lanes; i++)
+    out->seen_bytes += pl__seen_heap_bytes(&s->lanes[i]->seen);
 }
 
 size_t pl_state_expire(struct pl_state *s) {
@@ -842,15 +919,10 @@ size_t pl_state_expire(struct pl_state *s) {
     int64_t below = l->horizon_ms > 0 && l->cursor_ms < INT64_MIN + l->horizon_ms
                         ? INT64_MIN
                         : l->cursor_ms - l->horizon_ms;
-    while (l->n > 0 && l->heap[0]->time_ms < below) {
-      struct pl_state_event *ev = heap_pop(l);
-      tab_del(&s->ids, ev->id);
-      l->entries--;
-      free(ev);
-      dropped++;
-    }
+    dropped += pl__seen_expire(&s->seen, &l->seen, below);
   }
-  s->st.finished -= dropped;
+  if (dropped > 0)
+    pl__seen_shrink(&s->seen);
   s->st.expired += dropped;
   return dropped;
 }
@@ -928,9 +1000,10 @@ int pl_state_dump(void *arg, struct pl_store_emitter *e) {
     const struct lane *l = s->lanes[i];
     if (l->has_cursor)
       rc = emit(s, e, PL_REC_CURSOR, pl_rec_cursor(&s->jw, l->csu, l->type, l->cursor_ms));
-    for (size_t k = 0; rc == 0 && k < l->n; k++) {
-      const struct pl_state_event *ev = l->heap[k];
-      rc = emit(s, e, PL_REC_SEEN, pl_rec_seen(&s->jw, ev->id, ev->csu, ev->type, ev->time_ms));
+    for (size_t k = 0; rc == 0 && k < l->seen.n; k++) {
+      const struct pl__seen_rec *f = pl__seen_heap_at(&s->seen, &l->seen, k);
+      rc = emit(s, e, PL_REC_SEEN,
+                pl_rec_seen_hash(&s->jw, f->h1, f->h2, l->csu, l->type, f->time_ms));
     }
   }
   for (const struct pl_state_event *ev = s->live_head; rc == 0 && ev; ev = ev->_next)

@@ -1,19 +1,26 @@
 /* The state model: admissions, attempts and outcomes finishing events, the dedupe horizon, the
  * dead-letter queue, refusals and decoding errors, number text in rows, a dump round trip through
  * a real store (compaction, reopen, replay, field-by-field comparison) and a 100,000-event cycle
- * that leaves nothing held. */
+ * that leaves nothing held. Finished ids (state_seen.c): their views, expiry at the exact bound,
+ * SEEN by id and by hash, the hash against SipHash's reference vectors, bytes per id, and the
+ * table's backward-shift deletion under 200,000 random operations against a plain reference. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "csurelay/pipeline.h"
+#include "pipeline/state_internal.h"
+
+/* The state's hash of "c1|DAT|Checkout|cart-1|2026-11-22T10:00:00" (see test_siphash). */
+#define PINNED_HASH "cbc16d0ab06282c8efa8775b5f54049a"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Fixtures: encode a record with pl_rec_*, append it to the store (when one is open), apply it   */
@@ -625,6 +632,23 @@ static void drive(struct h *h, const char *id, size_t n_sinks) {
   }
 }
 
+struct seen_forms {
+  size_t by_hash, by_id;
+};
+
+static int count_seen(void *arg, uint8_t type, const void *payload, size_t len) {
+  struct seen_forms *f = arg;
+  if (type != PL_REC_SEEN)
+    return 0;
+  yajl_val v = csr_json_parse(payload, len, NULL, 0);
+  assert_non_null(v);
+  const char *h = csr_json_get_str(v, "h");
+  f->by_hash += h != NULL && strlen(h) == 32;
+  f->by_id += csr_json_get(v, "id") != NULL;
+  csr_json_free(v);
+  return 0;
+}
+
 static void test_dump_round_trip(void **state) {
   (void)state;
   enum { N = 4000 };
@@ -688,6 +712,12 @@ static void test_dump_round_trip(void **state) {
   assert_int_equal(admit(&x, "late", "c1", 1, 2), 0);
   assert_int_equal(admit(&y, "late", "c1", 1, 2), 0);
   store_close(&e, &y);
+  /* the dump names every finished id by its hash, never by its text */
+  struct seen_forms forms = {0, 0};
+  assert_int_equal(pl_store_read(e.dir, count_seen, &forms, NULL, NULL), 0);
+  assert_int_equal(forms.by_id, 0);
+  assert_int_equal(forms.by_hash, stats(&y).finished);
+  assert_true(forms.by_hash > 100);
 
   h_init(&z, &opts);
   store_open(&e, &z);
@@ -743,6 +773,10 @@ static void test_memory_cycle(void **state) {
   assert_int_equal(st.row_bytes, 0);
   assert_int_equal(st.pending + st.waiting + st.dead_letters, 0);
   assert_int_equal(st.finished, N);
+  /* what a finished id costs (about 240 bytes when it kept its whole entry) */
+  print_message("    %d finished ids hold %llu bytes: %.1f bytes per id\n", N,
+                (unsigned long long)st.seen_bytes, (double)st.seen_bytes / N);
+  assert_true(st.seen_bytes < 80ull * N);
   /* half of them expire; every id is checked (the table's deletions keep the others findable) */
   assert_int_equal(cursor(&h, "c1", "Checkout", N / 2 + 1000), 0);
   assert_int_equal(pl_state_expire(h.s), N / 2);
@@ -758,12 +792,441 @@ static void test_memory_cycle(void **state) {
   h_free(&h);
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Finished ids                                                                                   */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void test_finished_id(void **state) {
+  (void)state;
+  struct h h;
+  h_init(&h, NULL);
+  char id[64];
+  snprintf(id, sizeof(id), "%s", "c1|DAT|Checkout|cart-9|2026-11-22T10:00:00");
+  assert_int_equal(admit(&h, id, "c1", 7000, 1), 0);
+  assert_int_equal(outcome(&h, id, "cij", SK_DELIVERED, 1), 0);
+  /* still in the dedupe set: a duplicate, and found by both queries */
+  assert_true(pl_state_seen(h.s, id));
+  assert_int_equal(admit(&h, id, "c1", 7000, 2), UV_EEXIST);
+  assert_non_null(strstr(pl_state_error(h.s), "is already in the dedupe set"));
+  assert_int_equal(stats(&h).dup_admits, 1);
+  const struct pl_state_event *ev = pl_state_event(h.s, id);
+  assert_non_null(ev);
+  assert_true(ev->finished);
+  assert_string_equal(ev->id, id);
+  assert_ptr_not_equal(ev->id, id);
+  assert_string_equal(ev->csu, "c1");
+  assert_string_equal(ev->type, "Checkout");
+  assert_int_equal(ev->time_ms, 7000);
+  assert_int_equal(ev->admitted_ms, 0);
+  assert_null(ev->row);
+  assert_int_equal(ev->row_len, 0);
+  assert_int_equal(ev->n_sinks, 0);
+  assert_null(ev->sinks);
+  /* the view keeps its own copy of the id */
+  id[0] = 'X';
+  assert_string_equal(ev->id, "c1|DAT|Checkout|cart-9|2026-11-22T10:00:00");
+  assert_false(pl_state_seen(h.s, id));
+  assert_null(pl_state_event(h.s, id));
+  id[0] = 'c';
+  /* records for it are damage, and change nothing */
+  assert_int_equal(attempt(&h, id, "cij", 2, 1), CSR_ECORRUPT);
+  assert_non_null(strstr(pl_state_error(h.s), "already finished"));
+  assert_int_equal(dlq_replay(&h, id, "cij"), CSR_ECORRUPT);
+  struct pl_state_stats st = stats(&h);
+  assert_int_equal(st.finished, 1);
+  assert_int_equal(st.live + st.live_bytes + st.row_bytes + st.pending, 0);
+  assert_true(st.seen_bytes > 0);
+  assert_false(pl_state_seen(h.s, "c1|nope"));
+  assert_null(pl_state_event(h.s, "c1|nope"));
+  /* a live entry beside it is the event's own */
+  assert_int_equal(admit(&h, "live", "c2", 1, 1), 0);
+  assert_false(pl_state_event(h.s, "live")->finished);
+  assert_true(pl_state_event(h.s, id)->finished);
+  h_free(&h);
+}
+
+/* Expiry drops a finished id once its time is below cursor - horizon, and not a moment before. */
+static void test_expiry_bound(void **state) {
+  (void)state;
+  struct pl_state_horizon hz[] = {{"c1", 1000}};
+  struct pl_state_opts opts = {hz, 1, 0};
+  struct h h;
+  h_init(&h, &opts);
+  assert_int_equal(admit(&h, "a", "c1", 5000, 0), 0);
+  assert_int_equal(admit(&h, "b", "c1", 5000, 1), 0);
+  assert_int_equal(outcome(&h, "b", "cij", SK_DELIVERED, 1), 0);
+  assert_int_equal(raw(&h, PL_REC_SEEN,
+                       "{\"id\":\"c\",\"csu\":\"c1\",\"type\":\"Checkout\","
+                       "\"time_ms\":5000}"),
+                   0);
+  assert_int_equal(admit(&h, "d", "c1", 5001, 0), 0);
+  assert_int_equal(raw(&h, PL_REC_SEEN,
+                       "{\"id\":\"o\",\"csu\":\"c1\",\"type\":\"Other\","
+                       "\"time_ms\":0}"),
+                   0);
+  assert_int_equal(stats(&h).finished, 5);
+  assert_int_equal(cursor(&h, "c1", "Checkout", 5999), 0); /* bound 4999 */
+  assert_int_equal(pl_state_expire(h.s), 0);
+  assert_int_equal(cursor(&h, "c1", "Checkout", 6000), 0); /* bound 5000: 5000 is not below */
+  assert_int_equal(pl_state_expire(h.s), 0);
+  assert_true(pl_state_seen(h.s, "a") && pl_state_seen(h.s, "b") && pl_state_seen(h.s, "c"));
+  assert_int_equal(cursor(&h, "c1", "Checkout", 6001), 0); /* bound 5001 */
+  assert_int_equal(pl_state_expire(h.s), 3);
+  assert_false(pl_state_seen(h.s, "a") || pl_state_seen(h.s, "b") || pl_state_seen(h.s, "c"));
+  assert_null(pl_state_event(h.s, "b"));
+  assert_true(pl_state_seen(h.s, "d"));
+  assert_true(pl_state_seen(h.s, "o")); /* another type, no cursor */
+  struct pl_state_stats st = stats(&h);
+  assert_int_equal(st.finished, 2);
+  assert_int_equal(st.expired, 3);
+  /* an expired id is admitted again, and expires again */
+  assert_int_equal(admit(&h, "a", "c1", 5000, 0), 0);
+  assert_int_equal(pl_state_expire(h.s), 1);
+  assert_int_equal(cursor(&h, "c1", "Checkout", 6002), 0);
+  assert_int_equal(pl_state_expire(h.s), 1);
+  assert_false(pl_state_seen(h.s, "d"));
+  assert_int_equal(stats(&h).finished, 1);
+  h_free(&h);
+}
+
+static void hash_hex(const char *id, char out[33]) {
+  uint64_t hh[2];
+  pl__seen_hash(id, strlen(id), hh);
+  snprintf(out, 33, "%016" PRIx64 "%016" PRIx64, hh[0], hh[1]);
+}
+
+static void expect_text(struct h *h, const char *want) {
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_finish(&h->jw, &text, &len), 0);
+  assert_int_equal(len, strlen(want));
+  assert_memory_equal(text, want, len);
+  csr_jw_reset(&h->jw);
+}
+
+static void test_seen_forms(void **state) {
+  (void)state;
+  struct h h;
+  char hex[33], rec[256];
+  h_init(&h, NULL);
+  /* the form of files written before: the id is hashed on apply */
+  const char *old = "{\"id\":\"c1|old\",\"csu\":\"c1\",\"type\":\"Checkout\",\"time_ms\":5}";
+  assert_int_equal(pl_state_replay(h.s, PL_REC_SEEN, old, strlen(old)), 0);
+  assert_true(pl_state_seen(h.s, "c1|old"));
+  const struct pl_state_event *ev = pl_state_event(h.s, "c1|old");
+  assert_true(ev->finished);
+  assert_string_equal(ev->csu, "c1");
+  assert_string_equal(ev->type, "Checkout");
+  assert_int_equal(ev->time_ms, 5);
+  assert_int_equal(admit(&h, "c1|old", "c1", 5, 1), UV_EEXIST);
+  assert_int_equal(pl_state_replay(h.s, PL_REC_SEEN, old, strlen(old)), UV_EEXIST);
+  /* the same id by hash is the same entry */
+  hash_hex("c1|old", hex);
+  snprintf(rec, sizeof(rec), "{\"h\":\"%s\",\"csu\":\"c1\",\"type\":\"Checkout\",\"time_ms\":5}",
+           hex);
+  assert_int_equal(raw(&h, PL_REC_SEEN, rec), UV_EEXIST);
+  assert_non_null(strstr(pl_state_error(h.s), hex));
+  /* a new id by hash, as dumps write it, is found by its text */
+  uint64_t hh[2];
+  pl__seen_hash("c2|new", 6, hh);
+  assert_int_equal(
+      put(&h, PL_REC_SEEN, pl_rec_seen_hash(&h.jw, hh[0], hh[1], "c2", "AddCartLines", -7)), 0);
+  assert_true(pl_state_seen(h.s, "c2|new"));
+  ev = pl_state_event(h.s, "c2|new");
+  assert_string_equal(ev->id, "c2|new");
+  assert_string_equal(ev->csu, "c2");
+  assert_string_equal(ev->type, "AddCartLines");
+  assert_int_equal(ev->time_ms, -7);
+  assert_int_equal(admit(&h, "c2|new", "c2", 1, 0), UV_EEXIST);
+  /* SEEN by hash of an id that is live: the id stays one entry once it finishes */
+  assert_int_equal(admit(&h, "c3|live", "c3", 9, 1), 0);
+  pl__seen_hash("c3|live", 7, hh);
+  assert_int_equal(put(&h, PL_REC_SEEN, pl_rec_seen_hash(&h.jw, hh[0], hh[1], "c3", "T", 9)), 0);
+  assert_int_equal(stats(&h).finished, 3);
+  assert_int_equal(outcome(&h, "c3|live", "cij", SK_DELIVERED, 1), 0);
+  assert_int_equal(stats(&h).finished, 3);
+  assert_int_equal(stats(&h).live, 0);
+  /* the record's text: 32 lowercase digits, h1 first, leading zeros kept */
+  assert_int_equal(
+      pl_rec_seen_hash(&h.jw, 0x0123456789abcdefull, 0xfedcba9876543210ull, "c", "t", 1), 0);
+  expect_text(&h, "{\"h\":\"0123456789abcdeffedcba9876543210\",\"csu\":\"c\",\"type\":\"t\","
+                  "\"time_ms\":1}");
+  assert_int_equal(pl_rec_seen_hash(&h.jw, 0, 1, "c", "t", -1), 0);
+  expect_text(&h, "{\"h\":\"00000000000000000000000000000001\",\"csu\":\"c\",\"type\":\"t\","
+                  "\"time_ms\":-1}");
+  assert_int_equal(pl_rec_seen_hash(&h.jw, 1, 2, NULL, "t", 1), UV_EINVAL);
+  assert_int_equal(pl_rec_seen_hash(NULL, 1, 2, "c", "t", 1), UV_EINVAL);
+  h_free(&h);
+}
+
+static void test_seen_malformed(void **state) {
+  (void)state;
+  struct h h;
+  char rec[256];
+  h_init(&h, NULL);
+  assert_int_equal(admit(&h, "e1", "c1", 1, 0), 0); /* the set is not empty */
+  static const char *const bad[] = {
+      "0123456789abcdef0123456789abcde",   /* 31 digits */
+      "0123456789abcdef0123456789abcdef0", /* 33 */
+      "",
+      "0123456789abcdeg0123456789abcdef", /* not hex */
+      "0123456789ABCDEF0123456789abcdef", /* upper case */
+      " 123456789abcdef0123456789abcdef",
+      "0x23456789abcdef0123456789abcdef",
+      "-123456789abcdef0123456789abcdef",
+      "0123456789abcdef\\u00003456789abcdef",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    snprintf(rec, sizeof(rec), "{\"h\":\"%s\",\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":1}",
+             bad[i]);
+    expect(&h, PL_REC_SEEN, rec, CSR_EPARSE, "SEEN: field \"h\" is not 32 lowercase hex digits");
+  }
+  const char *ok = "0123456789abcdef0123456789abcdef";
+  snprintf(rec, sizeof(rec), "{\"h\":7,\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":1}");
+  expect(&h, PL_REC_SEEN, rec, CSR_EPARSE, "SEEN: missing or non-string field \"h\"");
+  snprintf(rec, sizeof(rec), "{\"h\":null,\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":1}");
+  expect(&h, PL_REC_SEEN, rec, CSR_EPARSE, "SEEN: missing or non-string field \"h\"");
+  snprintf(rec, sizeof(rec),
+           "{\"id\":\"x\",\"h\":\"%s\",\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":1}", ok);
+  expect(&h, PL_REC_SEEN, rec, CSR_EPARSE,
+         "SEEN: needs exactly one of the fields \"id\" and \"h\"");
+  expect(&h, PL_REC_SEEN, "{\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":1}", CSR_EPARSE,
+         "SEEN: needs exactly one");
+  snprintf(rec, sizeof(rec), "{\"h\":\"%s\",\"type\":\"T\",\"time_ms\":1}", ok);
+  expect(&h, PL_REC_SEEN, rec, CSR_EPARSE, "SEEN: missing or non-string field \"csu\"");
+  snprintf(rec, sizeof(rec), "{\"h\":\"%s\",\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":\"1\"}", ok);
+  expect(&h, PL_REC_SEEN, rec, CSR_EPARSE, "field \"time_ms\"");
+  assert_int_equal(stats(&h).finished, 1);
+  /* the well-formed one applies */
+  snprintf(rec, sizeof(rec), "{\"h\":\"%s\",\"csu\":\"c1\",\"type\":\"T\",\"time_ms\":1}", ok);
+  assert_int_equal(raw(&h, PL_REC_SEEN, rec), 0);
+  assert_int_equal(stats(&h).finished, 2);
+  h_free(&h);
+}
+
+/* SipHash-2-4-128 against the reference implementation's vectors (key 00..0f, message 00..len-1),
+ * and the key the state uses, pinned: dumps carry these hashes, so it can never change. */
+static void test_siphash(void **state) {
+  (void)state;
+  static const struct {
+    size_t len;
+    const char *hex;
+  } want[] = {
+      {0, "a3817f04ba25a8e66df67214c7550293"},  {1, "da87c1d86b99af44347659119b22fc45"},
+      {7, "a1f1ebbed8dbc153c0b84aa61ff08239"},  {8, "3b62a9ba6258f5610f83e264f31497b4"},
+      {15, "5493e99933b0a8117e08ec0f97cfc3d9"}, {16, "6ee2a4ca67b054bbfd3315bf85230577"},
+      {63, "5150d1772f50834a503e069a973fbd7c"},
+  };
+  uint8_t key[16], msg[64];
+  for (int i = 0; i < 16; i++)
+    key[i] = (uint8_t)i;
+  for (int i = 0; i < 64; i++)
+    msg[i] = (uint8_t)i;
+  for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+    uint64_t h[2];
+    char got[33];
+    pl__siphash128(key, msg, want[i].len, h);
+    for (int b = 0; b < 16; b++) /* the reference's output bytes, h[0] then h[1] little-endian */
+      snprintf(got + 2 * b, 3, "%02x", (unsigned)(uint8_t)(h[b / 8] >> (8 * (b % 8))));
+    assert_string_equal(got, want[i].hex);
+  }
+  char hex[33];
+  hash_hex("c1|DAT|Checkout|cart-1|2026-11-22T10:00:00", hex);
+  assert_string_equal(hex, PINNED_HASH);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The finished ids' table, directly                                                              */
+/* ---------------------------------------------------------------------------------------------- */
+
+static uint64_t rnd64(void) {
+  rnd(2);
+  return rnd_state;
+}
+
+static uint64_t splitmix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+/* Bytes per id while the set grows from 10,000 to 300,000 ids, at every thousand. */
+static void test_seen_bytes_per_id(void **state) {
+  (void)state;
+  struct pl__seen t;
+  struct pl__seen_heap hp = {NULL, 0, 0};
+  pl__seen_init(&t);
+  double best = 1e9, worst = 0;
+  for (uint32_t i = 0; i < 300000; i++) {
+    char id[64];
+    uint64_t h[2];
+    int n = snprintf(id, sizeof(id), "c1|DAT|Checkout|cart-%u|2026-11-22T10:00:00", i);
+    pl__seen_hash(id, (size_t)n, h);
+    assert_int_equal(pl__seen_reserve(&t, &hp), 0);
+    assert_true(pl__seen_add(&t, &hp, 0, h, i));
+    if (t.n >= 10000 && t.n % 1000 == 0) {
+      double b = (double)(pl__seen_bytes(&t) + pl__seen_heap_bytes(&hp)) / (double)t.n;
+      best = b < best ? b : best;
+      worst = b > worst ? b : worst;
+    }
+  }
+  print_message("    bytes per finished id, 10,000 to 300,000 ids: %.1f to %.1f\n", best, worst);
+  assert_true(worst < 80);
+  pl__seen_heap_free(&hp);
+  pl__seen_free(&t);
+}
+
+struct ref {
+  uint64_t h1, h2;
+  int64_t time_ms;
+  uint32_t lane;
+  bool present;
+};
+
+enum { LANES = 4, OPS = 200000, PHASE = 40000 };
+
+struct model {
+  struct pl__seen t;
+  struct pl__seen_heap heaps[LANES];
+  const struct pl__seen_heap *hp[LANES];
+  struct ref *ref;
+  size_t n_ref, present;
+  int64_t bound[LANES];
+};
+
+/* A new key. Most are uniform; some crowd the table's last home slot (their clusters wrap around
+ * to slot 0), some its first, and some share an existing key's h1 (so the record is compared). */
+static void new_key(const struct model *m, size_t idx, uint64_t *h1, uint64_t *h2) {
+  uint64_t r = rnd64();
+  unsigned kind = (unsigned)rnd(100);
+  *h2 = splitmix(idx); /* a bijection: every key is distinct */
+  if (kind < 3)
+    *h1 = (uint64_t)(0xffffffffu - (uint32_t)(r >> 59)) << 32 | (r & 0xffffffffu);
+  else if (kind < 6)
+    *h1 = (uint64_t)(uint32_t)(r >> 59) << 32 | (r & 0xffffffffu);
+  else if (kind < 9 && m->n_ref > 0)
+    *h1 = m->ref[rnd(m->n_ref)].h1;
+  else
+    *h1 = r;
+}
+
+static void model_check_key(const struct model *m, const struct ref *e) {
+  uint64_t h[2] = {e->h1, e->h2};
+  const struct pl__seen_rec *r = pl__seen_find(&m->t, h);
+  assert_int_equal(r != NULL, e->present);
+  if (r) {
+    assert_int_equal(r->time_ms, e->time_ms);
+    assert_int_equal(r->lane, e->lane);
+  }
+}
+
+static void model_insert(struct model *m, struct ref *e, bool fresh) {
+  uint64_t h[2] = {e->h1, e->h2};
+  uint32_t lane = (uint32_t)rnd(LANES);
+  int64_t t = m->bound[lane] + (int64_t)rnd(100000) - 500; /* a few below the bound already */
+  assert_int_equal(pl__seen_reserve(&m->t, &m->heaps[lane]), 0);
+  bool added = pl__seen_add(&m->t, &m->heaps[lane], lane, h, t);
+  assert_int_equal(added, !e->present);
+  if (added) {
+    e->time_ms = t;
+    e->lane = lane;
+    e->present = true;
+    m->present++;
+  }
+  (void)fresh;
+}
+
+static void model_expire(struct model *m, bool shrinking) {
+  uint32_t lane = (uint32_t)rnd(LANES);
+  m->bound[lane] += (int64_t)rnd(shrinking ? 30000 : 200);
+  size_t want = 0;
+  for (size_t i = 0; i < m->n_ref; i++) {
+    struct ref *e = &m->ref[i];
+    if (e->present && e->lane == lane && e->time_ms < m->bound[lane]) {
+      e->present = false;
+      want++;
+    }
+  }
+  assert_int_equal(pl__seen_expire(&m->t, &m->heaps[lane], m->bound[lane]), want);
+  m->present -= want;
+  pl__seen_shrink(&m->t);
+}
+
+static void model_verify(const struct model *m) {
+  const char *why = pl__seen_check(&m->t, m->hp, LANES);
+  if (why)
+    fail_msg("the finished ids' set is broken: %s", why);
+  for (size_t i = 0; i < m->n_ref; i++)
+    model_check_key(m, &m->ref[i]);
+}
+
+/* Backward-shift deletion is the riskiest code: 200,000 random inserts (new keys and keys held or
+ * expired), lookups and expiries, through growth and shrinking, against a plain array. */
+static void test_seen_random(void **state) {
+  (void)state;
+  struct model *m = calloc(1, sizeof(*m));
+  assert_non_null(m);
+  pl__seen_init(&m->t);
+  for (int i = 0; i < LANES; i++)
+    m->hp[i] = &m->heaps[i];
+  m->ref = calloc(OPS, sizeof(*m->ref));
+  assert_non_null(m->ref);
+  rnd_state = 0x5eed5eed12345678ull;
+  size_t max_n = 0, max_cap = 0, min_cap_after = SIZE_MAX, expiries = 0;
+  for (size_t op = 0; op < OPS; op++) {
+    bool shrinking = (op / PHASE) % 2 == 1;
+    unsigned r = (unsigned)rnd(100);
+    if (r < (shrinking ? 10u : 60u)) {
+      struct ref *e = &m->ref[m->n_ref];
+      new_key(m, m->n_ref, &e->h1, &e->h2);
+      m->n_ref++;
+      model_insert(m, e, true);
+    } else if (r < 70 && m->n_ref > 0) {
+      model_insert(m, &m->ref[rnd(m->n_ref)], false); /* held: refused; expired: back again */
+    } else if (r < (shrinking ? 94u : 98u) && m->n_ref > 0) {
+      model_check_key(m, &m->ref[rnd(m->n_ref)]);
+    } else {
+      model_expire(m, shrinking);
+      expiries++;
+    }
+    assert_int_equal(m->t.n, m->present);
+    max_n = m->t.n > max_n ? m->t.n : max_n;
+    max_cap = m->t.cap > max_cap ? m->t.cap : max_cap;
+    if (shrinking && op % PHASE == PHASE - 1)
+      min_cap_after = m->t.cap < min_cap_after ? m->t.cap : min_cap_after;
+    if (op % 2000 == 1999 || op % PHASE == PHASE - 1)
+      model_verify(m);
+  }
+  model_verify(m);
+  print_message("    %zu keys, %zu expiries; at most %zu held in %zu slots, %zu slots after a "
+                "shrinking phase\n",
+                m->n_ref, expiries, max_n, max_cap, min_cap_after);
+  assert_true(max_n > 10000 && min_cap_after < max_cap / 4);
+  for (int i = 0; i < LANES; i++)
+    pl__seen_heap_free(&m->heaps[i]);
+  pl__seen_free(&m->t);
+  free(m->ref);
+  free(m);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_admit_attempt_outcome), cmocka_unit_test(test_dup_admit),
-      cmocka_unit_test(test_dedupe_horizon),        cmocka_unit_test(test_dlq),
-      cmocka_unit_test(test_decoding_errors),       cmocka_unit_test(test_number_text),
-      cmocka_unit_test(test_dump_round_trip),       cmocka_unit_test(test_memory_cycle),
+      cmocka_unit_test(test_admit_attempt_outcome),
+      cmocka_unit_test(test_dup_admit),
+      cmocka_unit_test(test_dedupe_horizon),
+      cmocka_unit_test(test_dlq),
+      cmocka_unit_test(test_decoding_errors),
+      cmocka_unit_test(test_number_text),
+      cmocka_unit_test(test_dump_round_trip),
+      cmocka_unit_test(test_memory_cycle),
+      cmocka_unit_test(test_finished_id),
+      cmocka_unit_test(test_expiry_bound),
+      cmocka_unit_test(test_seen_forms),
+      cmocka_unit_test(test_seen_malformed),
+      cmocka_unit_test(test_siphash),
+      cmocka_unit_test(test_seen_bytes_per_id),
+      cmocka_unit_test(test_seen_random),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

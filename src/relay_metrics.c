@@ -41,8 +41,8 @@ struct relay_metrics {
   struct lane_m *lanes;
   struct csu_m *csus;
   struct sink_m *sinks;
-  struct csr_series *live, *parked, *dead_letters, *aof_bytes, *aof_healthy, *fsync_last,
-      *fsync_max, *cache_entries;
+  struct csr_series *live, *parked, *dead_letters, *dedupe_ids, *state_bytes, *aof_bytes,
+      *aof_healthy, *fsync_last, *fsync_max, *cache_entries;
   struct ctr fsyncs, fsync_seconds, torn_tails, compactions, cache_hits, cache_misses, coalesced;
 };
 
@@ -159,6 +159,8 @@ static void open_globals(struct csr_relay *r, struct relay_metrics *m) {
   m->live = s0(fam(r, "csurelay_live_events", "Admitted events not finished.", 0));
   m->parked = s0(fam(r, "csurelay_parked_events", "Live events holding only dead letters.", 0));
   m->dead_letters = s0(fam(r, "csurelay_dead_letters", "Deliveries in the dead-letter queue.", 0));
+  m->dedupe_ids = s0(fam(r, "csurelay_dedupe_finished_ids", "Finished ids kept for dedupe.", 0));
+  m->state_bytes = s0(fam(r, "csurelay_state_bytes", "Heap held by the state model.", 0));
   m->aof_bytes = s0(fam(r, "csurelay_aof_bytes", "Size of the append-only file.", 0));
   m->aof_healthy = s0(fam(r, "csurelay_aof_healthy", "1 while the AOF is healthy.", 0));
   m->fsync_last = s0(fam(r, "csurelay_aof_fsync_last_seconds", "Duration of the last fsync.", 0));
@@ -272,6 +274,8 @@ static void collect_globals(struct csr_relay *r, struct relay_metrics *m) {
   gauge_set(m->live, (double)ss.live);
   gauge_set(m->parked, (double)ss.parked);
   gauge_set(m->dead_letters, (double)ss.dead_letters);
+  gauge_set(m->dedupe_ids, (double)ss.finished);
+  gauge_set(m->state_bytes, (double)(ss.live_bytes + ss.seen_bytes));
   const struct pl_store_stats *st = pl_store_stats(pl_admit_store(r->admit));
   gauge_set(m->aof_bytes, (double)st->file_bytes);
   gauge_set(m->aof_healthy, st->healthy ? 1 : 0);

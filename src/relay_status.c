@@ -32,6 +32,7 @@ static void status_state(struct csr_relay *r, struct csr_jw *jw) {
   kuint(jw, "pending", ss.pending);
   kuint(jw, "waiting", ss.waiting);
   kuint(jw, "live_bytes", ss.live_bytes);
+  kuint(jw, "seen_bytes", ss.seen_bytes);
   csr_jw_obj_end(jw);
   csr_jw_key(jw, "admission");
   csr_jw_obj(jw);

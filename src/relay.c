@@ -176,7 +176,7 @@ static int open_stages(struct csr_relay *r, struct csr_err *err) {
   struct pl_route_opts ro = {.metrics = r->metrics};
   if (rc == 0)
     rc = pl_route_create(r->loop, cfg, r->admit, r->enrich, r->sinks, &ro, &r->route);
-  struct pl_poll_opts po = {.max_searches = 8, .timeout_ms = (long)cfg->limits.http_timeout_ms};
+  struct pl_poll_opts po = {.max_searches = 32, .timeout_ms = (long)cfg->limits.http_timeout_ms};
   if (rc == 0 && cfg->n_csus > 0)
     rc = pl_poll_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_of_csu, r, &po,
                         pl_admit_poll_ops(r->admit), r->admit, &r->poll);

@@ -419,7 +419,9 @@ void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
  *
  * Windows (SPEC §3):
  *  - Every poll_interval_ms a lane searches From = cursor - overlap_s, To = now - settle_ms, both
- *    rounded down to whole seconds. A lane with no cursor from pl_poll_set_cursor() starts at
+ *    rounded down to whole seconds. The ticks are aligned just past the whole seconds of
+ *    now - settle_ms (a tick moves back to the boundary it would pass), since a window can only
+ *    hold an event once its second has ended: an event waits at most about poll_interval_ms. A lane with no cursor from pl_poll_set_cursor() starts at
  *    csu.start_from without the overlap. A regular window starts only when its To is past the
  *    cursor, and any window only when its To is past every earlier window's To on the lane, so
  *    To <= From never happens.

@@ -443,6 +443,24 @@ static void on_search_done(struct rx_fut *fut) {
 /* Dispatch */
 /* ---------------------------------------------------------------------------------------------- */
 
+/*
+ * When the next regular window may start. Search takes whole seconds, so an event is in a window
+ * only once its second has ended (on the settled clock, wall - settle_ms). Windows therefore start
+ * just after such a boundary: one poll_interval_ms later, moved back to the boundary it passes.
+ * An event then waits at most about poll_interval_ms (plus settle_ms) for its window, instead of
+ * up to a second more when the ticks fall just before the boundaries.
+ */
+static uint64_t next_regular(const struct csr_csu *cf, uint64_t now, int64_t wall) {
+  enum { PAST_BOUNDARY_MS = 5 };
+  uint64_t iv = cf->poll_interval_ms ? cf->poll_interval_ms : 1000;
+  int64_t settled = wall - (int64_t)cf->settle_ms;
+  uint64_t into = (uint64_t)(settled - pl__floor_s(settled)); /* ms past the last boundary */
+  uint64_t period = iv < 1000 ? iv : 1000;
+  uint64_t early = (into + iv) % period; /* how far past a boundary the plain tick would land */
+  uint64_t delay = iv - early + PAST_BOUNDARY_MS;
+  return now + (delay > iv + PAST_BOUNDARY_MS ? iv : delay);
+}
+
 /* Which window the lane would search now (beginning one if it is due), or -1. */
 static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
   const struct csr_csu *cf = l->c->conf;
@@ -469,7 +487,7 @@ static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
   if (now >= l->next_poll && to > l->cursor_ms && to > l->last_to_ms) {
     pl__win_begin(&l->win[WIN_REGULAR], false, regular_from(l), to);
     l->last_to_ms = to;
-    l->next_poll = now + (cf->poll_interval_ms ? cf->poll_interval_ms : 1000);
+    l->next_poll = next_regular(cf, now, wall);
     return WIN_REGULAR;
   }
   return l->win[WIN_SWEEP].active ? WIN_SWEEP : -1;

@@ -14,7 +14,7 @@
 
 /* The sinks that exist. Adding one is one file (src/sinks/<name>.c ending in sk_<name>_ops) and
  * one X(<name>) here. */
-#define SK_SINKS(X) X(webhook) X(cij)
+#define SK_SINKS(X) X(webhook) X(cij) X(mqtt)
 
 #define DECLARE_OPS(n) extern const struct sk_ops sk_##n##_ops;
 SK_SINKS(DECLARE_OPS)

@@ -6,6 +6,8 @@
 # (p50/p90/p99/max), plus the relay's CPU and peak RSS. Loopback only; stops by itself.
 #
 # Usage: bench/pipeline_bench.sh [rate] [secs] [csus]      (defaults 4000 40 16)
+# SINKS=cij+webhook (default) | mqtt | mqtt+cij: with mqtt, a real mosquitto and a QoS 1 subscriber
+# (mosquitto_sub, receipt timestamps) join; every routed event goes to the mqtt sink "stores".
 # Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60),
 # MEMORY_MB (100), KEEP=1
 # keeps the work dir. settle 0: the overlap re-reads catch late commits, so latency is the poll
@@ -25,8 +27,11 @@ cmake --build build -j"$(nproc)" --target csusim csurelay >/dev/null
 work=$(mktemp -d)
 sim_pid=
 relay_pid=
+mqtt_pids=
+sinks=${SINKS:-cij+webhook}
 cleanup() {
   [ -n "$relay_pid" ] && kill -9 "$relay_pid" 2>/dev/null || true
+  for p in $mqtt_pids; do kill -9 "$p" 2>/dev/null || true; done
   [ -n "$sim_pid" ] && kill -9 "$sim_pid" 2>/dev/null || true
   wait 2>/dev/null || true
   [ "${KEEP:-0}" = 1 ] && echo "kept $work" || rm -rf "$work"
@@ -49,8 +54,20 @@ hostport=${base#http://}
 # (the overlap re-reads catch late commits, the sweep later ones), a sweep of 60 s rather than 900
 # (the dedupe set holds every id of the horizon: about 240 bytes x rate x max(overlap, sweep)), and
 # the memory budget of the target.
+mqtt_args=()
+if [[ $sinks == *mqtt* ]]; then
+  mqtt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n' \
+    "$mqtt_port" >"$work/mosquitto.conf"
+  /usr/sbin/mosquitto -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+  mqtt_pids="$!"
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$mqtt_port") 2>/dev/null && break; sleep 0.1; done
+  mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -q 1 -t 'commerce/#' -F '%U %p' >"$work/mqtt.txt" &
+  mqtt_pids="$mqtt_pids $!"
+  mqtt_args=(--mqtt "tcp://127.0.0.1:$mqtt_port")
+fi
 CSUSIM_CLIENT_SECRET=csusim-secret build/csusim --listen "$hostport" --csus "$csus" --print-config \
-  --state-dir "$work/var" --admin-listen 127.0.0.1:0 |
+  --state-dir "$work/var" --admin-listen 127.0.0.1:0 "${mqtt_args[@]}" |
   sed -e 's/max_in_flight: 16, rate_per_s: 40/max_in_flight: 52, rate_per_s: 0/' \
     -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: 128}|" \
     -e "s/overlap_s: 10, settle_ms: 2000/overlap_s: $overlap, settle_ms: ${SETTLE_MS:-0}/" \
@@ -59,8 +76,21 @@ CSUSIM_CLIENT_SECRET=csusim-secret build/csusim --listen "$hostport" --csus "$cs
     -e 's/start_from: -1h/start_from: -1s/' >"$work/relay.yaml"
 printf 'limits: {max_live_events: 20000, memory_mb: %s, http_timeout_ms: 10000}\n' "$memory_mb" \
   >>"$work/relay.yaml"
+# The routes of the chosen sinks: print-config routes every sink it knows.
+python3 - "$work/relay.yaml" "$sinks" <<'PY'
+import re, sys
+path, sinks = sys.argv[1], sys.argv[2]
+keep = {"cij+webhook": ["journeys", "audit"], "mqtt": ["stores"], "mqtt+cij": ["journeys", "stores"]}[sinks]
+text = open(path).read()
+def deliver(m):
+    entries = [e for e in re.findall(r"\{sink: [^}]*\}", m.group(0)) if e.split()[1].rstrip(",}") in keep]
+    return "deliver: [" + ", ".join(entries) + "]" if entries else "deliver: []"
+text = re.sub(r"deliver: \[.*\]", deliver, text)
+open(path, "w").write(text)
+PY
 CSUSIM_CLIENT_SECRET=csusim-secret build/csurelay run -c "$work/relay.yaml" >"$work/relay.log" 2>&1 &
 relay_pid=$!
+disown "$relay_pid" # killed at the end; no job-control message
 
 ledger() { curl -s "$base/ledger"; }
 peak_rss=0
@@ -73,9 +103,11 @@ while [ $(($(date +%s) - start)) -lt "$secs" ]; do
   ledger | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
-print("t=%3ss generated=%d trigger=%d webhook=%d rss=%s MB" % (sys.argv[1], d["generated"]["total"],
-      d["trigger"]["received"], d["webhook"]["audit"]["received"], int(sys.argv[2]) // 1024))' \
-    "$(($(date +%s) - start))" "$rss"
+hook = d["webhook"].get("audit", {}).get("received", 0)
+mqtt = sum(1 for _ in open(sys.argv[3])) if sys.argv[3] else 0
+print("t=%3ss generated=%d trigger=%d webhook=%d mqtt=%d rss=%s MB" % (sys.argv[1],
+      d["generated"]["total"], d["trigger"]["received"], hook, mqtt, int(sys.argv[2]) // 1024))' \
+    "$(($(date +%s) - start))" "$rss" "$([[ $sinks == *mqtt* ]] && echo "$work/mqtt.txt")"
 done
 end_ms=$(($(date +%s%3N)))
 cpu_ticks=$(($(awk '{print $14+$15}' "/proc/$relay_pid/stat") - t0_cpu))
@@ -84,12 +116,48 @@ until_ms=$((end_ms - grace * 1000))
 diff() { curl -s "$base/ledger/diff?sink=$1&until_ms=$until_ms"; }
 diff trigger >"$work/trigger.json"
 diff webhook:audit >"$work/webhook.json"
-python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" <<'PY'
-import json, sys
-work, rate, secs, csus, rss, ticks, hz = sys.argv[1:]
-print("\nrate %s ev/s, %s CSUs, %s s; relay CPU %.0f%% of one core, peak RSS %d MB" %
-      (rate, csus, secs, 100.0 * int(ticks) / int(hz) / int(secs), int(rss) // 1024))
+python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" "$sinks" "$until_ms" "$base" <<'PY'
+import json, sys, calendar, time, urllib.request
+work, rate, secs, csus, rss, ticks, hz, sinks, until_ms, base = sys.argv[1:]
+print("\nrate %s ev/s, %s CSUs, %s s, sinks %s; relay CPU %.0f%% of one core, peak RSS %d MB" %
+      (rate, csus, secs, sinks, 100.0 * int(ticks) / int(hz) / int(secs), int(rss) // 1024))
+def event_ms(text):
+    base, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) * 1000 + int((frac + "000")[:3])
+def generated_until(limit_ms):
+    """The ids the ledger generated (committed) up to limit_ms: what every subscriber must get."""
+    ids, offset = set(), 0
+    while True:
+        page = json.load(urllib.request.urlopen("%s/ledger/events?offset=%d&limit=10000" % (base, offset)))
+        for e in page["events"]:
+            if event_ms(e["committed"]) <= limit_ms:
+                ids.add(e["id"])
+        offset += len(page["events"])
+        if offset >= page["total"] or not page["events"]:
+            return ids
+if "mqtt" in sinks:
+    expected = generated_until(int(until_ms))
+    seen, dups, lat = set(), 0, []
+    for line in open("%s/mqtt.txt" % work):
+        ts, _, body = line.partition(" ")
+        try:
+            msg = json.loads(body)
+        except ValueError:
+            continue
+        if msg["EventId"] in seen:
+            dups += 1
+            continue
+        seen.add(msg["EventId"])
+        if msg["EventId"] in expected:
+            lat.append(float(ts) * 1000 - event_ms(msg["EventDetails"]["EventDateTime"]))
+    lat.sort()
+    pct = lambda p: int(lat[min(len(lat) - 1, int(p * len(lat)))]) if lat else 0
+    print("%-8s expected %7d delivered %7d missing %5d duplicated %3d  latency ms p50 %d p90 %d p99 %d max %d"
+          % ("mqtt", len(expected), len(expected & seen), len(expected - seen), dups, pct(0.5),
+             pct(0.9), pct(0.99), int(lat[-1]) if lat else 0))
 for sink in ("trigger", "webhook"):
+    if sink == "trigger" and "cij" not in sinks or sink == "webhook" and "webhook" not in sinks:
+        continue
     d = json.load(open("%s/%s.json" % (work, sink)))
     lat = d["latency_ms"]
     print("%-8s expected %7d delivered %7d missing %5d duplicated %3d  latency ms p50 %d p90 %d p99 %d max %d"

@@ -3,6 +3,7 @@
 
 #include "csurelay/timefmt.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -158,9 +161,12 @@ static void reap(struct it_proc *p, int sig, long wait_ms) {
 void it_teardown(struct it *t) {
   reap(&t->relay, SIGKILL, 5000);
   reap(&t->sim, SIGTERM, 5000);
+  reap(&t->broker, SIGTERM, 5000);
   if (!t->passed) {
     print_tail(t->sim.log);
     print_tail(t->relay.log);
+    if (t->broker_runs > 0)
+      print_tail(t->broker.log);
     fprintf(stderr, "[%s] failed: logs, config and state kept in %s\n", t->name, t->dir);
   } else if (getenv("CSR_IT_KEEP") == NULL) {
     nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
@@ -686,4 +692,177 @@ void it_wait_delivered(struct it *t, int64_t n_trigger, int64_t n_hook, long dea
       assert_alive(&t->relay, "csurelay");
     it_sleep_ms(200);
   }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* mosquitto and csusim's own configuration */
+/* ---------------------------------------------------------------------------------------------- */
+
+#define MOSQUITTO "/usr/sbin/mosquitto"
+
+static int free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(a);
+  assert_true(fd >= 0);
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static bool port_accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  if (fd >= 0)
+    close(fd);
+  return ok;
+}
+
+/* Spawns mosquitto with dir/mosquitto.conf; true once its port accepts connections, false when it
+ * exited first (the port was taken) or did not open it within 5 s (stretched). */
+static bool broker_spawn(struct it *t) {
+  char conf[600];
+  snprintf(conf, sizeof(conf), "%s/mosquitto.conf", t->dir);
+  t->broker_runs++;
+  snprintf(t->broker.log, sizeof(t->broker.log), "%s/mosquitto-%u.log", t->dir, t->broker_runs);
+  char *argv[] = {MOSQUITTO, "-c", conf, NULL};
+  spawn(&t->broker, argv);
+  int64_t end = it_mono_ms() + it_slow(t, 5000);
+  int status;
+  while (it_mono_ms() < end) {
+    if (waitpid(t->broker.pid, &status, WNOHANG) == t->broker.pid) {
+      t->broker.pid = 0;
+      return false;
+    }
+    if (port_accepts(t->mqtt_port))
+      return true;
+    it_sleep_ms(20);
+  }
+  reap(&t->broker, SIGKILL, 1000);
+  return false;
+}
+
+void it_broker_start(struct it *t, bool persist) {
+  assert_int_equal(t->broker.pid, 0);
+  char conf[600];
+  snprintf(conf, sizeof(conf), "%s/mosquitto.conf", t->dir);
+  for (int tries = 0; tries < 5; tries++) {
+    t->mqtt_port = free_port();
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "listener %d 127.0.0.1\nallow_anonymous true\npersistence %s\n"
+            "persistence_location %s/\nmax_queued_messages 0\nlog_type error\nlog_type warning\n"
+            "log_type notice\nlog_type information\nlog_dest stderr\n",
+            t->mqtt_port, persist ? "true" : "false", t->dir);
+    if (geteuid() == 0)
+      fprintf(f, "user root\n"); /* else mosquitto drops to 'mosquitto', which cannot write here */
+    assert_int_equal(fclose(f), 0);
+    if (broker_spawn(t)) {
+      snprintf(t->mqtt_url, sizeof(t->mqtt_url), "tcp://127.0.0.1:%d", t->mqtt_port);
+      fprintf(stderr, "[%s] mosquitto on %s (persistence %s)\n", t->name, t->mqtt_url,
+              persist ? "true" : "false");
+      return;
+    }
+  }
+  print_tail(t->broker.log);
+  fail_msg("mosquitto did not start");
+}
+
+void it_broker_stop(struct it *t) {
+  assert_true(t->broker.pid > 0);
+  assert_int_equal(kill(t->broker.pid, SIGTERM), 0);
+  int64_t end = it_mono_ms() + it_slow(t, 10000);
+  int status;
+  pid_t r;
+  while ((r = waitpid(t->broker.pid, &status, WNOHANG)) == 0) {
+    if (it_mono_ms() > end) {
+      print_tail(t->broker.log);
+      fail_msg("mosquitto did not exit within %ld ms of SIGTERM", it_slow(t, 10000));
+    }
+    it_sleep_ms(10);
+  }
+  t->broker.pid = 0;
+}
+
+void it_broker_restart(struct it *t) {
+  assert_true(t->mqtt_port > 0);
+  int64_t end = it_mono_ms() + it_slow(t, 15000);
+  while (!broker_spawn(t)) {
+    if (it_mono_ms() > end) {
+      print_tail(t->broker.log);
+      fail_msg("mosquitto did not start again on port %d", t->mqtt_port);
+    }
+    it_sleep_ms(100);
+  }
+}
+
+void it_config_print(struct it *t, const char *mqtt_url) {
+  char listen[64], csus[16], admin[] = "127.0.0.1:0";
+  snprintf(listen, sizeof(listen), "127.0.0.1:%d", t->sim_port);
+  snprintf(csus, sizeof(csus), "%u", t->csus);
+  char *argv[16] = {(char *)sim_bin(), "--listen",    listen,   "--csus",         csus,
+                    "--print-config",  "--state-dir", t->state, "--admin-listen", admin};
+  int n = 10;
+  if (mqtt_url != NULL) {
+    argv[n++] = "--mqtt";
+    argv[n++] = (char *)mqtt_url;
+  }
+  argv[n] = NULL;
+  struct it_proc p = {0};
+  snprintf(p.log, sizeof(p.log), "%s", t->cfg);
+  spawn(&p, argv);
+  int status;
+  assert_int_equal(waitpid(p.pid, &status, 0), p.pid);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    print_tail(t->cfg);
+    fail_msg("csusim --print-config failed (status 0x%x)", status);
+  }
+}
+
+void it_config_edit(struct it *t, const char *from, const char *to) {
+  char *text = read_file(t->cfg, NULL);
+  assert_non_null(text);
+  char *at = strstr(text, from);
+  if (at == NULL || strstr(at + 1, from) != NULL) {
+    print_tail(t->cfg);
+    fail_msg("'%s' is not in %s exactly once", from, t->cfg);
+  }
+  FILE *f = fopen(t->cfg, "w");
+  assert_non_null(f);
+  fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+  assert_int_equal(fclose(f), 0);
+  free(text);
+}
+
+long it_http_hdrs(struct it *t, const char *method, const char *url, const char *const *headers,
+                  const char *body, struct it_resp *out) {
+  memset(out, 0, sizeof(*out));
+  CURL *c = t->curl;
+  curl_easy_reset(c);
+  struct curl_slist *hdrs = NULL;
+  for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+    hdrs = curl_slist_append(hdrs, headers[i]);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+  curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, it_slow(t, 15000));
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+  if (body != NULL) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+  }
+  CURLcode rc = curl_easy_perform(c);
+  curl_slist_free_all(hdrs);
+  if (rc == CURLE_OK)
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+  if (out->body != NULL)
+    out->json = csr_json_parse(out->body, out->len, NULL, 0);
+  return out->status;
 }

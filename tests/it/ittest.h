@@ -76,6 +76,11 @@ struct it {
   double slow;         /* CSR_IT_SLOW */
   bool passed;         /* it_pass(): the scratch directory is removed at teardown */
   void *curl;
+  /* mosquitto (it_broker_start): stopped at teardown, its log's tail printed on a failure */
+  struct it_proc broker;
+  int mqtt_port;        /* 0 until it_broker_start */
+  char mqtt_url[64];    /* tcp://127.0.0.1:PORT */
+  unsigned broker_runs; /* broker starts so far (logs mosquitto-1.log, ...) */
 };
 
 /** One answer. `json` is the parsed body when it parses, else NULL. Free with it_resp_free. */
@@ -174,6 +179,34 @@ void it_ledger_each(struct it *t, void (*fn)(yajl_val ev, void *arg), void *arg)
 int64_t it_time_ms(const char *text);
 /** Waits (bounded) until the trigger and webhook:audit diffs have delivered >= n_* events. */
 void it_wait_delivered(struct it *t, int64_t n_trigger, int64_t n_hook, long deadline_ms);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* mosquitto and csusim's own configuration */
+/* ---------------------------------------------------------------------------------------------- */
+
+/**
+ * Starts /usr/sbin/mosquitto on a free loopback port (found by binding 127.0.0.1:0) with
+ * dir/mosquitto.conf: `listener PORT 127.0.0.1`, `allow_anonymous true`, `persistence` as given
+ * (its file in the scratch directory; mosquitto writes it when SIGTERM stops it, so sessions and
+ * their queued messages survive a restart), and no cap on queued messages (mosquitto's default of
+ * 1000 per client would drop QoS 1 messages under load). Waits until it accepts connections; sets
+ * mqtt_port and mqtt_url.
+ */
+void it_broker_start(struct it *t, bool persist);
+/** SIGTERM and wait (bounded) for the exit. */
+void it_broker_stop(struct it *t);
+/** Starts mosquitto again with the same configuration, on the same port (retried while the port is
+ * not free yet), and waits until it accepts connections. */
+void it_broker_restart(struct it *t);
+/** Writes t->cfg with `csusim --print-config` for the running csusim: t->csus CSUs, state in
+ * t->state, admin on 127.0.0.1:0, and its mqtt sink `stores` when `mqtt_url` is not NULL. */
+void it_config_print(struct it *t, const char *mqtt_url);
+/** Replaces the one occurrence of `from` in t->cfg by `to` (fails when there is not exactly one).
+ */
+void it_config_edit(struct it *t, const char *from, const char *to);
+/** A request with extra header lines (NULL-terminated, may be NULL); `body` is sent as given. */
+long it_http_hdrs(struct it *t, const char *method, const char *url, const char *const *headers,
+                  const char *body, struct it_resp *out);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Time */

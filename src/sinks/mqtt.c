@@ -16,8 +16,10 @@
  * taken back ORPHAN_TIMEOUTS timeouts (at least ORPHAN_MIN_MS) after its publish.
  *
  * Outcomes. SK_DELIVERED on Paho's onSuccess: PUBACK at QoS 1, PUBCOMP at QoS 2, the write at QoS
- * 0. SK_RETRY "disconnected" when Paho refuses the publish for want of a connection (it never
- * buffers while disconnected), "publish" for any other refusal (the Paho error in the excerpt),
+ * 0. While the sink knows it is not connected, deliver() refuses with CSR_ELIMIT (the scheduler
+ * asks again shortly, no attempt spent). SK_RETRY "disconnected" when Paho refuses the publish for
+ * want of a connection the sink did not know was lost (it never buffers while disconnected),
+ * "publish" for any other refusal (the Paho error in the excerpt),
  * "publish_failed" on onFailure, "timeout" when no acknowledgement came within timeout_ms (a late
  * one is then ignored), "cancelled" on cancel(). SK_DEAD "encode" when the body cannot be built and
  * "topic" when the topic can never be valid. Every outcome reaches done() from the loop, never from
@@ -637,6 +639,11 @@ static int mqtt_deliver(struct sk_sink *sink, struct sk_delivery *d) {
   struct mq_sink *s = (struct mq_sink *)sink;
   if (s->closing)
     return -ECANCELED;
+  /* No connection: a publish would only be refused. CSR_ELIMIT has the scheduler ask again shortly
+   * without spending an attempt, so deliveries wait out a broker outage (or a slow first connect)
+   * instead of running down max_attempts into the dead-letter queue. */
+  if (!s->connected)
+    return CSR_ELIMIT;
   struct mq_pub *p = take_slot(s);
   if (p == NULL)
     return CSR_ELIMIT; /* every slot is in flight, some of them with Paho after a timeout */

@@ -15,26 +15,27 @@
 #include "csurelay/error.h"
 
 /** Leads from an embedded member back to the struct that holds it. */
-#define RX_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define RX_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 struct rx_loop;
 struct rx_fut;
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Futures                                                                                         */
+/* Futures */
 /* ---------------------------------------------------------------------------------------------- */
 
-/** A future's completion callback. `fut->result` is 0 or a negative error (-ECANCELED on cancel). */
+/** A future's completion callback. `fut->result` is 0 or a negative error (-ECANCELED on cancel).
+ */
 typedef void (*rx_fut_cb)(struct rx_fut *fut);
 
 /**
  * A one-shot completion, embedded in the request that produces it (an HTTP request, an AOF append,
  * a publish) and never allocated on its own; RX_CONTAINER_OF leads back to the owner.
  *
- * Completion is never synchronous: rx_fut_resolve() only queues the future on the loop's ready list,
- * and the loop runs the callback later in the same turn (from a uv_check_t). So no callback is ever
- * re-entered by the call that started it, even when the answer was already known (a cache hit).
- * After its callback has run, a future is idle and may be armed again for the next stage.
+ * Completion is never synchronous: rx_fut_resolve() only queues the future on the loop's ready
+ * list, and the loop runs the callback later in the same turn (from a uv_check_t). So no callback
+ * is ever re-entered by the call that started it, even when the answer was already known (a cache
+ * hit). After its callback has run, a future is idle and may be armed again for the next stage.
  */
 struct rx_fut {
   /* public */
@@ -86,7 +87,7 @@ void rx_join_done(struct rx_join *join, int result);
 void rx_join_seal(struct rx_join *join);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* The loop                                                                                        */
+/* The loop */
 /* ---------------------------------------------------------------------------------------------- */
 
 /** Called on the loop thread when SIGTERM or SIGINT arrives (start a graceful stop). */
@@ -138,7 +139,7 @@ uint64_t rx_now_ms(const struct rx_loop *loop);
 int64_t rx_wall_ms(void);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Timers                                                                                          */
+/* Timers */
 /* ---------------------------------------------------------------------------------------------- */
 
 #define RX_TIMER_STOP UINT64_MAX
@@ -197,7 +198,7 @@ uint64_t rx_backoff_ms(unsigned attempt, uint64_t base_ms, uint64_t cap_ms, uint
 uint64_t rx_rand64(uint64_t *state);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* HTTP client (libcurl multi driven by the loop)                                                  */
+/* HTTP client (libcurl multi driven by the loop) */
 /* ---------------------------------------------------------------------------------------------- */
 
 struct rx_http_opts {
@@ -208,6 +209,9 @@ struct rx_http_opts {
   size_t max_response_bytes; /* body ceiling; 0 = 16 MiB */
 };
 
+/** Easy handles kept for reuse (curl_easy_reset instead of a fresh init per request). */
+#define RX_HTTP_POOL 64
+
 /** One per loop: the curl multi handle, its timer and the sockets it watches. */
 struct rx_http {
   /* public */
@@ -215,11 +219,13 @@ struct rx_http {
   /* read-only */
   struct rx_loop *loop;
   struct rx_http_opts opts;
-  unsigned active;     /* requests started and not yet completed */
-  uint64_t completed;  /* requests completed, any outcome */
-  uint64_t new_conns;  /* connections opened (connection reuse shows as completed >> new_conns) */
+  unsigned active;    /* requests started and not yet completed */
+  uint64_t completed; /* requests completed, any outcome */
+  uint64_t new_conns; /* connections opened (connection reuse shows as completed >> new_conns) */
   /* private */
   void *_multi;
+  void *_pool[RX_HTTP_POOL]; /* finished easy handles, reset, for the next requests */
+  unsigned _pooled;
   uv_timer_t _timer;
   struct rx_http_req *_cancelled; /* requests whose cancel is deferred to the ready list */
   void (*_close_cb)(struct rx_http *http);
@@ -245,13 +251,13 @@ struct rx_http_req {
   long timeout_ms; /* 0 = the client's default */
   /* read-only: valid in the completion callback until rx_http_req_cleanup() */
   struct rx_fut fut;
-  long status;                /* HTTP status, 0 when no response */
-  char *resp_body;            /* NUL-terminated (resp_len excludes the NUL); never NULL after start */
+  long status;     /* HTTP status, 0 when no response */
+  char *resp_body; /* NUL-terminated (resp_len excludes the NUL); never NULL after start */
   size_t resp_len;
-  long retry_after_ms;        /* from Retry-After (seconds or HTTP-date); -1 when absent */
-  char *odata_entity_id;      /* OData-EntityId header, or NULL */
-  char *location;             /* Location header, or NULL */
-  int curl_code;              /* the raw CURLcode, for diagnostics */
+  long retry_after_ms;   /* from Retry-After (seconds or HTTP-date); -1 when absent */
+  char *odata_entity_id; /* OData-EntityId header, or NULL */
+  char *location;        /* Location header, or NULL */
+  int curl_code;         /* the raw CURLcode, for diagnostics */
   /* private */
   struct rx_http *_http;
   void *_easy;
@@ -290,7 +296,7 @@ void rx_http_cancel(struct rx_http_req *req);
 void rx_http_req_cleanup(struct rx_http_req *req);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* HTTP server (llhttp on libuv TCP)                                                               */
+/* HTTP server (llhttp on libuv TCP) */
 /* ---------------------------------------------------------------------------------------------- */
 
 struct rx_http_server;
@@ -314,13 +320,13 @@ struct rx_http_server_opts {
 /** A parsed request, owned by the server; valid from the handler call until it is answered. */
 struct rx_http_request {
   /* read-only */
-  const char *method;  /* "GET", "POST", ... */
-  const char *path;    /* the raw (still percent-encoded) path, without the query */
-  const char *query;   /* the raw text after '?', or "" */
-  const char *body;    /* NUL-terminated, may contain NULs; "" when none */
+  const char *method; /* "GET", "POST", ... */
+  const char *path;   /* the raw (still percent-encoded) path, without the query */
+  const char *query;  /* the raw text after '?', or "" */
+  const char *body;   /* NUL-terminated, may contain NULs; "" when none */
   size_t body_len;
   struct rx_http_server *server;
-  void *user;          /* free for the handler's own use while the request is pending */
+  void *user; /* free for the handler's own use while the request is pending */
   /* private */
   void *_conn;
 };
@@ -353,8 +359,8 @@ struct rx_http_server {
   int _listening;
   int _closing;
   void (*_close_cb)(struct rx_http_server *srv);
-  struct rx_timer _sweep;  /* one idle sweep for every connection, unref'd */
-  unsigned _open_handles;  /* listener + sweep timer not yet closed */
+  struct rx_timer _sweep; /* one idle sweep for every connection, unref'd */
+  unsigned _open_handles; /* listener + sweep timer not yet closed */
 };
 
 CSR_NODISCARD int rx_http_server_init(struct rx_http_server *srv, struct rx_loop *loop,

@@ -116,6 +116,17 @@ static void unlink_cancel(struct rx_http *http, struct rx_http_req *req) {
   req->_cancel_queued = 0;
 }
 
+/* A finished handle goes back to the pool, reset to curl's defaults, while there is room:
+ * curl_easy_init and cleanup per request cost more than a reset. */
+static void release_easy(struct rx_http *http, CURL *easy) {
+  if (http->_pooled < RX_HTTP_POOL && !http->_closing) {
+    curl_easy_reset(easy);
+    http->_pool[http->_pooled++] = easy;
+  } else {
+    curl_easy_cleanup(easy);
+  }
+}
+
 /* Detaches `req` from curl and from the client, then queues its completion. Never call it from
  * inside a libcurl callback (it removes the easy handle). */
 static void finish(struct rx_http_req *req, int result) {
@@ -130,7 +141,7 @@ static void finish(struct rx_http_req *req, int result) {
   if (curl_easy_getinfo(req->_easy, CURLINFO_NUM_CONNECTS, &conns) == CURLE_OK && conns > 0)
     http->new_conns += (uint64_t)conns;
   curl_multi_remove_handle(http->_multi, req->_easy);
-  curl_easy_cleanup(req->_easy);
+  release_easy(http, req->_easy);
   req->_easy = NULL;
   if (req->_prev_active)
     req->_prev_active->_next_active = req->_next_active;
@@ -335,6 +346,8 @@ void rx_http_close(struct rx_http *http, void (*cb)(struct rx_http *http)) {
    * so the polls close from there; only then close the timer. */
   curl_multi_cleanup(http->_multi);
   http->_multi = NULL;
+  while (http->_pooled > 0)
+    curl_easy_cleanup(http->_pool[--http->_pooled]);
   uv_close((uv_handle_t *)&http->_timer, on_handle_closed);
 }
 
@@ -418,7 +431,7 @@ static void set_method(CURL *easy, const struct rx_http_req *req) {
 }
 
 static CURL *easy_for(struct rx_http *http, struct rx_http_req *req) {
-  CURL *easy = curl_easy_init();
+  CURL *easy = http->_pooled > 0 ? http->_pool[--http->_pooled] : curl_easy_init();
   if (easy == NULL)
     return NULL;
   long timeout = req->timeout_ms > 0 ? req->timeout_ms : http->opts.timeout_ms;

@@ -84,6 +84,7 @@ struct pl_poll {
   size_t rr;         /* the CSU to try first next round */
   uint64_t rng;
   uint64_t min_interval;
+  bool held_full; /* the last dispatch stopped at ops->full(): pl_poll_resume() has work to do */
   bool started;
   bool stopping;
   unsigned pending; /* stop: callbacks still to come */
@@ -551,7 +552,8 @@ static uint64_t dispatch(struct pl_poll *p) {
   int64_t wall = rx_wall_ms();
   if (p->inflight >= p->opts.max_searches)
     return NEVER; /* a completion dispatches again */
-  if (p->ops.full != NULL && p->ops.full(p->arg))
+  p->held_full = p->ops.full != NULL && p->ops.full(p->arg);
+  if (p->held_full)
     return p->min_interval; /* the next tick looks again, or pl_poll_resume() */
   if (p->stopping)
     return NEVER;
@@ -735,8 +737,11 @@ int pl_poll_start(struct pl_poll *p) {
   return rx_timer_start(&p->wake, on_wake, 0);
 }
 
+/* Only a dispatch that stopped at full() waits for this: the callers (every finished event) need
+ * not know whether the stage is held, and an unheld stage keeps its timer as it is. */
 void pl_poll_resume(struct pl_poll *p) {
-  if (p != NULL && p->started && !p->stopping && rx_timer_start(&p->wake, on_wake, 0) < 0)
+  if (p != NULL && p->started && !p->stopping && p->held_full &&
+      rx_timer_start(&p->wake, on_wake, 0) < 0)
     CSR_LOG(CSR_ERROR, "poll: cannot arm the timer");
 }
 

@@ -22,6 +22,8 @@ const char *csr_strerror(int code) {
       return "limit reached";
     case CSR_ECORRUPT:
       return "stored state is corrupt";
+    case CSR_EINVALID:
+      return "invalid request";
     default:
       return uv_strerror(code);
   }

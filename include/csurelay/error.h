@@ -23,6 +23,7 @@ enum {
   CSR_ETRANSPORT = -6003, /* a transport failure with no closer errno */
   CSR_ELIMIT = -6004,     /* a configured limit was reached */
   CSR_ECORRUPT = -6005,   /* stored state failed its checksum */
+  CSR_EINVALID = -6006,   /* a request broke validation rules (the fields are listed apart) */
 };
 
 /** Returns a static, human-readable name for any code: csurelay's, libuv's or an errno. */

@@ -820,6 +820,11 @@ enum pl_rec_type {
   PL_REC_DLQ_REPLAY = 5,
   PL_REC_DLQ_DELETE = 6,
   PL_REC_SEEN = 7,
+  /* The customer sync ingress's jobs (csurelay/ingress.h, "The job model"): pl_state hands these
+   * to the cs_jobs it owns (pl_state_jobs), on apply, replay and dump. */
+  PL_REC_JOB = 8,
+  PL_REC_JOB_END = 9,
+  PL_REC_CUSTOMER = 10,
 };
 
 /** "CURSOR", "ADMIT", ... or "?" (for logs and `csurelay state`). */
@@ -999,6 +1004,11 @@ void pl_state_stats(const struct pl_state *s, struct pl_state_stats *out);
 
 /** Drops the finished ids below their horizon (see above); returns how many. */
 size_t pl_state_expire(struct pl_state *s);
+
+/** The customer sync jobs held in the same AOF (records JOB, JOB_END, CUSTOMER; csurelay/ingress.h).
+ * Always there; empty when no ingress ever ran. Valid until pl_state_destroy. */
+struct cs_jobs;
+struct cs_jobs *pl_state_jobs(struct pl_state *s);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Admit stage: the poll stage's pages into the store and the state (src/pipeline/admit.c)         */

@@ -10,7 +10,7 @@
 #include "csurelay/log.h"
 #include "relay_internal.h"
 
-enum { TICK_MS = 1000, SINK_DOWN_MS = 30000, MEMORY_CHECK_MS = 100 };
+enum { TICK_MS = 1000, SINK_DOWN_MS = 30000, MEMORY_CHECK_MS = 100, MEMORY_CHECK_IDLE_MS = 1000 };
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Wiring callbacks                                                                               */
@@ -37,16 +37,23 @@ static void on_admitted(void *arg, const char *id) {
 
 /* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
  * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
- * that malloc keeps would hold RSS up and admission off for good. Read at most every 100 ms. */
+ * that malloc keeps would hold RSS up and admission off for good. mallinfo2() walks every free
+ * chunk, which takes milliseconds on a busy 80 MB heap (4% of the relay's CPU at 2,500 ev/s when
+ * it was read every 100 ms), so it is read once a second, and the reading counts as over when
+ * the growth since the last one, repeated, would pass the mark before the next. While over, it
+ * is read every 100 ms so admission resumes promptly. */
 static bool over_budget(void *arg) {
   struct csr_relay *r = arg;
   uint64_t now = rx_now_ms(r->loop);
-  if (r->cfg->limits.memory_mb == 0 || now - r->mem_checked_ms < MEMORY_CHECK_MS)
+  uint64_t every = r->mem_over ? MEMORY_CHECK_MS : MEMORY_CHECK_IDLE_MS;
+  if (r->cfg->limits.memory_mb == 0 || now - r->mem_checked_ms < every)
     return r->mem_over;
   r->mem_checked_ms = now;
   struct mallinfo2 mi = mallinfo2();
   uint64_t used = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
-  bool over = used > r->cfg->limits.memory_mb * 1024 * 1024 / 10 * 8;
+  uint64_t growth = used > r->mem_used ? used - r->mem_used : 0;
+  r->mem_used = used;
+  bool over = used + growth > r->cfg->limits.memory_mb * 1024 * 1024 / 10 * 8;
   if (over != r->mem_over)
     CSR_LOG(over ? CSR_WARN : CSR_INFO,
             over ? "memory budget reached: admission waits" : "memory back under budget",

@@ -42,6 +42,7 @@ struct csr_relay {
   bool tick_open;
   struct relay_metrics *m;
   uint64_t mem_checked_ms; /* loop time of the last heap reading */
+  uint64_t mem_used;       /* heap in use at that reading (bytes) */
   bool mem_over;           /* over limits.memory_mb at that reading */
   /* stop */
   bool stopping;

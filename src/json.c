@@ -239,6 +239,15 @@ void csr_jw_num_text(struct csr_jw *jw, const char *text) {
   check(jw, yajl_gen_number(jw->_g, text, strlen(text)));
 }
 
+void csr_jw_raw(struct csr_jw *jw, const char *json, size_t len) {
+  if (json == NULL || len == 0) {
+    jw->_err = 1;
+    return;
+  }
+  /* yajl_gen_number prints its text as is, with the separators and state of any value. */
+  check(jw, yajl_gen_number(jw->_g, json, len));
+}
+
 void csr_jw_value(struct csr_jw *jw, yajl_val v) {
   if (v == NULL || YAJL_IS_NULL(v)) {
     csr_jw_null(jw);

@@ -68,6 +68,33 @@ static void test_round_trip_whole_document(void **state) {
   csr_json_free(v);
 }
 
+/* A raw value takes its place like any other: separators before it, none inside it; NULL or empty
+ * text is an error that sticks. */
+static void test_raw_values(void **state) {
+  struct csr_jw jw;
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  csr_jw_arr(&jw);
+  csr_jw_int(&jw, 1);
+  csr_jw_raw(&jw, "{\"a\":[1,2]}", 11);
+  csr_jw_raw(&jw, "\"s\"xyz", 3);
+  csr_jw_obj(&jw);
+  csr_jw_key(&jw, "k");
+  csr_jw_raw(&jw, "1.50", 4);
+  csr_jw_obj_end(&jw);
+  csr_jw_arr_end(&jw);
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_string_equal(text, "[1,{\"a\":[1,2]},\"s\",{\"k\":1.50}]");
+  csr_jw_reset(&jw);
+  csr_jw_raw(&jw, "", 0);
+  assert_int_not_equal(csr_jw_finish(&jw, &text, &len), 0);
+  csr_jw_reset(&jw);
+  csr_jw_raw(&jw, NULL, 3);
+  assert_int_not_equal(csr_jw_finish(&jw, &text, &len), 0);
+  csr_jw_free(&jw);
+}
+
 static void test_rejects_non_strict_input(void **state) {
   char err[128];
   const char *bad[] = {"{\"a\":1 /* c */}", "{\"a\":", "[1,2", "{\"a\":1} trailing", "", "nul\0l"};
@@ -120,6 +147,7 @@ int main(void) {
       cmocka_unit_test(test_lookup_and_types),
       cmocka_unit_test(test_numbers_keep_their_digits),
       cmocka_unit_test(test_round_trip_whole_document),
+      cmocka_unit_test(test_raw_values),
       cmocka_unit_test(test_rejects_non_strict_input),
       cmocka_unit_test(test_writer_escapes_and_validates),
   };

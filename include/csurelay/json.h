@@ -72,6 +72,12 @@ void csr_jw_null(struct csr_jw *jw);
 void csr_jw_num_text(struct csr_jw *jw, const char *text);
 /** Copies a parsed value (any type, recursively), keeping number texts. */
 void csr_jw_value(struct csr_jw *jw, yajl_val v);
+/**
+ * Writes `len` bytes of JSON text as one value, verbatim: splicing a document that was parsed
+ * (so is known to be one whole, valid JSON value) costs a copy instead of a walk of its tree. The
+ * caller vouches for the text; it is not checked. A NULL or empty text is an error.
+ */
+void csr_jw_raw(struct csr_jw *jw, const char *json, size_t len);
 
 /* Key + value in one call, for the common case of building an object. */
 void csr_jw_kstr(struct csr_jw *jw, const char *key, const char *s);

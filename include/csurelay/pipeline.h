@@ -294,6 +294,8 @@ struct pl_fetch {
    * `outcome`), or UV_ECANCELED (pl_fetch_cancel, pl_enrich_destroy) and nothing else is set */
   struct rx_fut fut;
   yajl_val doc; /* PL_FETCH_OK: the document, valid until pl_fetch_release() */
+  const char *doc_json; /* PL_FETCH_OK: the answer's text that parsed into doc, as long */
+  size_t doc_json_len;
   enum pl_fetch_outcome outcome;
   int status;             /* HTTP status of the answer, 0 when none */
   int64_t retry_after_ms; /* from Retry-After, -1 when absent */

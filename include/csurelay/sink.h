@@ -42,6 +42,10 @@ struct sk_event {
   yajl_val event;        /* the event object as received (EventDetails) */
   yajl_val order;        /* OrderDetails, or NULL when not enriched / not found */
   yajl_val customer;     /* CustomerDetails, or NULL (guests, or not enriched) */
+  /* The same three documents as JSON text when the pipeline has it (else NULL): bodies that carry
+   * a document whole splice its text instead of re-encoding its tree (sk_encode_message). */
+  const char *event_json, *order_json, *customer_json;
+  size_t event_json_len, order_json_len, customer_json_len;
 };
 
 typedef void (*sk_done_cb)(struct sk_delivery *d);

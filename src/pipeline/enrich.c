@@ -42,6 +42,8 @@
 struct pl__enrich_doc {
   unsigned refs;
   yajl_val doc;
+  size_t json_len;
+  char json[]; /* the answer's text, which parsed into doc: bodies splice it (sk_encode_message) */
 };
 
 /* An intrusive chained hash table; a node is found by its hash, then by the owner's own key. */
@@ -343,7 +345,7 @@ static struct centry *cache_get(struct pl_enrich *e, size_t csu, const char *id)
 
 /* Caches an OK customer. Failing to (memory, a document over the whole budget) costs only a GET. */
 static void cache_put(struct pl_enrich *e, size_t csu, const char *id, struct pl__enrich_doc *d) {
-  size_t cost = doc_cost(d->doc, 0) + sizeof(struct centry) + strlen(id) + 1;
+  size_t cost = doc_cost(d->doc, 0) + d->json_len + sizeof(struct centry) + strlen(id) + 1;
   if (e->opts.cache_max_entries == 0 || cost > e->opts.cache_max_bytes)
     return;
   struct centry *old = cache_find(e, csu, id);
@@ -410,6 +412,8 @@ static void complete(struct pl_enrich *e, struct pl_fetch *req, const struct ver
   if (v->doc != NULL) {
     req->_doc = doc_ref(v->doc);
     req->doc = v->doc->doc;
+    req->doc_json = v->doc->json;
+    req->doc_json_len = v->doc->json_len;
   }
   uint64_t *count[] = {&e->stats.ok, &e->stats.not_found, &e->stats.retry, &e->stats.dead};
   (*count[v->outcome])++;
@@ -566,7 +570,7 @@ static void judge(struct flight *f, struct verdict *v) {
     csr_json_free(doc);
     return;
   }
-  if ((v->doc = calloc(1, sizeof(*v->doc))) == NULL) {
+  if ((v->doc = malloc(sizeof(*v->doc) + f->http.resp_len + 1)) == NULL) {
     snprintf(v->reason, sizeof(v->reason), "nomem");
     snprintf(v->excerpt, sizeof(v->excerpt), "%s", csr_strerror(UV_ENOMEM));
     csr_json_free(doc);
@@ -575,6 +579,8 @@ static void judge(struct flight *f, struct verdict *v) {
   v->outcome = PL_FETCH_OK;
   v->doc->refs = 1;
   v->doc->doc = doc;
+  v->doc->json_len = f->http.resp_len;
+  memcpy(v->doc->json, f->http.resp_body, f->http.resp_len + 1);
 }
 
 static void on_http(struct rx_fut *fut) {
@@ -804,6 +810,8 @@ void pl_fetch_release(struct pl_fetch *req) {
   doc_unref(req->_doc);
   req->_doc = NULL;
   req->doc = NULL;
+  req->doc_json = NULL;
+  req->doc_json_len = 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

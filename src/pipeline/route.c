@@ -161,13 +161,19 @@ static void rev_view(struct rev *v) {
                              .type = v->type,
                              .time_ms = v->time_ms,
                              .time_text = csr_json_get_str(v->row, "EventDateTime"),
-                             .event = v->row};
+                             .event = v->row,
+                             .event_json = v->row_json,
+                             .event_json_len = strlen(v->row_json)};
 }
 
 static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) {
-  struct rev *v = calloc(1, sizeof(*v) + ev->n_sinks * sizeof(v->items[0]));
+  /* The row's text rides after the items: the state's own copy may move at its next apply. */
+  size_t items = ev->n_sinks * sizeof(struct ritem);
+  struct rev *v = calloc(1, sizeof(*v) + items + ev->row_len + 1);
   if (v == NULL)
     return NULL;
+  v->row_json = (char *)v->items + items;
+  memcpy(v->row_json, ev->row, ev->row_len);
   char err[128];
   v->row = csr_json_parse(ev->row, ev->row_len, err, sizeof(err));
   if (v->row == NULL) {

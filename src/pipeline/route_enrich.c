@@ -48,7 +48,15 @@ static void on_fetch(struct rx_fut *fut) {
   if (fut->result < 0) {
     set_result(d, SK_RETRY, 0, -1, what, "cancelled", NULL);
   } else if (f->outcome == PL_FETCH_OK) {
-    *(is_order ? &v->ske.order : &v->ske.customer) = f->doc;
+    if (is_order) {
+      v->ske.order = f->doc;
+      v->ske.order_json = f->doc_json;
+      v->ske.order_json_len = f->doc_json_len;
+    } else {
+      v->ske.customer = f->doc;
+      v->ske.customer_json = f->doc_json;
+      v->ske.customer_json_len = f->doc_json_len;
+    }
     *(is_order ? &v->order_done : &v->customer_done) = true;
   } else if (f->outcome == PL_FETCH_NOT_FOUND) {
     unsigned *n = is_order ? &v->order_404 : &v->customer_404;

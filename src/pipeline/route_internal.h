@@ -44,6 +44,7 @@ struct rev {
   int64_t time_ms;
   struct rev *prev, *next;
   yajl_val row;                  /* parsed from the state's row text */
+  char *row_json;                /* a copy of that text (after items[]): bodies splice it */
   struct sk_event ske;           /* what sinks read: the row plus the fetched documents */
   const struct csr_route *route; /* NULL: no route for the type any more */
   struct rcsu *enricher;         /* the CSU's enrichment; NULL: the CSU is no longer configured */

@@ -127,6 +127,17 @@ void sk_classify_http(const struct rx_http_req *req, struct sk_delivery *d) {
   classify_status(req, d);
 }
 
+/* A document by its text when the pipeline kept it (a copy), else by its tree (a walk); NULL
+ * writes null. Re-encoding the trees was 12% of the relay's CPU at 2,500 ev/s. */
+static void encode_document(struct csr_jw *jw, const char *key, yajl_val doc, const char *json,
+                            size_t len) {
+  csr_jw_key(jw, key);
+  if (doc != NULL && json != NULL)
+    csr_jw_raw(jw, json, len);
+  else
+    csr_jw_value(jw, doc);
+}
+
 int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw) {
   if (ev == NULL || jw == NULL)
     return -EINVAL;
@@ -134,12 +145,9 @@ int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw) {
     return CSR_EPARSE;
   csr_jw_obj(jw);
   csr_jw_kstr(jw, "EventId", ev->id);
-  csr_jw_key(jw, "EventDetails");
-  csr_jw_value(jw, ev->event);
-  csr_jw_key(jw, "OrderDetails");
-  csr_jw_value(jw, ev->order); /* NULL writes null */
-  csr_jw_key(jw, "CustomerDetails");
-  csr_jw_value(jw, ev->customer);
+  encode_document(jw, "EventDetails", ev->event, ev->event_json, ev->event_json_len);
+  encode_document(jw, "OrderDetails", ev->order, ev->order_json, ev->order_json_len);
+  encode_document(jw, "CustomerDetails", ev->customer, ev->customer_json, ev->customer_json_len);
   csr_jw_obj_end(jw);
   const char *text;
   size_t len;

@@ -243,6 +243,32 @@ static void test_encode_checkout_numbers(void **state) {
   csr_json_free(customer);
 }
 
+/* With the documents' texts at hand, the message splices them: the same bytes as the trees give,
+ * and a document without a tree (not fetched) is null whatever text is left. */
+static void test_encode_splices_texts(void **state) {
+  yajl_val event = parse(CO_EVENT), order = parse(CO_ORDER), customer = parse(CO_CUSTOMER);
+  struct sk_event ev = {.id = "houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z",
+                        .event = event,
+                        .order = order,
+                        .customer = customer,
+                        .event_json = CO_EVENT,
+                        .event_json_len = strlen(CO_EVENT),
+                        .order_json = CO_ORDER " ",
+                        .order_json_len = strlen(CO_ORDER),
+                        .customer_json = " " CO_CUSTOMER,
+                        .customer_json_len = strlen(CO_CUSTOMER) + 1};
+  assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
+                      "\"EventDetails\":" CO_EVENT ",\"OrderDetails\":" CO_ORDER
+                      ",\"CustomerDetails\": " CO_CUSTOMER "}");
+  ev.customer = NULL;
+  assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
+                      "\"EventDetails\":" CO_EVENT ",\"OrderDetails\":" CO_ORDER
+                      ",\"CustomerDetails\":null}");
+  csr_json_free(event);
+  csr_json_free(order);
+  csr_json_free(customer);
+}
+
 static void test_encode_escapes(void **state) {
   /* Quotes, backslashes, newlines, tabs, a control character, a solidus, and characters from the
    * two- to four-byte UTF-8 ranges (given as \u escapes, which come back as UTF-8). */
@@ -355,6 +381,7 @@ int main(void) {
       cmocka_unit_test(test_excerpt_cut),
       cmocka_unit_test(test_encode_no_enrichment),
       cmocka_unit_test(test_encode_checkout_numbers),
+      cmocka_unit_test(test_encode_splices_texts),
       cmocka_unit_test(test_encode_escapes),
       cmocka_unit_test(test_encode_refusals),
       cmocka_unit_test(test_registry_find),

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "csurelay/ingress.h"
 #include "csurelay/pipeline.h"
 #include "csurelay/timefmt.h" /* CSR_TIME_BUF */
 #include "state_json.h"
@@ -141,6 +142,11 @@ static void print_summary(const struct pl_state *s, int64_t now) {
          (unsigned long long)st.dead_letters);
   printf("memory        %llu bytes of rows, %llu bytes for live events\n",
          (unsigned long long)st.row_bytes, (unsigned long long)st.live_bytes);
+  struct cs_jobs_stats js; /* pl_state_jobs wants a mutable state; this only reads counts */
+  cs_jobs_stats(pl_state_jobs((struct pl_state *)s), &js);
+  printf("customer jobs %llu pending, %llu ended, %llu accounts mapped\n",
+         (unsigned long long)js.pending, (unsigned long long)js.ended,
+         (unsigned long long)js.accounts);
   printf("cursors%s\n", st.cursors ? "" : "       none");
   const char *csu, *type;
   int64_t at;

@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include "csurelay/ingress.h"
 #include "csurelay/timefmt.h"
 
 static const char *state_name(enum pl_dstate st) {
@@ -174,6 +175,18 @@ static void cursors(struct csr_jw *jw, const struct pl_state *s, int64_t now_ms)
   csr_jw_arr_end(jw);
 }
 
+/* The customer sync jobs held (pl_state_jobs wants a mutable state; this only reads counts). */
+static void jobs(struct csr_jw *jw, const struct pl_state *s) {
+  struct cs_jobs_stats js;
+  cs_jobs_stats(pl_state_jobs((struct pl_state *)s), &js);
+  csr_jw_key(jw, "jobs");
+  csr_jw_obj(jw);
+  csr_jw_kint(jw, "pending", (int64_t)js.pending);
+  csr_jw_kint(jw, "ended", (int64_t)js.ended);
+  csr_jw_kint(jw, "accounts", (int64_t)js.accounts);
+  csr_jw_obj_end(jw);
+}
+
 int csr_state_json_summary(struct csr_jw *jw, const struct pl_state *s, int64_t now_ms) {
   if (jw == NULL || s == NULL)
     return UV_EINVAL;
@@ -189,6 +202,7 @@ int csr_state_json_summary(struct csr_jw *jw, const struct pl_state *s, int64_t 
   csr_jw_kint(jw, "row_bytes", (int64_t)st.row_bytes);
   csr_jw_kint(jw, "live_bytes", (int64_t)st.live_bytes);
   cursors(jw, s, now_ms);
+  jobs(jw, s);
   csr_jw_obj_end(jw);
   return 0;
 }

@@ -58,9 +58,11 @@ int csr_state_json_dlq(struct csr_jw *jw, const struct pl_state *s, size_t offse
 /**
  * The counts and the cursors:
  *   {"live", "finished", "parked", "dead_letters", "pending", "waiting", "row_bytes",
- *    "live_bytes", "cursors": [{"csu", "type", "cursor", "lag_s"}]}
- * (the counts as pl_state_stats has them). lag_s is now_ms - cursor in whole seconds, 0 for a
- * cursor ahead of now_ms; cursors come in the state's order (first recorded first).
+ *    "live_bytes", "cursors": [{"csu", "type", "cursor", "lag_s"}],
+ *    "jobs": {"pending", "ended", "accounts"}}
+ * (the counts as pl_state_stats has them; jobs: the customer sync jobs, as cs_jobs_stats has
+ * them). lag_s is now_ms - cursor in whole seconds, 0 for a cursor ahead of now_ms; cursors come
+ * in the state's order (first recorded first).
  */
 int csr_state_json_summary(struct csr_jw *jw, const struct pl_state *s, int64_t now_ms);
 

@@ -1,7 +1,8 @@
 /* `csurelay state` (src/cli_state.c) end to end: a state directory written through the store API
  * in-process (cursors, live, parked and finished events, a dead letter), then the binary run on
  * it as a subprocess: the text and --json outputs, --dlq and --limit, a torn tail left as it is,
- * a store still open on the directory, and the errors (no state, usage). */
+ * a store still open on the directory, the customer sync jobs held in the same file, and the
+ * errors (no state, usage). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "csurelay/ingress.h"
 #include "csurelay/pipeline.h"
 #include "csurelay/timefmt.h"
 
@@ -332,6 +334,44 @@ static void test_torn_tail_and_open_store(void **state) {
   env_teardown(&e);
 }
 
+/* The ingress's job records replay through the state: counted in the summary, never shown (PII). */
+static void test_jobs(void **state) {
+  const char *req = "{\"email\":\"ann@example.com\",\"firstName\":\"Ann\"}";
+  struct cs_rec_job_end done = {"j1", CS_JOB_DONE, "C000123", true, 201, NULL, 1, 0};
+  struct cs_rec_job_end failed = {"j2", CS_JOB_FAILED, NULL, false, 400, "bad phone", 1, 0};
+  struct env e;
+  env_setup(&e);
+  store_open(&e);
+  put(&e, PL_REC_JOB, cs_rec_job(&e.jw, "j1", "ann@example.com", e.t0, req, strlen(req)));
+  put(&e, PL_REC_JOB, cs_rec_job(&e.jw, "j2", "ann@example.com", e.t0, req, strlen(req)));
+  put(&e, PL_REC_JOB, cs_rec_job(&e.jw, "j3", "ann@example.com", e.t0, req, strlen(req)));
+  put(&e, PL_REC_JOB_END, cs_rec_job_end(&e.jw, &done));
+  put(&e, PL_REC_JOB_END, cs_rec_job_end(&e.jw, &failed));
+  put(&e, PL_REC_CUSTOMER, cs_rec_customer(&e.jw, "bob@example.com", "C000124"));
+  store_close(&e);
+  run(&r, "state", "-d", e.dir, NULL);
+  assert_int_equal(r.code, 0);
+  assert_string_equal(r.err, "");
+  assert_non_null(strstr(r.out, "14 records)"));
+  assert_non_null(strstr(r.out, "customer jobs 1 pending, 2 ended, 2 accounts mapped\n"));
+  assert_null(strstr(r.out, "example.com"));
+  run(&r, "state", "-d", e.dir, "--json", NULL);
+  assert_int_equal(r.code, 0);
+  yajl_val v = csr_json_parse(r.out, strlen(r.out), NULL, 0);
+  assert_non_null(v);
+  yajl_val jobs = csr_json_path(v, "summary.jobs");
+  int64_t n;
+  assert_int_equal(csr_json_get_int(jobs, "pending", &n), 0);
+  assert_int_equal(n, 1);
+  assert_int_equal(csr_json_get_int(jobs, "ended", &n), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(csr_json_get_int(jobs, "accounts", &n), 0);
+  assert_int_equal(n, 2);
+  csr_json_free(v);
+  assert_null(strstr(r.out, "example.com"));
+  env_teardown(&e);
+}
+
 static void test_errors(void **state) {
   run(&r, "state", "-d", "/nonexistent-csr-state", NULL);
   assert_int_equal(r.code, 1);
@@ -378,6 +418,7 @@ int main(void) {
       cmocka_unit_test(test_text),
       cmocka_unit_test(test_json),
       cmocka_unit_test(test_torn_tail_and_open_store),
+      cmocka_unit_test(test_jobs),
       cmocka_unit_test(test_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,6 @@
 /* The JSON views of the state (src/state_json.c): a state built by applying records, each view
  * rendered and parsed back: delivery states and their fields, times, number text in rows, a
- * finished event, dead-letter paging, the summary's counts and cursors. */
+ * finished event, dead-letter paging, the summary's counts, cursors and customer sync jobs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -387,7 +387,16 @@ static void test_summary(void **state) {
   assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
   assert_string_equal(text, "{\"live\":0,\"finished\":0,\"parked\":0,\"dead_letters\":0,"
                             "\"pending\":0,\"waiting\":0,\"row_bytes\":0,\"live_bytes\":0,"
-                            "\"cursors\":[]}");
+                            "\"cursors\":[],\"jobs\":{\"pending\":0,\"ended\":0,\"accounts\":0}}");
+  /* the customer sync jobs the state holds */
+  const char *job = "{\"id\":\"j1\",\"email\":\"a@b.co\",\"at_ms\":1,\"req\":{}}";
+  const char *map = "{\"email\":\"a@b.co\",\"account\":\"C1\"}";
+  assert_int_equal(pl_state_apply(s, PL_REC_JOB, job, strlen(job)), 0);
+  assert_int_equal(pl_state_apply(s, PL_REC_CUSTOMER, map, strlen(map)), 0);
+  csr_jw_reset(&jw);
+  assert_int_equal(csr_state_json_summary(&jw, s, 0), 0);
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  assert_non_null(strstr(text, ",\"jobs\":{\"pending\":1,\"ended\":0,\"accounts\":1}}"));
   csr_jw_free(&jw);
   pl_state_destroy(s);
 }

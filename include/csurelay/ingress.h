@@ -209,8 +209,11 @@ void cs_jobs_destroy(struct cs_jobs *j);
 CSR_NODISCARD int cs_jobs_apply(struct cs_jobs *j, uint8_t type, const void *payload, size_t len);
 const char *cs_jobs_error(const struct cs_jobs *j);
 
-/** Emits CUSTOMER per mapping (oldest first), then JOB per held job and JOB_END per ended one,
- * so a replay of the dump rebuilds an equal model. The emitter's error or UV_ENOMEM. */
+/** Emits CUSTOMER per mapping (oldest first) and JOB + JOB_END per ended job (in end order),
+ * interleaved in the order the model set and ended them (a JOB_END done sets a mapping too, so a
+ * CUSTOMER set after it must replay after it; a mapping its JOB_END sets needs no CUSTOMER), then
+ * JOB per pending job, so a replay of the dump rebuilds an equal model. The emitter's error or
+ * UV_ENOMEM. */
 CSR_NODISCARD int cs_jobs_dump(struct cs_jobs *j, struct pl_store_emitter *e);
 
 /** The job, or NULL. */
@@ -236,7 +239,8 @@ struct cs_rec_job_end {
 };
 
 /* Encoders (as pl_rec_*: into a caller-initialised or reset writer; read with csr_jw_finish).
- * 0 or UV_EINVAL for a required NULL; `req` is JSON text (cs_customer_encode's) embedded as is. */
+ * 0 or UV_EINVAL for a required string NULL or empty (apply refuses empty ones) or a `req` that is
+ * not one JSON object; `req` is JSON text (cs_customer_encode's), embedded compact. */
 CSR_NODISCARD int cs_rec_job(struct csr_jw *jw, const char *id, const char *email, int64_t at_ms,
                              const char *req, size_t req_len);
 CSR_NODISCARD int cs_rec_job_end(struct csr_jw *jw, const struct cs_rec_job_end *e);

@@ -22,6 +22,12 @@ const char *pl_rec_name(uint8_t type) {
       return "DLQ_DELETE";
     case PL_REC_SEEN:
       return "SEEN";
+    case PL_REC_JOB:
+      return "JOB";
+    case PL_REC_JOB_END:
+      return "JOB_END";
+    case PL_REC_CUSTOMER:
+      return "CUSTOMER";
     default:
       return "?";
   }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "csurelay/ingress.h"
 #include "csurelay/pipeline.h"
 #include "state_internal.h"
 
@@ -127,7 +128,8 @@ struct pl_state {
   struct pl_state_event *live_head, *live_tail;
   struct pl_state_delivery *dlq_head, *dlq_tail;
   struct pl_state_stats st;
-  struct csr_jw jw; /* scratch: rows at ADMIT, records in dumps */
+  struct csr_jw jw;     /* scratch: rows at ADMIT, records in dumps */
+  struct cs_jobs *jobs; /* the ingress's records (JOB, JOB_END, CUSTOMER) */
   char err[256];
 };
 
@@ -210,7 +212,9 @@ int pl_state_create(const struct pl_state_opts *opts, struct pl_state **out) {
   if (s == NULL)
     return UV_ENOMEM;
   pl__seen_init(&s->seen);
-  if ((s->view = calloc(1, sizeof(*s->view))) == NULL || csr_jw_init(&s->jw) != 0) {
+  if (cs_jobs_create(NULL, &s->jobs) != 0 || (s->view = calloc(1, sizeof(*s->view))) == NULL ||
+      csr_jw_init(&s->jw) != 0) {
+    cs_jobs_destroy(s->jobs);
     free(s->view);
     free(s);
     return UV_ENOMEM;
@@ -287,6 +291,7 @@ void pl_state_destroy(struct pl_state *s) {
     free((char *)s->horizons[i].csu);
   free(s->horizons);
   csr_jw_free(&s->jw);
+  cs_jobs_destroy(s->jobs);
   free(s);
 }
 
@@ -787,9 +792,15 @@ static int apply_seen(struct pl_state *s, const struct rec *r) {
 int pl_state_apply(struct pl_state *s, uint8_t type, const void *payload, size_t len) {
   if (s == NULL || (payload == NULL && len > 0))
     return UV_EINVAL;
-  if (type < PL_REC_CURSOR || type > PL_REC_SEEN) {
+  if (type < PL_REC_CURSOR || type > PL_REC_CUSTOMER) {
     snprintf(s->err, sizeof(s->err), "unknown record type %u", (unsigned)type);
     return CSR_ECORRUPT;
+  }
+  if (type >= PL_REC_JOB) { /* the job model's own, with its message */
+    int rc = cs_jobs_apply(s->jobs, type, payload, len);
+    if (rc < 0)
+      snprintf(s->err, sizeof(s->err), "%s", cs_jobs_error(s->jobs));
+    return rc;
   }
   char why[160];
   struct rec r = {.type = type, .root = csr_json_parse(payload, len, why, sizeof(why))};
@@ -1012,5 +1023,9 @@ int pl_state_dump(void *arg, struct pl_store_emitter *e) {
     struct pl_rec_delivery r = rec_of(d);
     rc = emit(s, e, PL_REC_OUTCOME, pl_rec_outcome(&s->jw, &r));
   }
-  return rc;
+  return rc == 0 ? cs_jobs_dump(s->jobs, e) : rc;
+}
+
+struct cs_jobs *pl_state_jobs(struct pl_state *s) {
+  return s->jobs;
 }

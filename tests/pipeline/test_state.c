@@ -1,6 +1,7 @@
 /* The state model: admissions, attempts and outcomes finishing events, the dedupe horizon, the
  * dead-letter queue, refusals and decoding errors, number text in rows, a dump round trip through
- * a real store (compaction, reopen, replay, field-by-field comparison) and a 100,000-event cycle
+ * a real store (compaction, reopen, replay, field-by-field comparison), the ingress's job records
+ * kept in the same store through replay and compaction, and a 100,000-event cycle
  * that leaves nothing held. Finished ids (state_seen.c): their views, expiry at the exact bound,
  * SEEN by id and by hash, the hash against SipHash's reference vectors, bytes per id, and the
  * table's backward-shift deletion under 200,000 random operations against a plain reference. */
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "csurelay/ingress.h"
 #include "csurelay/pipeline.h"
 #include "pipeline/state_internal.h"
 
@@ -515,6 +517,20 @@ static void store_open(struct env *e, struct h *h) {
     fail_msg("pl_store_open: %s: %s (%s)", csr_strerror(rc), err.msg, pl_state_error(h->s));
 }
 
+static void remove_dir(const char *dir) {
+  char p[512];
+  DIR *d = opendir(dir);
+  struct dirent *de;
+  while (d && (de = readdir(d)) != NULL)
+    if (de->d_name[0] != '.') {
+      snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+      unlink(p);
+    }
+  if (d)
+    closedir(d);
+  assert_int_equal(rmdir(dir), 0);
+}
+
 static void store_close(struct env *e, struct h *h) {
   int closed = 0;
   pl_store_close(h->store, on_closed, &closed);
@@ -731,17 +747,93 @@ static void test_dump_round_trip(void **state) {
   h_free(&z);
   free(ids);
   assert_int_equal(rx_loop_close(&e.loop), 0);
-  char p[512];
-  DIR *d = opendir(e.dir);
-  struct dirent *de;
-  while (d && (de = readdir(d)) != NULL)
-    if (de->d_name[0] != '.') {
-      snprintf(p, sizeof(p), "%s/%s", e.dir, de->d_name);
-      unlink(p);
-    }
-  if (d)
-    closedir(d);
-  assert_int_equal(rmdir(e.dir), 0);
+  remove_dir(e.dir);
+}
+
+struct type_counts {
+  size_t n[16];
+};
+
+static int count_types(void *arg, uint8_t type, const void *payload, size_t len) {
+  ((struct type_counts *)arg)->n[type & 15]++;
+  return 0;
+}
+
+/* The state of `h` holds the ingress's jobs j1 (done), j2 (pending) and the mapping of b@. */
+static void check_jobs(const struct h *h) {
+  struct cs_jobs *j = pl_state_jobs(h->s);
+  const struct cs_job *x = cs_jobs_find(j, "j1");
+  assert_non_null(x);
+  assert_int_equal(x->state, CS_JOB_DONE);
+  assert_string_equal(x->account, "C1");
+  assert_string_equal(x->request, "{\"email\":\"Ann@Example.com\",\"n\":1.50}");
+  x = cs_jobs_pending_next(j, NULL);
+  assert_non_null(x);
+  assert_string_equal(x->id, "j2");
+  assert_null(cs_jobs_pending_next(j, x));
+  assert_string_equal(cs_jobs_account(j, "ann@example.com"), "C1");
+  assert_string_equal(cs_jobs_account(j, "B@EXAMPLE.COM"), "C2");
+  assert_non_null(pl_state_event(h->s, "e1"));
+}
+
+/* The ingress's records share the AOF: the state hands them to its job model on apply and on the
+ * replay of pl_store_open, and its dump ends with the job model's, so they survive compaction. */
+static void test_jobs_in_store(void **state) {
+  const char *req = "{\"email\":\"Ann@Example.com\",\"n\":1.50}";
+  struct cs_rec_job_end end = {"j1", CS_JOB_DONE, "C1", true, 201, NULL, 1, 9};
+  struct env e;
+  struct h x, y;
+  assert_int_equal(uv_loop_init(&e.uv), 0);
+  assert_int_equal(rx_loop_init(&e.loop, &e.uv), 0);
+  snprintf(e.dir, sizeof(e.dir), "/tmp/csr-state-XXXXXX");
+  assert_non_null(mkdtemp(e.dir));
+  assert_string_equal(pl_rec_name(PL_REC_JOB), "JOB");
+  assert_string_equal(pl_rec_name(PL_REC_JOB_END), "JOB_END");
+  assert_string_equal(pl_rec_name(PL_REC_CUSTOMER), "CUSTOMER");
+  assert_string_equal(pl_rec_name(PL_REC_CUSTOMER + 1), "?");
+
+  h_init(&x, NULL);
+  store_open(&e, &x);
+  assert_int_equal(admit(&x, "e1", "c1", 1000, 1), 0);
+  assert_int_equal(
+      put(&x, PL_REC_JOB, cs_rec_job(&x.jw, "j1", "Ann@Example.com", 5, req, strlen(req))), 0);
+  assert_int_equal(
+      put(&x, PL_REC_JOB, cs_rec_job(&x.jw, "j2", "b@example.com", 6, req, strlen(req))), 0);
+  assert_int_equal(put(&x, PL_REC_CUSTOMER, cs_rec_customer(&x.jw, "b@example.com", "C2")), 0);
+  assert_int_equal(put(&x, PL_REC_JOB_END, cs_rec_job_end(&x.jw, &end)), 0);
+  check_jobs(&x);
+  /* a refusal is the job model's, with its message */
+  assert_int_equal(put(&x, PL_REC_JOB_END, cs_rec_job_end(&x.jw, &end)), CSR_ECORRUPT);
+  assert_non_null(strstr(pl_state_error(x.s), "JOB_END"));
+  assert_non_null(strstr(pl_state_error(x.s), "\"j1\""));
+  assert_int_equal(raw(&x, PL_REC_CUSTOMER + 1, "{}"), CSR_ECORRUPT);
+  assert_non_null(strstr(pl_state_error(x.s), "unknown record type 11"));
+  store_close(&e, &x);
+  h_free(&x);
+
+  /* replayed on open; compacted; replayed again from the dump */
+  h_init(&y, NULL);
+  store_open(&e, &y);
+  check_jobs(&y);
+  assert_int_equal(pl_store_compact(y.store), 0);
+  rx_loop_run(&e.loop);
+  assert_int_equal(pl_store_stats(y.store)->compactions, 1);
+  store_close(&e, &y);
+  h_free(&y);
+  struct type_counts c = {{0}};
+  assert_int_equal(pl_store_read(e.dir, count_types, &c, NULL, NULL), 0);
+  assert_int_equal(c.n[PL_REC_ADMIT], 1);
+  assert_int_equal(c.n[PL_REC_JOB], 2);
+  assert_int_equal(c.n[PL_REC_JOB_END], 1);
+  assert_int_equal(c.n[PL_REC_CUSTOMER], 1); /* b@'s; a@'s comes with j1's JOB_END */
+  h_init(&y, NULL);
+  store_open(&e, &y);
+  check_jobs(&y);
+  store_close(&e, &y);
+  h_free(&y);
+
+  assert_int_equal(rx_loop_close(&e.loop), 0);
+  remove_dir(e.dir);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -1212,21 +1304,14 @@ static void test_seen_random(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_admit_attempt_outcome),
-      cmocka_unit_test(test_dup_admit),
-      cmocka_unit_test(test_dedupe_horizon),
-      cmocka_unit_test(test_dlq),
-      cmocka_unit_test(test_decoding_errors),
-      cmocka_unit_test(test_number_text),
-      cmocka_unit_test(test_dump_round_trip),
-      cmocka_unit_test(test_memory_cycle),
-      cmocka_unit_test(test_finished_id),
-      cmocka_unit_test(test_expiry_bound),
-      cmocka_unit_test(test_seen_forms),
-      cmocka_unit_test(test_seen_malformed),
-      cmocka_unit_test(test_siphash),
-      cmocka_unit_test(test_seen_bytes_per_id),
-      cmocka_unit_test(test_seen_random),
+      cmocka_unit_test(test_admit_attempt_outcome), cmocka_unit_test(test_dup_admit),
+      cmocka_unit_test(test_dedupe_horizon),        cmocka_unit_test(test_dlq),
+      cmocka_unit_test(test_decoding_errors),       cmocka_unit_test(test_number_text),
+      cmocka_unit_test(test_dump_round_trip),       cmocka_unit_test(test_jobs_in_store),
+      cmocka_unit_test(test_memory_cycle),          cmocka_unit_test(test_finished_id),
+      cmocka_unit_test(test_expiry_bound),          cmocka_unit_test(test_seen_forms),
+      cmocka_unit_test(test_seen_malformed),        cmocka_unit_test(test_siphash),
+      cmocka_unit_test(test_seen_bytes_per_id),     cmocka_unit_test(test_seen_random),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

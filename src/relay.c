@@ -1,7 +1,8 @@
 /* The relay (relay.h): builds the pipeline for one configuration, starts it, and takes it apart
- * in the order that loses nothing — stop polling, drain deliveries, close the route stage (its
- * last OUTCOMEs go to the store), the fetcher and the sinks, then the admitter (flush + fsync),
- * the token caches and the HTTP client. */
+ * in the order that loses nothing — stop the ingress (its last JOB_ENDs go to the store) and
+ * polling, drain deliveries, close the route stage (its last OUTCOMEs go to the store), the
+ * fetcher and the sinks, then the admitter (flush + fsync), the token caches and the HTTP
+ * client. */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,22 +39,23 @@ static void on_admitted(void *arg, const char *id) {
 /* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
  * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
  * that malloc keeps would hold RSS up and admission off for good. mallinfo2() walks every free
- * chunk, which takes milliseconds on a busy 80 MB heap (4% of the relay's CPU at 2,500 ev/s when
- * it was read every 100 ms), so it is read once a second, and the reading counts as over when
- * the growth since the last one, repeated, would pass the mark before the next. While over, it
- * is read every 100 ms so admission resumes promptly. */
+ * chunk, which takes milliseconds on a busy 80 MB heap, so it is read once a second while the heap
+ * is under half the budget and every 100 ms above that: a burst of Search pages can grow the heap
+ * by 70 MB in a second (measured at 4,000 ev/s), which a one-second reading lets through. A
+ * reading also counts as over when the growth since the last one, repeated, would pass the mark. */
 static bool over_budget(void *arg) {
   struct csr_relay *r = arg;
   uint64_t now = rx_now_ms(r->loop);
-  uint64_t every = r->mem_over ? MEMORY_CHECK_MS : MEMORY_CHECK_IDLE_MS;
-  if (r->cfg->limits.memory_mb == 0 || now - r->mem_checked_ms < every)
+  uint64_t budget = r->cfg->limits.memory_mb << 20;
+  uint64_t every = r->mem_used > budget / 2 ? MEMORY_CHECK_MS : MEMORY_CHECK_IDLE_MS;
+  if (budget == 0 || now - r->mem_checked_ms < every)
     return r->mem_over;
   r->mem_checked_ms = now;
   struct mallinfo2 mi = mallinfo2();
   uint64_t used = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
   uint64_t growth = used > r->mem_used ? used - r->mem_used : 0;
   r->mem_used = used;
-  bool over = used + growth > r->cfg->limits.memory_mb * 1024 * 1024 / 10 * 8;
+  bool over = used + growth > budget / 10 * 8;
   if (over != r->mem_over)
     CSR_LOG(over ? CSR_WARN : CSR_INFO,
             over ? "memory budget reached: admission waits" : "memory back under budget",
@@ -194,6 +196,21 @@ static int open_stages(struct csr_relay *r, struct csr_err *err) {
   return rc;
 }
 
+/* The customer sync ingress (SPEC section 5) takes its jobs' records through the admitter's
+ * store and state, and the token cache of its CSU's identity. */
+static int open_ingress(struct csr_relay *r, struct csr_err *err) {
+  const struct csr_config *cfg = r->cfg;
+  if (!cfg->ingress.present)
+    return 0;
+  struct cs_ingress_deps deps = {.loop = r->loop,
+                                 .cfg = cfg,
+                                 .http = &r->http,
+                                 .tokens = tokens_by_name(r, cfg->ingress.csu->identity_name),
+                                 .admit = r->admit,
+                                 .metrics = r->metrics};
+  return cs_ingress_open(&deps, &r->ingress, err);
+}
+
 static void log_replay(struct csr_relay *r) {
   struct pl_state_stats ss;
   pl_state_stats(csr_relay_state(r), &ss);
@@ -235,6 +252,8 @@ int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct cs
   }
   if (rc == 0)
     rc = csr_relay__metrics_open(r);
+  if (rc == 0)
+    rc = open_ingress(r, err);
   if (rc < 0) {
     if (err->msg[0] == '\0')
       csr_err_set(err, cfg->path, 0, "", "cannot start the pipeline: %s", csr_strerror(rc));
@@ -306,6 +325,11 @@ static void step(struct csr_relay *r) {
   r->waiting = 1; /* held while this step starts its closes */
   switch (r->phase++) {
     case 0:
+      if (r->ingress) { /* first: its JOB_ENDs must reach the store before the store closes */
+        r->waiting++;
+        cs_ingress_stop(r->ingress, on_step_done, r);
+        r->ingress = NULL;
+      }
       if (r->route) /* the poll stage frees itself when stopped: nothing may resume it after */
         pl_route_set_poll(r->route, NULL);
       if (r->poll) {

@@ -1,7 +1,8 @@
 /* The relay (relay.h): builds the pipeline for one configuration, starts it, and takes it apart
- * in the order that loses nothing — stop polling, drain deliveries, close the route stage (its
- * last OUTCOMEs go to the store), the fetcher and the sinks, then the admitter (flush + fsync),
- * the token caches and the HTTP client. */
+ * in the order that loses nothing — stop the ingress (its last JOB_ENDs go to the store) and
+ * polling, drain deliveries, close the route stage (its last OUTCOMEs go to the store), the
+ * fetcher and the sinks, then the admitter (flush + fsync), the token caches and the HTTP
+ * client. */
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,6 +196,21 @@ static int open_stages(struct csr_relay *r, struct csr_err *err) {
   return rc;
 }
 
+/* The customer sync ingress (SPEC section 5) takes its jobs' records through the admitter's
+ * store and state, and the token cache of its CSU's identity. */
+static int open_ingress(struct csr_relay *r, struct csr_err *err) {
+  const struct csr_config *cfg = r->cfg;
+  if (!cfg->ingress.present)
+    return 0;
+  struct cs_ingress_deps deps = {.loop = r->loop,
+                                 .cfg = cfg,
+                                 .http = &r->http,
+                                 .tokens = tokens_by_name(r, cfg->ingress.csu->identity_name),
+                                 .admit = r->admit,
+                                 .metrics = r->metrics};
+  return cs_ingress_open(&deps, &r->ingress, err);
+}
+
 static void log_replay(struct csr_relay *r) {
   struct pl_state_stats ss;
   pl_state_stats(csr_relay_state(r), &ss);
@@ -236,6 +252,8 @@ int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct cs
   }
   if (rc == 0)
     rc = csr_relay__metrics_open(r);
+  if (rc == 0)
+    rc = open_ingress(r, err);
   if (rc < 0) {
     if (err->msg[0] == '\0')
       csr_err_set(err, cfg->path, 0, "", "cannot start the pipeline: %s", csr_strerror(rc));
@@ -307,6 +325,11 @@ static void step(struct csr_relay *r) {
   r->waiting = 1; /* held while this step starts its closes */
   switch (r->phase++) {
     case 0:
+      if (r->ingress) { /* first: its JOB_ENDs must reach the store before the store closes */
+        r->waiting++;
+        cs_ingress_stop(r->ingress, on_step_done, r);
+        r->ingress = NULL;
+      }
       if (r->route) /* the poll stage frees itself when stopped: nothing may resume it after */
         pl_route_set_poll(r->route, NULL);
       if (r->poll) {

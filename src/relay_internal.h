@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 
+#include "csurelay/ingress.h"
 #include "csurelay/sink.h"
 #include "relay.h"
 
@@ -34,6 +35,7 @@ struct csr_relay {
   struct pl_enrich *enrich;
   struct pl_route *route;
   struct pl_poll *poll;
+  struct cs_ingress *ingress; /* NULL without an ingress section */
   struct sk_env env;
   struct sk_sink **sinks;
   size_t n_sinks_open;

@@ -160,6 +160,36 @@ static void status_route(struct csr_relay *r, struct csr_jw *jw) {
   csr_jw_obj_end(jw);
 }
 
+/* The customer sync ingress: where it listens, what it answered, how its jobs ended. */
+static void status_ingress(struct csr_relay *r, struct csr_jw *jw) {
+  struct cs_ingress_stats st;
+  struct cs_jobs_stats js;
+  cs_ingress_stats(r->ingress, &st);
+  cs_jobs_stats(pl_state_jobs(csr_relay_state(r)), &js);
+  csr_jw_key(jw, "ingress");
+  csr_jw_obj(jw);
+  csr_jw_kstr(jw, "host", r->cfg->ingress.listen.host);
+  kuint(jw, "port", (uint64_t)cs_ingress_port(r->ingress));
+  csr_jw_kstr(jw, "csu", r->cfg->ingress.csu_name);
+  kuint(jw, "requests", st.requests);
+  kuint(jw, "invalid", st.invalid);
+  kuint(jw, "unauthorized", st.unauthorized);
+  kuint(jw, "accepted", st.accepted);
+  kuint(jw, "created", st.created);
+  kuint(jw, "updated", st.updated);
+  kuint(jw, "failed", st.failed);
+  kuint(jw, "retries", st.retries);
+  kuint(jw, "searches", st.searches);
+  kuint(jw, "answered_sync", st.answered_sync);
+  kuint(jw, "answered_async", st.answered_async);
+  kuint(jw, "running", st.running);
+  kuint(jw, "queued", st.queued);
+  kuint(jw, "jobs_pending", js.pending);
+  kuint(jw, "jobs_ended", js.ended);
+  kuint(jw, "accounts_mapped", js.accounts);
+  csr_jw_obj_end(jw);
+}
+
 int csr_relay_status_json(struct csr_relay *r, struct csr_jw *jw) {
   char why[256] = "";
   csr_jw_obj(jw);
@@ -171,6 +201,8 @@ int csr_relay_status_json(struct csr_relay *r, struct csr_jw *jw) {
   status_csus(r, jw);
   status_sinks(r, jw);
   status_route(r, jw);
+  if (r->ingress != NULL)
+    status_ingress(r, jw);
   csr_jw_obj_end(jw);
   return 0;
 }

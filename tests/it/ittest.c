@@ -339,6 +339,8 @@ void it_relay_spawn(struct it *t) {
   spawn(&t->relay, argv);
   t->admin_port = 0;
   t->admin_url[0] = '\0';
+  t->ingress_port = 0;
+  t->ingress_url[0] = '\0';
 }
 
 void it_relay_start(struct it *t) {
@@ -356,6 +358,16 @@ void it_relay_start(struct it *t) {
   if (it_http(t, "GET", url, NULL, &r) != 200)
     fail_msg("GET %s: status %ld", url, r.status);
   it_resp_free(&r);
+}
+
+void it_ingress_wait(struct it *t) {
+  char *line = wait_log(t, &t->relay, "csurelay", "\"msg\":\"ingress listening\"", 20000);
+  const char *port = strstr(line, "\"port\":");
+  assert_non_null(port);
+  t->ingress_port = atoi(port + strlen("\"port\":"));
+  free(line);
+  assert_true(t->ingress_port > 0);
+  snprintf(t->ingress_url, sizeof(t->ingress_url), "http://127.0.0.1:%d", t->ingress_port);
 }
 
 int it_relay_stop(struct it *t, long within_ms, long *took_ms) {

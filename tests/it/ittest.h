@@ -81,6 +81,9 @@ struct it {
   int mqtt_port;        /* 0 until it_broker_start */
   char mqtt_url[64];    /* tcp://127.0.0.1:PORT */
   unsigned broker_runs; /* broker starts so far (logs mosquitto-1.log, ...) */
+  /* the customer sync ingress of the running relay (it_ingress_wait) */
+  int ingress_port;
+  char ingress_url[64]; /* http://127.0.0.1:PORT */
 };
 
 /** One answer. `json` is the parsed body when it parses, else NULL. Free with it_resp_free. */
@@ -127,6 +130,9 @@ void it_config_write(struct it *t, const struct it_cfg *c);
 void it_relay_start(struct it *t);
 /** Starts the relay without waiting for anything (crash rounds kill it at any moment). */
 void it_relay_spawn(struct it *t);
+/** Waits for the running relay's "ingress listening" log line (its port may be ephemeral); sets
+ * ingress_port and ingress_url. */
+void it_ingress_wait(struct it *t);
 /** SIGTERM, then waits up to `within_ms` (stretched by CSR_IT_SLOW) for the exit; returns the exit
  * code, fails the test on a timeout or a signal. *took_ms (may be NULL) gets the time it took. */
 int it_relay_stop(struct it *t, long within_ms, long *took_ms);

@@ -606,7 +606,7 @@ int sim__ledger_walk(const struct sim_ledger *l, const char *sink, struct sim__w
   for (size_t i = 0; i < l->n; i++) {
     const struct sim__rec *r = &l->recs[i];
     bool type_ok = (w->type < 0 || r->type == w->type) && (!w->trigger || r->co != NULL);
-    if (type_ok && (w->until_ms <= 0 || r->commit_ms < w->until_ms))
+    if (type_ok && r->commit_ms >= w->from_ms && (w->until_ms <= 0 || r->commit_ms < w->until_ms))
       walk_one(l, w, i); /* the trigger is for Checkouts only (those with a co block) */
   }
   size_t n = w->d.delivered;

@@ -1,7 +1,9 @@
 /* The ledger over HTTP: GET /ledger (the counts), GET /ledger/events (the records, paged), GET
- * /ledger/diff (generated versus delivered for one sink), POST /ledger/reset, and the webhook
- * receiver POST /hooks/{name}. /ledger is outside the gate, so tests can read it during an outage;
- * /hooks/{name} passes the gate like every emulated endpoint ("webhook" in a fault plan).
+ * /ledger/diff (generated versus delivered for one sink), GET /ledger/receipts (the same records as
+ * the diff, one CSV row each, for bench/run's latency distribution and throughput over time), POST
+ * /ledger/reset, and the webhook receiver POST /hooks/{name}. /ledger is outside the gate, so tests
+ * can read it during an outage; /hooks/{name} passes the gate like every emulated endpoint
+ * ("webhook" in a fault plan).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -220,7 +222,7 @@ static void write_diff(struct csr_jw *jw, const struct sim_ledger *l, const stru
   csr_jw_obj_end(jw);
 }
 
-/* The walk's filters from ?sink=&type=&until_ms=; a reason when one is malformed. */
+/* The walk's filters from ?sink=&type=&from_ms=&until_ms=; a reason when one is malformed. */
 static const char *diff_params(const char *q, char *sink, size_t len, struct sim__walk *w) {
   char type[32];
   if (!sim_query_get(q, "sink", sink, len))
@@ -234,8 +236,11 @@ static const char *diff_params(const char *q, char *sink, size_t len, struct sim
     else
       return "type is Checkout or AddCartLines";
   }
+  w->from_ms = query_int(q, "from_ms", 0);
   w->until_ms = query_int(q, "until_ms", 0);
-  return w->until_ms < 0 ? "until_ms is a wall time in epoch milliseconds" : NULL;
+  return w->from_ms < 0 || w->until_ms < 0
+             ? "from_ms and until_ms are wall times in epoch milliseconds"
+             : NULL;
 }
 
 static void on_diff(struct rx_http_request *req, void *arg) {
@@ -258,6 +263,77 @@ static void on_diff(struct rx_http_request *req, void *arg) {
   if (w != NULL)
     free(w->lat);
   free(w);
+}
+
+/* A growing text buffer for the CSV answer; `err` sticks once an allocation failed. */
+struct text {
+  char *p;
+  size_t len, cap;
+  bool err;
+};
+
+static bool grow(struct text *t) {
+  size_t cap = t->cap ? t->cap * 2 : 1 << 16;
+  char *p = realloc(t->p, cap);
+  if (p == NULL) {
+    t->err = true;
+    return false;
+  }
+  t->p = p;
+  t->cap = cap;
+  return true;
+}
+
+static void text_row(const struct sim_ledger *l, struct text *t, const struct sim__rec *r,
+                     const struct sim__sink *k, size_t i) {
+  if (t->err || (t->cap - t->len < 128 + SIM_LEDGER_ID_MAX && !grow(t)))
+    return;
+  char id[SIM_LEDGER_ID_MAX];
+  sim__rec_id(l, r, id, sizeof(id));
+  int64_t first = k && k->count[i] ? k->first[i] : 0;
+  unsigned count = k ? k->count[i] : 0;
+  t->len +=
+      (size_t)snprintf(t->p + t->len, t->cap - t->len, "%lld,%lld,%lld,%u,%s\n",
+                       (long long)r->time_ms, (long long)r->commit_ms, (long long)first, count, id);
+}
+
+/* The records the diff with the same filters expects (for the trigger: Checkouts with an email),
+ * one row each: "event_ms,commit_ms,first_ms,count,id" (first_ms 0 while undelivered). A receiver
+ * that never got anything lists every event with count 0. Event ids hold no commas. */
+static void on_receipts(struct rx_http_request *req, void *arg) {
+  const struct sim_ledger *l = ((struct sim *)arg)->ledger;
+  char sink[96];
+  struct sim__walk w;
+  memset(&w, 0, sizeof(w));
+  const char *why = diff_params(req->query, sink, sizeof(sink), &w);
+  w.trigger = why == NULL && strcmp(sink, "trigger") == 0;
+  if (why == NULL && !w.trigger && (strncmp(sink, "webhook:", 8) != 0 || sink[8] == '\0'))
+    why = "sink is trigger or webhook:<name>";
+  if (why != NULL) {
+    sim_respond_msg(req, 400, "error", why);
+    return;
+  }
+  const struct sim__sink *k =
+      w.trigger ? &l->sinks[0] : sim__hook_sink((struct sim_ledger *)l, sink + 8, false);
+  struct text t = {0};
+  static const char head[] = "event_ms,commit_ms,first_ms,count,id\n";
+  if (grow(&t)) {
+    memcpy(t.p, head, sizeof(head) - 1);
+    t.len = sizeof(head) - 1;
+  }
+  for (size_t i = 0; i < l->n; i++) {
+    const struct sim__rec *r = &l->recs[i];
+    bool type_ok = (w.type < 0 || r->type == w.type) && (!w.trigger || r->co != NULL);
+    bool expected = !w.trigger || sim__co_email(r)[0] != '\0';
+    if (type_ok && expected && r->commit_ms >= w.from_ms &&
+        (w.until_ms <= 0 || r->commit_ms < w.until_ms))
+      text_row(l, &t, r, k, i);
+  }
+  if (t.err)
+    sim_respond_msg(req, 503, "error", "out of memory");
+  else
+    rx_http_respond(req, 200, NULL, "text/csv", t.p, t.len);
+  free(t.p);
 }
 
 static void on_reset(struct rx_http_request *req, void *arg) {
@@ -327,6 +403,8 @@ int sim_ledger_routes(struct sim *sim) {
     rc = rx_http_server_route(srv, "GET", "/ledger/events", on_events, sim);
   if (rc == 0)
     rc = rx_http_server_route(srv, "GET", "/ledger/diff", on_diff, sim);
+  if (rc == 0)
+    rc = rx_http_server_route(srv, "GET", "/ledger/receipts", on_receipts, sim);
   if (rc == 0)
     rc = rx_http_server_route(srv, "POST", "/ledger/reset", on_reset, sim);
   if (rc == 0)

@@ -91,7 +91,8 @@ struct sim__walk {
   const struct sim__sink *k; /* NULL: a receiver that never got anything */
   bool trigger;
   int type;
-  int64_t until_ms;
+  int64_t from_ms;  /* records committed at or after (0: from the start) ... */
+  int64_t until_ms; /* ... and before (0: up to now) */
   /* out */
   struct sim_ledger_diff d;
   int64_t *lat;

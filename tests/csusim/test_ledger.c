@@ -384,6 +384,10 @@ static void test_http_diff(void **state) {
   assert_int_equal(get_int(r.json, "missing_count"), 1);
   assert_int_equal(get_int(r.json, "skipped_no_email"), 0);
   st_resp_free(&r);
+  get_ok(&t, "/ledger/diff?sink=webhook:audit&from_ms=1721830622010", &r); /* the Checkout only */
+  assert_int_equal(get_int(r.json, "expected"), 1);
+  assert_int_equal(get_int(r.json, "missing_count"), 1);
+  st_resp_free(&r);
   const char *bad[] = {"/ledger/diff", "/ledger/diff?sink=kafka",
                        "/ledger/diff?sink=trigger&type=Refund",
                        "/ledger/diff?sink=trigger&until_ms=soon"};
@@ -391,6 +395,56 @@ static void test_http_diff(void **state) {
     st_call(&t, "GET", bad[i], NULL, NULL, 0, &r);
     assert_int_equal(r.status, 400);
     assert_non_null(csr_json_get_str(r.json, "error"));
+    st_resp_free(&r);
+  }
+  st_stop(&t);
+}
+
+/* /ledger/receipts: one CSV row per record the diff expects, with the first receipt, the count and
+ * the id; from_ms and until_ms bound the commit times. */
+static void test_http_receipts(void **state) {
+  struct st t;
+  char id[256], co_id[256], want[512];
+  const char *head = "event_ms,commit_ms,first_ms,count,id\n";
+  webhook_fixture(&t, id, co_id, sizeof(id));
+  struct st_resp r;
+  st_call(&t, "GET", "/ledger/receipts?sink=webhook:audit", NULL, NULL, 0, &r);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(strncmp(r.body, head, strlen(head)), 0);
+  long long ev_ms, commit_ms, first_ms;
+  unsigned count;
+  char got_id[256];
+  assert_int_equal(sscanf(r.body + strlen(head), "%lld,%lld,%lld,%u,%255[^\n]", &ev_ms, &commit_ms,
+                          &first_ms, &count, got_id),
+                   5);
+  assert_int_equal(ev_ms, T0);
+  assert_int_equal(commit_ms, T0 + 5);
+  assert_true(first_ms > 0);
+  assert_int_equal(count, 2); /* the AddCartLines, delivered twice */
+  assert_string_equal(got_id, id);
+  snprintf(want, sizeof(want), "%lld,%lld,0,0,%s\n", T0 + 10, T0 + 15, co_id);
+  assert_non_null(strstr(r.body, want)); /* the Checkout, not delivered */
+  st_resp_free(&r);
+
+  st_call(&t, "GET", "/ledger/receipts?sink=trigger&type=Checkout", NULL, NULL, 0, &r);
+  assert_int_equal(r.status, 200);
+  assert_non_null(strstr(r.body, want));
+  st_resp_free(&r);
+  st_call(&t, "GET", "/ledger/receipts?sink=webhook:nobody&from_ms=1721830622010", NULL, NULL, 0,
+          &r);
+  assert_int_equal(r.status, 200);
+  assert_int_equal(strlen(r.body), strlen(head) + strlen(want)); /* only the Checkout, count 0 */
+  st_resp_free(&r);
+  st_call(&t, "GET", "/ledger/receipts?sink=trigger&until_ms=1", NULL, NULL, 0, &r);
+  assert_int_equal(r.status, 200);
+  assert_string_equal(r.body, head);
+  st_resp_free(&r);
+  const char *bad[] = {"/ledger/receipts", "/ledger/receipts?sink=kafka",
+                       "/ledger/receipts?sink=webhook:", "/ledger/receipts?sink=trigger&type=X",
+                       "/ledger/receipts?sink=trigger&from_ms=x"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    st_call(&t, "GET", bad[i], NULL, NULL, 0, &r);
+    assert_int_equal(r.status, 400);
     st_resp_free(&r);
   }
   st_stop(&t);
@@ -460,6 +514,7 @@ int main(void) {
       cmocka_unit_test(test_many_events),
       cmocka_unit_test(test_http_webhook_counts),
       cmocka_unit_test(test_http_diff),
+      cmocka_unit_test(test_http_receipts),
       cmocka_unit_test(test_http_events_paging_and_reset),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,6 +45,9 @@ export CSUSIM_CLIENT_SECRET=csusim-secret
 build/csusim --listen "${sim#http://}" --csus 4 --print-config --state-dir "$work/var" \
   --admin-listen "127.0.0.1:$admin_port" --mqtt "tcp://127.0.0.1:$mqtt_port" |
   sed 's/start_from: -1h/start_from: -5s/' >"$work/csurelay.yaml"
+ingress_port=$(free_port)
+printf 'ingress: {listen: "127.0.0.1:%s", csu: csu0, sync_wait_ms: 5000}\n' "$ingress_port" \
+  >>"$work/csurelay.yaml"
 echo "== csurelay check"
 build/csurelay check -c "$work/csurelay.yaml"
 echo "== csurelay run (admin API on http://127.0.0.1:$admin_port)"
@@ -72,6 +75,16 @@ print("   ready:", s["ready"], "| live events:", s["state"]["live"], "| dead let
 for k in s["sinks"]:
     print("   sink %-9s %-8s delivered %6d skipped %5d retried %4d dead %3d" % (k["name"], k["type"],
           k["delivered"], k["skipped"], k["retried"], k["dead"]))'
+echo "== customer sync (the other way): POST /v1/customers on http://127.0.0.1:$ingress_port"
+ingress="http://127.0.0.1:$ingress_port/v1/customers"
+post() { curl -s -w '   -> HTTP %{http_code}\n' -H 'Content-Type: application/json' -d "$1" "$ingress" |
+  sed 's/^{/   {/'; }
+echo "   a new customer:"
+post '{"email":"demo.customer@example.com","firstName":"Demo","lastName":"Customer","phone":"+4512345678","currency":"DKK","address":{"city":"Aarhus","country":"DNK"}}'
+echo "   the same email in other case, a new phone (an update of the same account):"
+post '{"email":"Demo.Customer@Example.com","phone":"+4587654321"}'
+echo "   an invalid request (nothing is sent to Commerce):"
+post '{"email":"not-an-email","phone":"12345","currency":"XYZ","address":{"country":"DK"}}'
 echo "== one MQTT message"
 head -1 "$work/mqtt.txt" | cut -c1-300
 echo "== stopping csurelay (SIGTERM: stop polling, drain, flush the AOF)"

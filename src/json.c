@@ -239,6 +239,17 @@ void csr_jw_num_text(struct csr_jw *jw, const char *text) {
   check(jw, yajl_gen_number(jw->_g, text, strlen(text)));
 }
 
+void csr_copy_utf8(char *dst, size_t size, const char *src) {
+  size_t n = strlen(src);
+  if (n >= size) {
+    n = size - 1;
+    while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
+      n--;
+  }
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
 void csr_jw_raw(struct csr_jw *jw, const char *json, size_t len) {
   if (json == NULL || len == 0) {
     jw->_err = 1;

@@ -95,6 +95,21 @@ static void test_raw_values(void **state) {
   csr_jw_free(&jw);
 }
 
+/* A copy that does not fit is cut before a character, never inside one. */
+static void test_copy_utf8(void **state) {
+  char out[6];
+  csr_copy_utf8(out, sizeof(out), "abc");
+  assert_string_equal(out, "abc");
+  csr_copy_utf8(out, sizeof(out), "abcdefgh");
+  assert_string_equal(out, "abcde");
+  csr_copy_utf8(out, sizeof(out), "abcd\xc3\xa9"); /* é would end at byte 6 */
+  assert_string_equal(out, "abcd");
+  csr_copy_utf8(out, sizeof(out), "a\xe2\x98\x83z"); /* a, snowman, z: fits exactly */
+  assert_string_equal(out, "a\xe2\x98\x83z");
+  csr_copy_utf8(out, 1, "abc");
+  assert_string_equal(out, "");
+}
+
 static void test_rejects_non_strict_input(void **state) {
   char err[128];
   const char *bad[] = {"{\"a\":1 /* c */}", "{\"a\":", "[1,2", "{\"a\":1} trailing", "", "nul\0l"};
@@ -148,6 +163,7 @@ int main(void) {
       cmocka_unit_test(test_numbers_keep_their_digits),
       cmocka_unit_test(test_round_trip_whole_document),
       cmocka_unit_test(test_raw_values),
+      cmocka_unit_test(test_copy_utf8),
       cmocka_unit_test(test_rejects_non_strict_input),
       cmocka_unit_test(test_writer_escapes_and_validates),
   };

@@ -70,6 +70,13 @@ void csr_jw_bool(struct csr_jw *jw, bool v);
 void csr_jw_null(struct csr_jw *jw);
 /** Writes a number from its text exactly as given (validated as a JSON number, else an error). */
 void csr_jw_num_text(struct csr_jw *jw, const char *text);
+/**
+ * Copies the NUL-terminated `src` into dst[size] (size >= 1), cut, when it does not fit, before a
+ * UTF-8 character rather than inside one, so valid UTF-8 stays valid (for messages that go back
+ * out in JSON).
+ */
+void csr_copy_utf8(char *dst, size_t size, const char *src);
+
 /** Copies a parsed value (any type, recursively), keeping number texts. */
 void csr_jw_value(struct csr_jw *jw, yajl_val v);
 /**

@@ -252,27 +252,14 @@ static const char *body_problem(const char *body, size_t len) {
 
 /* ---- errors --------------------------------------------------------------------------------- */
 
-/* Copies src into dst[size] without cutting a UTF-8 character: the field goes back to the caller
- * in JSON, which must stay valid. */
-static void copy_whole_chars(char *dst, size_t size, const char *src) {
-  size_t n = strlen(src);
-  if (n >= size) {
-    n = size - 1;
-    while (n > 0 && ((unsigned char)src[n] & 0xc0) == 0x80)
-      n--;
-  }
-  memcpy(dst, src, n);
-  dst[n] = '\0';
-}
-
 static void add_error(struct cs_field_errors *errs, const char *prefix, const char *key,
                       const char *message) {
   if (errs->n < CS_MAX_FIELD_ERRORS) {
     struct cs_field_error *e = &errs->e[errs->n];
     char field[sizeof(e->field) + 16];
     snprintf(field, sizeof(field), "%s%.*s", prefix, (int)sizeof(e->field), key);
-    copy_whole_chars(e->field, sizeof(e->field), field);
-    copy_whole_chars(e->message, sizeof(e->message), message);
+    csr_copy_utf8(e->field, sizeof(e->field), field);
+    csr_copy_utf8(e->message, sizeof(e->message), message);
   }
   errs->n++;
 }

@@ -51,18 +51,6 @@ static void finish(struct cs_run *run) {
 /* Answers                                                                                        */
 /* ---------------------------------------------------------------------------------------------- */
 
-/* Copies `s` into out, cut at a character boundary so the copy stays valid UTF-8. */
-static void copy_utf8(char *out, size_t cap, const char *s) {
-  size_t n = strlen(s);
-  if (n >= cap) {
-    n = cap - 1;
-    while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-      n--;
-  }
-  memcpy(out, s, n);
-  out[n] = '\0';
-}
-
 /* Commerce's words for a failed answer (dynamics-api section 2.5: LocalizedMessage; an OData
  * error's message as a fallback); without either, sk_classify_http's excerpt stays. */
 static void commerce_message(const struct rx_http_req *h, struct sk_delivery *d) {
@@ -73,7 +61,7 @@ static void commerce_message(const struct rx_http_req *h, struct sk_delivery *d)
   if (msg == NULL)
     msg = csr_json_get_str(csr_json_get(doc, "error"), "message");
   if (msg != NULL && *msg != '\0')
-    copy_utf8(d->excerpt, sizeof(d->excerpt), msg);
+    csr_copy_utf8(d->excerpt, sizeof(d->excerpt), msg);
   csr_json_free(doc);
 }
 

@@ -17,12 +17,21 @@ import argparse
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 
 
-def get(url):
-    with urllib.request.urlopen(url, timeout=30) as r:
-        return r.read()
+def get(url, tries=10):
+    """The answer of csusim; a reset or a refusal (an overloaded subject can hold every connection
+    csusim accepts) is tried again a second later."""
+    for attempt in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return r.read()
+        except (ConnectionError, urllib.error.URLError, TimeoutError):
+            if attempt == tries - 1:
+                raise
+            time.sleep(1)
 
 
 def missing(base, sink, until_ms, from_ms=0):

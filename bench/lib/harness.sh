@@ -196,11 +196,11 @@ sleep_until() {
 # The ledger's view of the phase, read once the subject and the recorder have stopped (so every
 # message the recorder has is of an event the ledger lists).
 collect() {
-  local dir=$1 s
-  curl -s "$base/ledger" >"$dir/ledger.json"
+  local dir=$1 s get=(curl -sf --retry 5 --retry-all-errors --retry-delay 1)
+  "${get[@]}" "$base/ledger" >"$dir/ledger.json"
   for s in trigger webhook:audit webhook:__every_event__; do
-    curl -s "$base/ledger/receipts?sink=$s" >"$dir/receipts_${s#webhook:}.csv"
-    curl -s "$base/ledger/diff?sink=$s&until_ms=$t_end" >"$dir/diff_${s#webhook:}.json"
+    "${get[@]}" "$base/ledger/receipts?sink=$s" >"$dir/receipts_${s#webhook:}.csv"
+    "${get[@]}" "$base/ledger/diff?sink=$s&until_ms=$t_end" >"$dir/diff_${s#webhook:}.json"
   done
 }
 

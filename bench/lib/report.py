@@ -292,8 +292,15 @@ def fmt(v, unit=""):
     return (f"{v:,}" if isinstance(v, int) else f"{v:,.1f}") + unit
 
 
+def run_label(m):
+    """What a phase was: a find-max step (kept up or not), the half-rate run, or the run."""
+    if m.get("role") == "step":
+        return "find-max " + ("✓" if m.get("passed") else "✗")
+    return "half max" if m.get("role") == "half" else ""
+
+
 def table(results):
-    head = ["subject", "rate ev/s", "sink", "offered ev/s", "delivered ev/s", "lost", "duplicated",
+    head = ["subject", "rate ev/s", "run", "sink", "offered ev/s", "delivered ev/s", "lost", "duplicated",
             "p50 ms", "p90 ms", "p99 ms", "max ms", "CPU % (1 core)", "peak RSS MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -302,7 +309,8 @@ def table(results):
             lat = s["latency_ms"]
             dup = fmt(s["duplicated"]) + (f" ({s['extra_receipts']} extra)" if s["extra_receipts"] else "")
             lines.append("| " + " | ".join([
-                m["subject"] if i == 0 else "", fmt(m["rate"]) if i == 0 else "", name,
+                m["subject"] if i == 0 else "", fmt(m["rate"]) if i == 0 else "",
+                run_label(m) if i == 0 else "", name,
                 fmt(s["offered_per_s"]), fmt(s["delivered_per_s"]), fmt(s["lost"]), dup,
                 fmt(lat["p50"]), fmt(lat["p90"]), fmt(lat["p99"]), fmt(lat["max"]),
                 fmt(res.get("cpu_pct")) if i == 0 else "", fmt(res.get("peak_rss_mb")) if i == 0 else ""]) + " |")
@@ -405,14 +413,18 @@ def final(out, command):
             results.append(r)
     if not results:
         sys.exit("report: no phase results in " + out)
+    order = {"run": 0, "step": 1, "half": 2}
+    results.sort(key=lambda r: (r["meta"]["subject"] != "relay", order.get(r["meta"].get("role"), 0),
+                                r["meta"]["rate"]))
     relay, peer = pick(results, "relay"), pick(results, "nodered")
     report = {"scenario": results[0]["meta"]["scenario"], "command": command, "machine": machine(),
               "phases": results, "relay": relay and relay["dir"], "nodered": peer and peer["dir"],
               "comparison": comparison(relay, peer) if relay and peer else None}
     for subject in ("relay", "nodered"):
-        maxes = [r["meta"].get("max_rate") for r in results if r["meta"]["subject"] == subject and r["meta"].get("max_rate") is not None]
-        if maxes:
-            report[f"{subject}_max_rate"] = maxes[-1]
+        mine = [r["meta"] for r in results if r["meta"]["subject"] == subject and r["meta"].get("max_rate") is not None]
+        if mine:
+            report[f"{subject}_max_rate"] = mine[-1]["max_rate"]
+            report[f"{subject}_max_rate_bounded"] = bool(mine[-1].get("bounded"))
     with open(os.path.join(out, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
     md = markdown(report, results)
@@ -458,14 +470,52 @@ def markdown(report, results):
             lines.append(f"- {r['dir']}: " + "; ".join(notes))
     for subject in ("relay", "nodered"):
         if f"{subject}_max_rate" in report:
-            lines.append(f"- {subject} max rate that kept up: {fmt(report[f'{subject}_max_rate'])} events/s")
+            bound = " (a lower bound: no step broke within --max-steps)" if report[f"{subject}_max_rate_bounded"] else ""
+            lines.append(f"- {subject} max rate that kept up: {fmt(report[f'{subject}_max_rate'])} events/s{bound}")
     c = report.get("comparison")
     if c:
         parts = [f"{k.replace('_', ' ')} {v}" for k, v in c.items() if k != "sink"]
         lines.append(f"- csurelay ÷ Node-RED ({c['sink']}): " + ", ".join(parts) +
                      " (throughput: higher is better for csurelay; latency: lower is better)")
+    checks = targets(report, results)
+    if checks:
+        lines += ["", "Targets (issue 7):", ""] + [f"- {'met' if ok else '**missed**'}: {text}" for ok, text in checks]
     lines += ["", "![latency and throughput](plot.svg)", ""]
     return "\n".join(lines)
+
+
+def targets(report, results):
+    """[(met, text)]: the issue's targets that this run measured."""
+    out = []
+    relay = [r for r in results if r["meta"]["subject"] == "relay"]
+    scenario = report["scenario"]
+    for r in relay:
+        m, res = r["meta"], r["resources"]
+        lost = sum(s["lost"] for s in r["sinks"].values())
+        if m.get("role") != "step":
+            out.append((lost == 0, f"{r['dir']}: 0 lost (lost {lost})"))
+        if scenario == "steady" and m.get("role") == "half":
+            worst = max(s["latency_ms"]["p99"] or 0 for s in r["sinks"].values())
+            goal = m["poll_ms"] + 100
+            out.append((worst <= goal, f"p99 ≤ poll interval + 100 ms = {goal} ms at half the max rate "
+                                       f"({fmt(m['rate'])}/s): worst sink p99 {fmt(worst)} ms"))
+        if scenario == "many-csus":
+            cpu, rss = res.get("cpu_pct"), res.get("peak_rss_mb")
+            out.append((cpu is not None and cpu <= 50, f"relay CPU ≤ 50 % of one core: {fmt(cpu)} %"))
+            out.append((rss is not None and rss <= 64, f"relay RSS ≤ 64 MB: {fmt(rss)} MB"))
+        if r.get("outage"):
+            o = r["outage"]
+            out.append((o["rss_within_limit"], f"RSS within limits.memory_mb {o['memory_mb_limit']} MB during the "
+                                               f"outage: peak {o['peak_rss_mb']} MB"))
+            ratio = o.get("drain_vs_offered")
+            out.append((ratio is not None and ratio >= 2, f"backlog drains at ≥ 2× the offered rate: {fmt(ratio)}×"))
+    if scenario == "steady" and "relay_max_rate" in report:
+        out.append((report["relay_max_rate"] >= 10000, f"≥ 10,000 events/s end to end with 0 lost: "
+                                                       f"{fmt(report['relay_max_rate'])} events/s kept up"))
+    c = report.get("comparison") or {}
+    if "max_rate_ratio" in c:
+        out.append((c["max_rate_ratio"] >= 20, f"≥ 20× Node-RED's throughput: {c['max_rate_ratio']}×"))
+    return out
 
 
 def ingress(out, command):

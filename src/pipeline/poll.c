@@ -44,7 +44,8 @@ struct lane {
   struct pl__win win[2]; /* WIN_REGULAR, WIN_SWEEP */
   int cur;               /* the window of the Search or page outstanding */
   int64_t cursor_ms;
-  bool cursor_set;    /* by pl_poll_set_cursor */
+  int64_t reported_ms; /* the cursor last given to ops.on_cursor (see report_cursor) */
+  bool cursor_set;     /* by pl_poll_set_cursor */
   bool fresh;         /* the cursor is still start_from: no overlap before it */
   int64_t last_to_ms; /* the latest To of any window of this lane */
   uint64_t next_poll; /* monotonic ms */
@@ -147,7 +148,10 @@ static int64_t max_i64(int64_t a, int64_t b) {
 /* Failures and the cursor */
 /* ---------------------------------------------------------------------------------------------- */
 
-/* Drops the lane's current window (it starts over later); a sweep becomes due again. */
+static void report_cursor(struct lane *l);
+
+/* Drops the lane's current window (it starts over later); a sweep becomes due again. The caller
+ * reports the cursor last (report_cursor), which a dropped sweep may have held back. */
 static void abandon_window(struct lane *l) {
   if (l->cur == WIN_SWEEP)
     l->sweep_due = true;
@@ -169,6 +173,7 @@ static void search_failed(struct lane *l, const char *why, long retry_after_ms) 
   l->state = L_IDLE;
   CSR_LOG(CSR_WARN, "poll: search failed", CSR_KS("csu", c->conf->name), CSR_KS("type", l->type),
           CSR_KS("reason", why), CSR_KI("failures", c->failures), CSR_KI("backoff_ms", delay));
+  report_cursor(l);
 }
 
 /* The window cannot go on (the admitter failed a page, a dense second stayed incomplete): this
@@ -182,16 +187,31 @@ static void lane_failed(struct lane *l, const char *why) {
   abandon_window(l);
   CSR_LOG(CSR_WARN, "poll: window failed", CSR_KS("csu", l->c->conf->name), CSR_KS("type", l->type),
           CSR_KS("reason", why), CSR_KI("backoff_ms", delay));
+  report_cursor(l);
+}
+
+/* Gives the admitter the cursor, except while a sweep of the lane is under way. The admitter
+ * expires the dedupe set's ids below cursor - max(overlap, sweep), and a sweep reads from where it
+ * began (now - sweep_s), page after page, while regular windows go on moving the cursor: a lane
+ * catching up on a backlog can move it more than sweep_s past the sweep's next page, whose rows
+ * would then be admitted a second time (measured: 12,552 of 60,000 Checkouts after a 60 s cij
+ * outage). Held back, the cursor cannot expire anything a running sweep may still read; it is
+ * reported when the sweep ends. A cursor reported late only means more re-reading after a crash. */
+static void report_cursor(struct lane *l) {
+  struct pl_poll *p = l->p;
+  if (l->win[WIN_SWEEP].active || l->cursor_ms <= l->reported_ms || p->stopping ||
+      p->ops.on_cursor == NULL)
+    return;
+  l->reported_ms = l->cursor_ms;
+  p->ops.on_cursor(p->arg, l->c->conf, l->type, l->cursor_ms);
 }
 
 static void move_cursor(struct lane *l, int64_t mark) {
-  struct pl_poll *p = l->p;
   if (mark <= l->cursor_ms)
     return;
   l->cursor_ms = mark;
   l->fresh = false;
-  if (!p->stopping && p->ops.on_cursor != NULL)
-    p->ops.on_cursor(p->arg, l->c->conf, l->type, mark);
+  report_cursor(l);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -240,8 +260,11 @@ static void after_page(struct lane *l, int result) {
       l->st.windows++;
     pl__win_end(w);
   }
+  /* Last: the admitter may stop us from inside. A sweep's end reports what it held back. */
   if (!sweep && mark != INT64_MIN)
-    move_cursor(l, mark); /* last: the admitter may stop us from inside */
+    move_cursor(l, mark);
+  else if (sweep && step == PL__STEP_DONE)
+    report_cursor(l);
 }
 
 static void on_page_done(struct rx_fut *fut) {
@@ -730,6 +753,7 @@ int pl_poll_start(struct pl_poll *p) {
     if (!l->cursor_set)
       l->cursor_ms = cf->start_relative ? wall + cf->start_from_ms : cf->start_from_ms;
     l->fresh = !l->cursor_set;
+    l->reported_ms = l->cursor_ms; /* the admitter has it (replayed) or needs none (start) */
     l->next_poll = now;
     l->next_sweep = now + (cf->sweep_every_s ? cf->sweep_every_s : 1) * 1000;
   }

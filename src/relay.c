@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "csurelay/log.h"
 #include "relay_internal.h"
@@ -86,11 +87,32 @@ static void watch_sink(struct csr_relay *r, size_t i, uint64_t now) {
   w->down = now - w->ok_ms >= SINK_DOWN_MS;
 }
 
+/* Resident pages of the process, from /proc/self/statm; 0 when unknown. */
+static uint64_t resident_bytes(void) {
+  unsigned long size = 0, resident = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL)
+    return 0;
+  int n = fscanf(f, "%lu %lu", &size, &resident);
+  fclose(f);
+  return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* limits.memory_mb bounds the heap in use (over_budget), but malloc keeps what a burst freed: a
+ * 60 s outage left RSS at twice the budget with the heap back under it. Once a second, when the
+ * freed-but-resident part passes a quarter of the budget, it goes back to the kernel. */
+static void trim_heap(struct csr_relay *r) {
+  uint64_t budget = r->cfg->limits.memory_mb << 20, rss = resident_bytes();
+  if (budget > 0 && rss > r->mem_used + budget / 4)
+    malloc_trim(0);
+}
+
 static uint64_t on_tick(struct rx_timer *t) {
   struct csr_relay *r = t->data;
   uint64_t now = rx_now_ms(r->loop);
   for (size_t i = 0; i < r->cfg->n_sinks; i++)
     watch_sink(r, i, now);
+  trim_heap(r);
   return TICK_MS;
 }
 

@@ -1,4 +1,6 @@
-/* The finished part of the state model's dedupe set (state_seen.c), for state.c and its tests. */
+/* The state model's internals: the finished part of the dedupe set (state_seen.c) and the
+ * structures state.c applies records to and state_dump.c writes out; for those files and their
+ * tests. */
 #ifndef CSURELAY_PIPELINE_STATE_INTERNAL_H
 #define CSURELAY_PIPELINE_STATE_INTERNAL_H
 
@@ -7,6 +9,7 @@
 #include <stdint.h>
 
 #include "csurelay/error.h"
+#include "csurelay/pipeline.h"
 
 /*
  * A finished id is remembered by a 128-bit hash of its text, SipHash-2-4 with a 128-bit output
@@ -97,5 +100,57 @@ size_t pl__seen_heap_bytes(const struct pl__seen_heap *hp);
  */
 const char *pl__seen_check(const struct pl__seen *t, const struct pl__seen_heap *const *heaps,
                            size_t n_heaps);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* The state's own structures (state.c applies records to them, state_dump.c writes them out)     */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* A string-keyed hash table (state.c): open addressing, linear probing, backward-shift deletion. */
+struct slot {
+  uint64_t h;
+  const char *key; /* NULL: empty; the value owns the key's memory */
+  void *val;
+};
+
+struct tab {
+  struct slot *s;
+  size_t cap; /* a power of two, or 0 */
+  size_t n;
+};
+
+/* One (csu, type): its cursor and the expiry heap of its finished ids. */
+struct lane {
+  const char *csu, *type; /* interned */
+  uint32_t index;         /* in lanes[]: finished ids name their lane by it */
+  int64_t horizon_ms;
+  bool has_cursor;
+  int64_t cursor_ms;
+  struct pl__seen_heap seen;
+};
+
+/* The view pl_state_event gives of a finished id, rebuilt on each call. */
+struct finished_view {
+  struct pl_state_event ev;
+  char *id;
+  size_t cap;
+};
+
+struct pl_state {
+  struct tab ids;       /* id -> struct pl_state_event, live events only */
+  struct pl__seen seen; /* the finished ids */
+  struct tab names;     /* CSU, type and sink names -> the interned copy */
+  struct finished_view *view;
+  struct lane **lanes;
+  size_t n_lanes, cap_lanes;
+  struct pl_state_horizon *horizons; /* names owned */
+  size_t n_horizons;
+  int64_t default_horizon_ms;
+  struct pl_state_event *live_head, *live_tail;
+  struct pl_state_delivery *dlq_head, *dlq_tail;
+  struct pl_state_stats st;
+  struct csr_jw jw;     /* scratch: rows at ADMIT, records in dumps */
+  struct cs_jobs *jobs; /* the ingress's records (JOB, JOB_END, CUSTOMER) */
+  char err[256];
+};
 
 #endif

@@ -87,6 +87,12 @@ struct pl_store_emitter;
 CSR_NODISCARD int pl_store_emit(struct pl_store_emitter *e, uint8_t type, const void *payload,
                                 size_t len);
 /**
+ * Emits the record a pl_rec_* or cs_rec_* encoder just wrote into `jw` (rc: the encoder's answer,
+ * passed on when < 0) and resets `jw` for the next one, whatever happened.
+ */
+CSR_NODISCARD int pl_store_emit_jw(struct pl_store_emitter *e, uint8_t type, struct csr_jw *jw,
+                                   int rc);
+/**
  * The owner writes its whole live state through pl_store_emit; < 0 abandons the compaction. It runs
  * on the loop thread and must not call pl_store_append (records appended after it returns are kept
  * for the new file; the dump stands for everything appended before).

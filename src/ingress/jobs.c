@@ -601,28 +601,17 @@ void cs_jobs_stats(const struct cs_jobs *j, struct cs_jobs_stats *out) {
 /* Dump                                                                                           */
 /* ---------------------------------------------------------------------------------------------- */
 
-/* Emits what the scratch writer holds (rc: the encoder's answer) and resets it. */
-static int emit(struct cs_jobs *j, struct pl_store_emitter *e, uint8_t type, int rc) {
-  const char *text;
-  size_t len;
-  if (rc == 0)
-    rc = csr_jw_finish(&j->jw, &text, &len);
-  if (rc == 0)
-    rc = pl_store_emit(e, type, text, len);
-  csr_jw_reset(&j->jw);
-  return rc;
-}
-
 static int dump_job(struct cs_jobs *j, struct pl_store_emitter *e, const struct cs_job *x) {
-  return emit(j, e, PL_REC_JOB,
-              cs_rec_job(&j->jw, x->id, x->email, x->accepted_ms, x->request, x->request_len));
+  return pl_store_emit_jw(
+      e, PL_REC_JOB, &j->jw,
+      cs_rec_job(&j->jw, x->id, x->email, x->accepted_ms, x->request, x->request_len));
 }
 
 static int dump_ended(struct cs_jobs *j, struct pl_store_emitter *e, const struct cs_job *x) {
   struct cs_rec_job_end r = {x->id,     x->state,   x->account,  x->created,
                              x->status, x->message, x->attempts, x->ended_ms};
   int rc = dump_job(j, e, x);
-  return rc ? rc : emit(j, e, PL_REC_JOB_END, cs_rec_job_end(&j->jw, &r));
+  return rc ? rc : pl_store_emit_jw(e, PL_REC_JOB_END, &j->jw, cs_rec_job_end(&j->jw, &r));
 }
 
 /*
@@ -638,7 +627,8 @@ int cs_jobs_dump(struct cs_jobs *j, struct pl_store_emitter *e) {
   csr_jw_reset(&j->jw);
   while (rc == 0 && (x != NULL || a != NULL)) {
     if (x == NULL || (a != NULL && a->seq < as_job(x)->seq)) {
-      rc = emit(j, e, PL_REC_CUSTOMER, cs_rec_customer(&j->jw, a->key, a->account));
+      rc =
+          pl_store_emit_jw(e, PL_REC_CUSTOMER, &j->jw, cs_rec_customer(&j->jw, a->key, a->account));
       a = a->next;
       continue;
     }

@@ -7,18 +7,6 @@
 #include "csurelay/pipeline.h"
 #include "state_internal.h"
 
-/* Emits what the scratch writer holds (rc: the encoder's answer) and resets it. */
-static int emit(struct pl_state *s, struct pl_store_emitter *e, uint8_t type, int rc) {
-  const char *text;
-  size_t len;
-  if (rc == 0)
-    rc = csr_jw_finish(&s->jw, &text, &len);
-  if (rc == 0)
-    rc = pl_store_emit(e, type, text, len);
-  csr_jw_reset(&s->jw);
-  return rc;
-}
-
 static struct pl_rec_delivery rec_of(const struct pl_state_delivery *d) {
   return (struct pl_rec_delivery){
       .id = d->event->id,
@@ -45,7 +33,7 @@ static int dump_admit(struct pl_state *s, struct pl_store_emitter *e,
       names[i] = ev->sinks[i].sink;
     struct pl_rec_admit a = {ev->id,          ev->csu, ev->type,    ev->time_ms,
                              ev->admitted_ms, names,   ev->n_sinks, row};
-    rc = emit(s, e, PL_REC_ADMIT, pl_rec_admit(&s->jw, &a));
+    rc = pl_store_emit_jw(e, PL_REC_ADMIT, &s->jw, pl_rec_admit(&s->jw, &a));
   }
   free(names);
   csr_json_free(row);
@@ -59,11 +47,12 @@ static int dump_live(struct pl_state *s, struct pl_store_emitter *e,
     const struct pl_state_delivery *d = &ev->sinks[i];
     struct pl_rec_delivery r = rec_of(d);
     if (d->state == PL_DS_WAITING)
-      rc = emit(s, e, PL_REC_ATTEMPT, pl_rec_attempt(&s->jw, &r));
+      rc = pl_store_emit_jw(e, PL_REC_ATTEMPT, &s->jw, pl_rec_attempt(&s->jw, &r));
     else if (d->state == PL_DS_DELIVERED || d->state == PL_DS_SKIPPED || d->state == PL_DS_DELETED)
-      rc = emit(s, e, PL_REC_OUTCOME, pl_rec_outcome(&s->jw, &r));
+      rc = pl_store_emit_jw(e, PL_REC_OUTCOME, &s->jw, pl_rec_outcome(&s->jw, &r));
     if (rc == 0 && d->state == PL_DS_DELETED)
-      rc = emit(s, e, PL_REC_DLQ_DELETE, pl_rec_dlq_delete(&s->jw, ev->id, d->sink));
+      rc = pl_store_emit_jw(e, PL_REC_DLQ_DELETE, &s->jw,
+                            pl_rec_dlq_delete(&s->jw, ev->id, d->sink));
   }
   return rc;
 }
@@ -75,18 +64,19 @@ int pl_state_dump(void *arg, struct pl_store_emitter *e) {
   for (size_t i = 0; rc == 0 && i < s->n_lanes; i++) {
     const struct lane *l = s->lanes[i];
     if (l->has_cursor)
-      rc = emit(s, e, PL_REC_CURSOR, pl_rec_cursor(&s->jw, l->csu, l->type, l->cursor_ms));
+      rc = pl_store_emit_jw(e, PL_REC_CURSOR, &s->jw,
+                            pl_rec_cursor(&s->jw, l->csu, l->type, l->cursor_ms));
     for (size_t k = 0; rc == 0 && k < l->seen.n; k++) {
       const struct pl__seen_rec *f = pl__seen_heap_at(&s->seen, &l->seen, k);
-      rc = emit(s, e, PL_REC_SEEN,
-                pl_rec_seen_hash(&s->jw, f->h1, f->h2, l->csu, l->type, f->time_ms));
+      rc = pl_store_emit_jw(e, PL_REC_SEEN, &s->jw,
+                            pl_rec_seen_hash(&s->jw, f->h1, f->h2, l->csu, l->type, f->time_ms));
     }
   }
   for (const struct pl_state_event *ev = s->live_head; rc == 0 && ev; ev = ev->_next)
     rc = dump_live(s, e, ev);
   for (const struct pl_state_delivery *d = s->dlq_head; rc == 0 && d; d = d->_dlq_next) {
     struct pl_rec_delivery r = rec_of(d);
-    rc = emit(s, e, PL_REC_OUTCOME, pl_rec_outcome(&s->jw, &r));
+    rc = pl_store_emit_jw(e, PL_REC_OUTCOME, &s->jw, pl_rec_outcome(&s->jw, &r));
   }
   return rc == 0 ? cs_jobs_dump(s->jobs, e) : rc;
 }

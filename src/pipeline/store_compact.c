@@ -35,6 +35,17 @@ int pl_store_emit(struct pl_store_emitter *e, uint8_t type, const void *payload,
   return 0;
 }
 
+int pl_store_emit_jw(struct pl_store_emitter *e, uint8_t type, struct csr_jw *jw, int rc) {
+  const char *text;
+  size_t len;
+  if (rc == 0)
+    rc = csr_jw_finish(jw, &text, &len);
+  if (rc == 0)
+    rc = pl_store_emit(e, type, text, len);
+  csr_jw_reset(jw);
+  return rc;
+}
+
 static bool keeping(const struct pl_store *s) {
   return s->cpt.state == PL__CPT_REWRITE || s->cpt.state == PL__CPT_WAIT;
 }

@@ -20,6 +20,7 @@
 #include "csurelay/log.h"
 #include "csurelay/metrics.h"
 #include "ingress_internal.h"
+#include "hash.h"
 
 #define MAX_PREFIX "max_attempts: "
 
@@ -42,10 +43,7 @@ static void set_phase(struct cs_run *run, enum cs_run_phase phase) {
 }
 
 static uint64_t hash_key(const char *s) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 1099511628211ull;
-  return h;
+  return csr_fnv1a(CSR_FNV1A_BASIS, s);
 }
 
 static int grow(struct cs_ingress *g) {

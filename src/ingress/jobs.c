@@ -16,6 +16,7 @@
 
 #include "csurelay/ingress.h"
 #include "csurelay/pipeline.h"
+#include "hash.h"
 
 #define DEFAULT_RETAIN_MS (24 * 60 * 60 * 1000LL)
 #define DEFAULT_MAX       100000
@@ -72,9 +73,9 @@ static char lower(char c) {
 
 /* FNV-1a and a final mix (chains are picked by the low bits). `fold` hashes an email as its key. */
 static uint64_t hash_str(const char *s, bool fold) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = CSR_FNV1A_BASIS;
   for (; *s; s++)
-    h = (h ^ (uint8_t)(fold ? lower(*s) : *s)) * 1099511628211ull;
+    h = csr_fnv1a_byte(h, (unsigned char)(fold ? lower(*s) : *s));
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdull;
   return h ^ (h >> 33);

@@ -24,6 +24,7 @@
 #include "csurelay/log.h"
 #include "csurelay/pipeline.h"
 #include "csurelay/sink.h"
+#include "hash.h"
 
 #define DEFAULT_TTL_MS      300000
 #define DEFAULT_MAX_ENTRIES 50000
@@ -134,9 +135,7 @@ static void get_token(struct flight *f);
 /* ---------------------------------------------------------------------------------------------- */
 
 static uint64_t hash_key(size_t csu, const char *s) {
-  uint64_t h = 1469598103934665603ull ^ (uint64_t)csu;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  uint64_t h = csr_fnv1a(CSR_FNV1A_BASIS ^ (uint64_t)csu, s);
   return h ^ (h >> 29);
 }
 

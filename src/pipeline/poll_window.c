@@ -8,16 +8,14 @@
 
 #include "csurelay/timefmt.h"
 #include "poll_internal.h"
+#include "hash.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Id hashes */
 /* ---------------------------------------------------------------------------------------------- */
 
 uint64_t pl__id_hash(const char *id) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (const unsigned char *s = (const unsigned char *)id; *s; s++)
-    h = (h ^ *s) * 0x100000001b3ULL;
-  return h;
+  return csr_fnv1a(CSR_FNV1A_BASIS, id);
 }
 
 static int idset_grow(struct pl__idset *s) {

@@ -10,15 +10,14 @@
 #include "csurelay/ingress.h"
 #include "csurelay/pipeline.h"
 #include "state_internal.h"
+#include "hash.h"
 
 /* ---------------------------------------------------------------------------------------------- */
 /* A string-keyed hash table: open addressing, linear probing, backward-shift deletion            */
 /* ---------------------------------------------------------------------------------------------- */
 
 static uint64_t hash_str(const char *k) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *k; k++)
-    h = (h ^ (uint8_t)*k) * 1099511628211ull;
+  uint64_t h = csr_fnv1a(CSR_FNV1A_BASIS, k);
   return h ^ (h >> 29);
 }
 

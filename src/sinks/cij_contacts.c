@@ -31,6 +31,7 @@
 
 #include "cij_internal.h"
 #include "csurelay/log.h"
+#include "hash.h"
 
 #define CACHE_MIN_BUCKETS 1024
 
@@ -54,10 +55,7 @@ struct sk__cij_cache {
 };
 
 static uint64_t hash_key(const char *s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (; *s; s++)
-    h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-  return h;
+  return csr_fnv1a(CSR_FNV1A_BASIS, s);
 }
 
 int sk__cij_cache_create(size_t max, struct sk__cij_cache **out) {

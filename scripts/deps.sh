@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(build-essential cmake pkg-config
       libuv1-dev libcurl4-openssl-dev node-llhttp libpaho-mqtt-dev libcmocka-dev libyaml-dev
-      libjansson-dev libcjson-dev libyajl-dev
+      libjansson-dev libcjson-dev libyajl-dev libjemalloc-dev
       mosquitto mosquitto-clients wrk curl python3)
 
 missing=()

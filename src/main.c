@@ -16,6 +16,7 @@
 #include "csurelay/log.h"
 #include "csurelay/metrics.h"
 #include "csurelay/reactor.h"
+#include "heap.h"
 #include "relay.h"
 
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
@@ -244,7 +245,8 @@ static int cmd_run(const char *path) {
   if (rc == 0) {
     CSR_LOG(CSR_INFO, "csurelay running", CSR_KS("version", CSR_VERSION),
             CSR_KS("config", app.cfg->path), CSR_KS("admin_host", app.cfg->admin.listen.host),
-            CSR_KI("admin_port", app.admin.server.port));
+            CSR_KI("admin_port", app.admin.server.port),
+            CSR_KS("allocator", csr_heap_allocator()));
     rx_loop_run(&app.loop);
     rc = rx_loop_close(&app.loop);
     if (rc < 0)

@@ -3,13 +3,13 @@
  * polling, drain deliveries, close the route stage (its last OUTCOMEs go to the store), the
  * fetcher and the sinks, then the admitter (flush + fsync), the token caches and the HTTP
  * client. */
-#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "csurelay/log.h"
+#include "heap.h"
 #include "relay_internal.h"
 
 enum { TICK_MS = 1000, SINK_DOWN_MS = 30000, MEMORY_CHECK_MS = 100, MEMORY_CHECK_IDLE_MS = 1000 };
@@ -39,9 +39,9 @@ static void on_admitted(void *arg, const char *id) {
 
 /* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
  * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
- * that malloc keeps would hold RSS up and admission off for good. mallinfo2() walks every free
- * chunk, which takes milliseconds on a busy 80 MB heap, so it is read once a second while the heap
- * is under half the budget and every 100 ms above that: a burst of Search pages can grow the heap
+ * that malloc keeps would hold RSS up and admission off for good. glibc's reading (mallinfo2)
+ * walks every free chunk, which takes milliseconds on a busy 80 MB heap, so the heap is read once a
+ * second while it is under half the budget and every 100 ms above that: a burst of Search pages can grow the heap
  * by 70 MB in a second (measured at 4,000 ev/s), which a one-second reading lets through. A
  * reading also counts as over when the growth since the last one, repeated, would pass the mark. */
 static bool over_budget(void *arg) {
@@ -52,8 +52,7 @@ static bool over_budget(void *arg) {
   if (budget == 0 || now - r->mem_checked_ms < every)
     return r->mem_over;
   r->mem_checked_ms = now;
-  struct mallinfo2 mi = mallinfo2();
-  uint64_t used = (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+  uint64_t used = csr_heap_in_use();
   uint64_t growth = used > r->mem_used ? used - r->mem_used : 0;
   r->mem_used = used;
   bool over = used + growth > budget / 10 * 8;
@@ -104,7 +103,7 @@ static uint64_t resident_bytes(void) {
 static void trim_heap(struct csr_relay *r) {
   uint64_t budget = r->cfg->limits.memory_mb << 20, rss = resident_bytes();
   if (budget > 0 && rss > r->mem_used + budget / 4)
-    malloc_trim(0);
+    csr_heap_release();
 }
 
 static uint64_t on_tick(struct rx_timer *t) {

@@ -1,0 +1,46 @@
+/* heap.h on jemalloc (CSR_JEMALLOC) or glibc's malloc. */
+#include "heap.h"
+
+#include <stddef.h>
+
+#ifdef CSR_JEMALLOC
+#include <jemalloc/jemalloc.h>
+#include <stdio.h>
+
+uint64_t csr_heap_in_use(void) {
+  /* jemalloc's statistics are a snapshot taken when the epoch advances: one cheap merge of the
+   * arenas' counters, unlike mallinfo2's walk of every free chunk. */
+  uint64_t epoch = 1;
+  size_t allocated = 0, len = sizeof(allocated);
+  mallctl("epoch", &epoch, &(size_t){sizeof(epoch)}, &epoch, sizeof(epoch));
+  if (mallctl("stats.allocated", &allocated, &len, NULL, 0) != 0)
+    return 0;
+  return allocated;
+}
+
+void csr_heap_release(void) {
+  char cmd[64];
+  snprintf(cmd, sizeof(cmd), "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
+  mallctl(cmd, NULL, NULL, NULL, 0);
+}
+
+const char *csr_heap_allocator(void) {
+  return "jemalloc";
+}
+
+#else
+#include <malloc.h>
+
+uint64_t csr_heap_in_use(void) {
+  struct mallinfo2 mi = mallinfo2();
+  return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+}
+
+void csr_heap_release(void) {
+  malloc_trim(0);
+}
+
+const char *csr_heap_allocator(void) {
+  return "glibc";
+}
+#endif

@@ -233,6 +233,8 @@ struct rx_http {
   unsigned _open_handles;
   struct rx_fut _cancel_fut;        /* runs the deferred cancels from the ready list */
   struct rx_http_req *_active_head; /* every started, not yet completed request (for close) */
+  struct rx_http_sock **_socks;     /* by fd: the watchers of the sockets curl opened through us */
+  size_t _n_socks;
 };
 
 /**

@@ -42,11 +42,8 @@ static void admit(struct fx *f, const char *id, const char *csu, int64_t t,
            "{\"EventTransactionId\":\"%s\",\"AmountPaid\":184.2200000000000000,"
            "\"EventChannelId\":5637144592,\"ReceiptEmail\":\"ann@example.com\"}",
            id);
-  yajl_val row = csr_json_parse(text, strlen(text), NULL, 0);
-  assert_non_null(row);
-  struct pl_rec_admit a = {id, csu, "Checkout", t, t + 1500, sinks, n, row};
+  struct pl_rec_admit a = {id, csu, "Checkout", t, t + 1500, sinks, n, text, strlen(text)};
   put(f, PL_REC_ADMIT, pl_rec_admit(&f->jw, &a));
-  csr_json_free(row);
 }
 
 static void attempt(struct fx *f, const char *id, const char *sink, unsigned next,

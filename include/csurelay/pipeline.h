@@ -502,7 +502,8 @@ struct pl_poll_event {
   const char *id;  /* SPEC §3: csu|EventDataAreaId|EventType|EventTransactionId|EventDateTime,
                       each field exactly as the CSU sent it */
   int64_t time_ms; /* EventDateTime, ms since the epoch */
-  yajl_val row;    /* the event object as received */
+  const char *row_json; /* the event object's text exactly as received (valid JSON) */
+  size_t row_len;
 };
 
 /** A non-empty page for the admitter; everything in it is valid until pl_poll_page_done(). */
@@ -845,7 +846,8 @@ struct pl_rec_admit {
   int64_t admitted_ms;      /* wall clock of admission */
   const char *const *sinks; /* the route's sink names, distinct */
   size_t n_sinks;
-  yajl_val row; /* the event object as received (numbers keep their text) */
+  const char *row_json; /* the event object's JSON text, as received or as the state keeps it */
+  size_t row_len;
 };
 
 /** The fields of an ATTEMPT or OUTCOME record (each uses the ones it lists above). */

@@ -203,7 +203,8 @@ static int admit_row(struct pl_admit *a, struct held *h, struct slot *s,
                              .admitted_ms = now_ms,
                              .sinks = r ? r->sinks : NULL,
                              .n_sinks = r ? r->n_sinks : 0,
-                             .row = e->row};
+                             .row_json = e->row_json,
+                             .row_len = e->row_len};
   const char *text = NULL;
   size_t len = 0;
   csr_jw_reset(&a->jw);

@@ -89,7 +89,8 @@ CSR_NODISCARD int pl__search_url(const char *base, const struct pl__query *q, ch
 
 /** The rows of one answer and their ids; the buffers are kept from page to page. */
 struct pl__rows {
-  yajl_val doc; /* the parsed answer the rows point into, or NULL */
+  char *text; /* the answer's text the rows point into */
+  size_t text_cap;
   struct pl_poll_event *ev;
   size_t n;
   size_t ev_cap;
@@ -104,7 +105,7 @@ struct pl__rows {
  */
 CSR_NODISCARD int pl__rows_parse(struct pl__rows *r, const char *csu, const struct pl__query *q,
                                  const char *text, size_t len, char *why, size_t whylen);
-/** Frees the parsed answer (the buffers stay for the next one). */
+/** Forgets the parsed answer (the buffers stay for the next one). */
 void pl__rows_clear(struct pl__rows *r);
 void pl__rows_free(struct pl__rows *r);
 

@@ -46,7 +46,7 @@ int pl_rec_cursor(struct csr_jw *jw, const char *csu, const char *type, int64_t 
 
 int pl_rec_admit(struct csr_jw *jw, const struct pl_rec_admit *a) {
   if (jw == NULL || a == NULL || a->id == NULL || a->csu == NULL || a->type == NULL ||
-      (a->n_sinks > 0 && a->sinks == NULL) || a->row == NULL)
+      (a->n_sinks > 0 && a->sinks == NULL) || a->row_json == NULL || a->row_len == 0)
     return UV_EINVAL;
   for (size_t i = 0; i < a->n_sinks; i++)
     if (a->sinks[i] == NULL)
@@ -63,7 +63,7 @@ int pl_rec_admit(struct csr_jw *jw, const struct pl_rec_admit *a) {
     csr_jw_str(jw, a->sinks[i]);
   csr_jw_arr_end(jw);
   csr_jw_key(jw, "event");
-  csr_jw_value(jw, a->row);
+  csr_jw_raw(jw, a->row_json, a->row_len);
   csr_jw_obj_end(jw);
   return 0;
 }

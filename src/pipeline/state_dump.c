@@ -25,18 +25,15 @@ static struct pl_rec_delivery rec_of(const struct pl_state_delivery *d) {
 
 static int dump_admit(struct pl_state *s, struct pl_store_emitter *e,
                       const struct pl_state_event *ev) {
-  yajl_val row = csr_json_parse(ev->row, ev->row_len, NULL, 0);
   const char **names = malloc((ev->n_sinks ? ev->n_sinks : 1) * sizeof(*names));
-  int rc = row == NULL ? CSR_EPARSE : names == NULL ? UV_ENOMEM : 0;
-  if (rc == 0) {
-    for (size_t i = 0; i < ev->n_sinks; i++)
-      names[i] = ev->sinks[i].sink;
-    struct pl_rec_admit a = {ev->id,          ev->csu, ev->type,    ev->time_ms,
-                             ev->admitted_ms, names,   ev->n_sinks, row};
-    rc = pl_store_emit_jw(e, PL_REC_ADMIT, &s->jw, pl_rec_admit(&s->jw, &a));
-  }
+  if (names == NULL)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < ev->n_sinks; i++)
+    names[i] = ev->sinks[i].sink;
+  struct pl_rec_admit a = {ev->id,          ev->csu, ev->type,    ev->time_ms,
+                           ev->admitted_ms, names,   ev->n_sinks, ev->row, ev->row_len};
+  int rc = pl_store_emit_jw(e, PL_REC_ADMIT, &s->jw, pl_rec_admit(&s->jw, &a));
   free(names);
-  csr_json_free(row);
   return rc;
 }
 

@@ -970,6 +970,13 @@ void pl_state_destroy(struct pl_state *s);
 
 /** Applies one record (see the errors above). `payload` is the caller's. */
 CSR_NODISCARD int pl_state_apply(struct pl_state *s, uint8_t type, const void *payload, size_t len);
+/**
+ * What applying the ADMIT record pl_rec_admit() writes from `a` does, without parsing that record
+ * back: the admitter appends the record and then hands the state the same fields. The state keeps
+ * the row's text as given (replay keeps its compact re-encoding: the same JSON). Errors as
+ * pl_state_apply's.
+ */
+CSR_NODISCARD int pl_state_admit(struct pl_state *s, const struct pl_rec_admit *a);
 /** The message of the last failed apply ("" before any): "OUTCOME: unknown id \"...\"". */
 const char *pl_state_error(const struct pl_state *s);
 

@@ -223,7 +223,7 @@ static int admit_row(struct pl_admit *a, struct held *h, struct slot *s,
   s->report = r != NULL && r->n_sinks > 0;
   h->outstanding++;
   a->st.admitted++;
-  rc = pl_state_apply(a->state, PL_REC_ADMIT, text, len);
+  rc = pl_state_admit(a->state, &rec);
   if (rc < 0) {
     s->report = false;
     CSR_LOG(CSR_ERROR, "admit: an appended ADMIT did not apply", CSR_KS("id", e->id),

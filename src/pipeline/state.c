@@ -505,26 +505,20 @@ static int check_sinks(struct pl_state *s, const struct rec *r, yajl_val sinks) 
   return 0;
 }
 
-/* Builds the live part of an admitted event: the row's compact text and its deliveries. */
-static int admit_build(struct pl_state *s, struct pl_state_event *ev, yajl_val sinks,
-                       yajl_val row) {
-  const char *text;
-  size_t len, n = csr_json_len(sinks);
-  csr_jw_reset(&s->jw);
-  csr_jw_value(&s->jw, row);
-  if (csr_jw_finish(&s->jw, &text, &len) != 0)
-    return CSR_EPARSE;
-  char *copy = malloc(len + 1);
+/* Builds the live part of an admitted event: a copy of the row's text and its deliveries. */
+static int admit_build(struct pl_state *s, struct pl_state_event *ev, const char *const *sinks,
+                       size_t n, const char *row, size_t row_len) {
+  char *copy = malloc(row_len + 1);
   ev->sinks = n ? calloc(n, sizeof(*ev->sinks)) : NULL;
   if (copy == NULL || (n && ev->sinks == NULL)) {
     free(copy);
     free(ev->sinks);
     return UV_ENOMEM;
   }
-  memcpy(copy, text, len);
-  copy[len] = '\0';
+  memcpy(copy, row, row_len);
+  copy[row_len] = '\0';
   for (size_t i = 0; i < n; i++) {
-    const char *name = intern(s, csr_json_str(csr_json_at(sinks, i)));
+    const char *name = intern(s, sinks[i]);
     if (name == NULL) {
       free(copy);
       free(ev->sinks);
@@ -534,42 +528,30 @@ static int admit_build(struct pl_state *s, struct pl_state_event *ev, yajl_val s
         .sink = name, .event = ev, .attempt = 1, .reason = empty, .excerpt = empty};
   }
   ev->row = copy;
-  ev->row_len = len;
+  ev->row_len = row_len;
   ev->n_sinks = n;
   ev->_open = n;
   return 0;
 }
 
-static int apply_admit(struct pl_state *s, const struct rec *r) {
-  const char *id, *csu, *type;
-  int64_t time_ms, admitted_ms;
-  int rc;
-  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "csu", &csu)) != 0 ||
-      (rc = need_str(s, r, "type", &type)) != 0 ||
-      (rc = need_int(s, r, "time_ms", INT64_MIN, INT64_MAX, &time_ms)) != 0 ||
-      (rc = need_int(s, r, "admitted_ms", INT64_MIN, INT64_MAX, &admitted_ms)) != 0)
-    return rc;
-  yajl_val sinks = csr_json_get(r->root, "sinks"), row = csr_json_get(r->root, "event");
-  if ((rc = check_sinks(s, r, sinks)) != 0)
-    return rc;
-  if (row == NULL || !YAJL_IS_OBJECT(row))
-    return fail(s, CSR_EPARSE, r->type, "missing or non-object field \"%s\"", "event");
-  if (tab_get(&s->ids, id) || seen_has(s, id)) {
+/* What an ADMIT does, however its fields arrived (checked: distinct sinks, a row). */
+static int admit_event(struct pl_state *s, const struct pl_rec_admit *a) {
+  if (tab_get(&s->ids, a->id) || seen_has(s, a->id)) {
     s->st.dup_admits++;
-    return fail(s, UV_EEXIST, r->type, "id \"%s\" is already in the dedupe set", id);
+    return fail(s, UV_EEXIST, PL_REC_ADMIT, "id \"%s\" is already in the dedupe set", a->id);
   }
-  struct lane *l = lane_get(s, csu, type);
-  if (l && csr_json_len(sinks) == 0 && seen_reserve(s, l) != 0) /* finished at once */
+  struct lane *l = lane_get(s, a->csu, a->type);
+  if (l && a->n_sinks == 0 && seen_reserve(s, l) != 0) /* finished at once */
     return UV_ENOMEM;
-  struct pl_state_event *ev = l ? entry_new(s, id, l, time_ms) : NULL;
+  struct pl_state_event *ev = l ? entry_new(s, a->id, l, a->time_ms) : NULL;
   if (ev == NULL)
     return UV_ENOMEM;
-  if ((rc = admit_build(s, ev, sinks, row)) != 0) {
+  int rc = admit_build(s, ev, a->sinks, a->n_sinks, a->row_json, a->row_len);
+  if (rc != 0) {
     free(ev);
-    return rc == CSR_EPARSE ? fail(s, rc, r->type, "field \"%s\" cannot be re-encoded", "event")
-                            : rc;
+    return rc;
   }
-  ev->admitted_ms = admitted_ms;
+  ev->admitted_ms = a->admitted_ms;
   entry_add(s, ev);
   live_link(s, ev);
   s->st.row_bytes += ev->row_len;
@@ -578,6 +560,54 @@ static int apply_admit(struct pl_state *s, const struct rec *r) {
   if (ev->_open == 0)
     finish(s, ev);
   return 0;
+}
+
+static int apply_admit(struct pl_state *s, const struct rec *r) {
+  struct pl_rec_admit a = {0};
+  int rc;
+  if ((rc = need_str(s, r, "id", &a.id)) != 0 || (rc = need_str(s, r, "csu", &a.csu)) != 0 ||
+      (rc = need_str(s, r, "type", &a.type)) != 0 ||
+      (rc = need_int(s, r, "time_ms", INT64_MIN, INT64_MAX, &a.time_ms)) != 0 ||
+      (rc = need_int(s, r, "admitted_ms", INT64_MIN, INT64_MAX, &a.admitted_ms)) != 0)
+    return rc;
+  yajl_val sinks = csr_json_get(r->root, "sinks"), row = csr_json_get(r->root, "event");
+  if ((rc = check_sinks(s, r, sinks)) != 0)
+    return rc;
+  if (row == NULL || !YAJL_IS_OBJECT(row))
+    return fail(s, CSR_EPARSE, r->type, "missing or non-object field \"%s\"", "event");
+  /* the state keeps the row's compact text */
+  csr_jw_reset(&s->jw);
+  csr_jw_value(&s->jw, row);
+  if (csr_jw_finish(&s->jw, &a.row_json, &a.row_len) != 0)
+    return fail(s, CSR_EPARSE, r->type, "field \"%s\" cannot be re-encoded", "event");
+  a.n_sinks = csr_json_len(sinks);
+  const char **names = malloc((a.n_sinks ? a.n_sinks : 1) * sizeof(*names));
+  if (names == NULL)
+    return UV_ENOMEM;
+  for (size_t i = 0; i < a.n_sinks; i++)
+    names[i] = csr_json_str(csr_json_at(sinks, i));
+  a.sinks = names;
+  rc = admit_event(s, &a);
+  free(names);
+  return rc;
+}
+
+int pl_state_admit(struct pl_state *s, const struct pl_rec_admit *a) {
+  if (s == NULL || a == NULL || a->id == NULL || a->csu == NULL || a->type == NULL ||
+      (a->n_sinks > 0 && a->sinks == NULL) || a->row_json == NULL || a->row_len == 0)
+    return UV_EINVAL;
+  for (size_t i = 0; i < a->n_sinks; i++) {
+    if (a->sinks[i] == NULL)
+      return UV_EINVAL;
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(a->sinks[i], a->sinks[j]) == 0)
+        return fail(s, CSR_EPARSE, PL_REC_ADMIT, "field \"sinks\" names \"%s\" twice",
+                    a->sinks[i]);
+  }
+  int rc = admit_event(s, a);
+  if (rc == UV_ENOMEM)
+    fail(s, rc, PL_REC_ADMIT, "%s", "out of memory");
+  return rc;
 }
 
 static bool is_final(enum pl_dstate st) {

@@ -234,6 +234,43 @@ static void test_dup_admit(void **state) {
   h_free(&h);
 }
 
+/* pl_state_admit (the admitter's way, no record parsed back) does what applying the record does. */
+static void test_admit_from_fields(void **state) {
+  (void)state;
+  struct h h;
+  h_init(&h, NULL);
+  const char *row = "{\"EventTransactionId\":\"c1\", \"AmountPaid\":184.2200000000000000}";
+  struct pl_rec_admit live = {"live", "c1", "Checkout", 5, 6, SINKS, 2, row, strlen(row)};
+  struct pl_rec_admit rep = {"rep", "c1", "Checkout", 5, 6, SINKS, 2, row, strlen(row)};
+  assert_int_equal(pl_state_admit(h.s, &live), 0);
+  assert_int_equal(put(&h, PL_REC_ADMIT, pl_rec_admit(&h.jw, &rep)), 0);
+  const struct pl_state_event *a = pl_state_event(h.s, "live"), *b = pl_state_event(h.s, "rep");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_int_equal(a->time_ms, b->time_ms);
+  assert_int_equal(a->admitted_ms, b->admitted_ms);
+  assert_int_equal(a->n_sinks, 2);
+  assert_int_equal(b->n_sinks, 2);
+  for (size_t i = 0; i < 2; i++) {
+    assert_string_equal(a->sinks[i].sink, b->sinks[i].sink);
+    assert_int_equal(a->sinks[i].state, PL_DS_PENDING);
+  }
+  /* the live row is the text as given; the replayed one its compact re-encoding */
+  assert_string_equal(a->row, row);
+  assert_string_equal(b->row, "{\"EventTransactionId\":\"c1\",\"AmountPaid\":184.2200000000000000}");
+  assert_int_equal(stats(&h).pending, 4);
+  /* the same refusals */
+  assert_int_equal(pl_state_admit(h.s, &live), UV_EEXIST);
+  assert_non_null(strstr(pl_state_error(h.s), "already in the dedupe set"));
+  const char *const twice[] = {"cij", "cij"};
+  struct pl_rec_admit dup = {"x", "c1", "Checkout", 5, 6, twice, 2, row, strlen(row)};
+  assert_int_equal(pl_state_admit(h.s, &dup), CSR_EPARSE);
+  assert_null(pl_state_event(h.s, "x"));
+  struct pl_rec_admit norow = {"y", "c1", "Checkout", 5, 6, SINKS, 1, NULL, 0};
+  assert_int_equal(pl_state_admit(h.s, &norow), UV_EINVAL);
+  h_free(&h);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Dedupe horizon                                                                                 */
 /* ---------------------------------------------------------------------------------------------- */
@@ -1297,6 +1334,7 @@ static void test_seen_random(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_admit_attempt_outcome), cmocka_unit_test(test_dup_admit),
+      cmocka_unit_test(test_admit_from_fields),
       cmocka_unit_test(test_dedupe_horizon),        cmocka_unit_test(test_dlq),
       cmocka_unit_test(test_decoding_errors),       cmocka_unit_test(test_number_text),
       cmocka_unit_test(test_dump_round_trip),       cmocka_unit_test(test_jobs_in_store),

@@ -977,6 +977,9 @@ CSR_NODISCARD int pl_state_apply(struct pl_state *s, uint8_t type, const void *p
  * pl_state_apply's.
  */
 CSR_NODISCARD int pl_state_admit(struct pl_state *s, const struct pl_rec_admit *a);
+/** The same for an ATTEMPT or OUTCOME (`type`) written by pl_rec_attempt()/pl_rec_outcome(). */
+CSR_NODISCARD int pl_state_deliver(struct pl_state *s, uint8_t type,
+                                   const struct pl_rec_delivery *d);
 /** The message of the last failed apply ("" before any): "OUTCOME: unknown id \"...\"". */
 const char *pl_state_error(const struct pl_state *s);
 

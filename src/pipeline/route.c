@@ -19,13 +19,17 @@
 /* ---------------------------------------------------------------------------------------------- */
 
 /* Appends then applies what r->jw holds; a failure stops admission (memory and log disagree). */
-static int commit(struct pl_route *r, uint8_t type, const char *id) {
+/* Appends what r->jw holds as a `type` record, then applies it: from `d`'s fields when the record
+ * is an ATTEMPT or OUTCOME (no parsing back what was just written), else from its text. */
+static int commit(struct pl_route *r, uint8_t type, const char *id,
+                  const struct pl_rec_delivery *d) {
   const char *text;
   size_t len;
   int rc = csr_jw_finish(&r->jw, &text, &len);
   if (rc == 0)
     rc = pl_store_append(pl_admit_store(r->admit), type, text, len, NULL, NULL);
-  if (rc == 0 && (rc = pl_state_apply(r->state, type, text, len)) < 0)
+  if (rc == 0 && (rc = d ? pl_state_deliver(r->state, type, d)
+                         : pl_state_apply(r->state, type, text, len)) < 0)
     CSR_LOG(CSR_ERROR, "route: a record did not apply after its append",
             CSR_KS("record", pl_rec_name(type)), CSR_KS("event_id", id),
             CSR_KS("reason", pl_state_error(r->state)));
@@ -54,7 +58,7 @@ static int record_outcome(struct pl_route *r, const char *id, const char *sink,
     return rc;
   }
   r->st.outcomes++;
-  return commit(r, PL_REC_OUTCOME, id);
+  return commit(r, PL_REC_OUTCOME, id, &d);
 }
 
 static int record_attempt(struct pl_route *r, const struct pl_sched_item *it, const char *sink) {
@@ -71,7 +75,7 @@ static int record_attempt(struct pl_route *r, const struct pl_sched_item *it, co
     return rc;
   }
   r->st.attempts++;
-  return commit(r, PL_REC_ATTEMPT, d.id);
+  return commit(r, PL_REC_ATTEMPT, d.id, &d);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -455,7 +459,7 @@ static int dlq_apply(struct pl_route *r, bool replay, const char *id, const char
     rc = replay ? pl_rec_dlq_replay(&r->jw, sel[i].id, sel[i].sink, rx_wall_ms())
                 : pl_rec_dlq_delete(&r->jw, sel[i].id, sel[i].sink);
     if (rc == 0)
-      rc = commit(r, replay ? PL_REC_DLQ_REPLAY : PL_REC_DLQ_DELETE, sel[i].id);
+      rc = commit(r, replay ? PL_REC_DLQ_REPLAY : PL_REC_DLQ_DELETE, sel[i].id, NULL);
     else
       csr_jw_reset(&r->jw);
     if (rc == 0) {

@@ -419,17 +419,13 @@ static int need_int(struct pl_state *s, const struct rec *r, const char *key, in
 }
 
 /* The live event `id` and its delivery to `sink`; CSR_ECORRUPT when either is unknown. */
-static int find_delivery(struct pl_state *s, const struct rec *r, struct pl_state_event **evp,
-                         struct pl_state_delivery **dp) {
-  const char *id, *sink;
-  int rc;
-  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "sink", &sink)) != 0)
-    return rc;
+static int find_delivery_of(struct pl_state *s, uint8_t type, const char *id, const char *sink,
+                            struct pl_state_event **evp, struct pl_state_delivery **dp) {
   struct pl_state_event *ev = tab_get(&s->ids, id);
   if (ev == NULL && seen_has(s, id))
-    return fail(s, CSR_ECORRUPT, r->type, "event \"%s\" is already finished", id);
+    return fail(s, CSR_ECORRUPT, type, "event \"%s\" is already finished", id);
   if (ev == NULL)
-    return fail(s, CSR_ECORRUPT, r->type, "unknown id \"%s\"", id);
+    return fail(s, CSR_ECORRUPT, type, "unknown id \"%s\"", id);
   const char *name = tab_get(&s->names, sink);
   for (size_t i = 0; name && i < ev->n_sinks; i++)
     if (ev->sinks[i].sink == name) {
@@ -437,16 +433,21 @@ static int find_delivery(struct pl_state *s, const struct rec *r, struct pl_stat
       *dp = &ev->sinks[i];
       return 0;
     }
-  return fail(s, CSR_ECORRUPT, r->type, "the route has no sink \"%s\"", sink);
+  return fail(s, CSR_ECORRUPT, type, "the route has no sink \"%s\"", sink);
 }
 
-/* Copies the error fields into fresh strings (NULL for none), before anything changes. */
-static int dup_errors(struct pl_state *s, const struct rec *r, char **reason, char **excerpt) {
-  const char *rs, *ex;
+static int find_delivery(struct pl_state *s, const struct rec *r, struct pl_state_event **evp,
+                         struct pl_state_delivery **dp) {
+  const char *id, *sink;
   int rc;
-  *reason = *excerpt = NULL;
-  if ((rc = opt_str(s, r, "reason", &rs)) != 0 || (rc = opt_str(s, r, "excerpt", &ex)) != 0)
+  if ((rc = need_str(s, r, "id", &id)) != 0 || (rc = need_str(s, r, "sink", &sink)) != 0)
     return rc;
+  return find_delivery_of(s, r->type, id, sink, evp, dp);
+}
+
+/* Copies the error texts into fresh strings (NULL for none), before anything changes. */
+static int dup_error_texts(const char *rs, const char *ex, char **reason, char **excerpt) {
+  *reason = *excerpt = NULL;
   if ((rs && rs[0] && (*reason = strdup(rs)) == NULL) ||
       (ex && ex[0] && (*excerpt = strdup(ex)) == NULL)) {
     free(*reason);
@@ -614,27 +615,36 @@ static bool is_final(enum pl_dstate st) {
   return st != PL_DS_PENDING && st != PL_DS_WAITING;
 }
 
-static int apply_attempt(struct pl_state *s, const struct rec *r) {
-  struct pl_state_event *ev;
-  struct pl_state_delivery *d;
-  int64_t attempt, next_ms, status;
+/* An ATTEMPT's change, its fields checked; reason and excerpt are fresh copies (or NULL). */
+static int do_attempt(struct pl_state *s, struct pl_state_delivery *d, int64_t attempt,
+                      int64_t next_ms, int64_t status, const char *rs, const char *ex) {
   char *reason, *excerpt;
-  int rc;
-  if ((rc = find_delivery(s, r, &ev, &d)) != 0 ||
-      (rc = need_int(s, r, "attempt", 1, UINT_MAX, &attempt)) != 0 ||
-      (rc = need_int(s, r, "next_ms", INT64_MIN, INT64_MAX, &next_ms)) != 0 ||
-      (rc = need_int(s, r, "status", INT_MIN, INT_MAX, &status)) != 0)
-    return rc;
   if (is_final(d->state))
-    return fail(s, UV_EALREADY, r->type, "the delivery to \"%s\" is already final", d->sink);
-  if ((rc = dup_errors(s, r, &reason, &excerpt)) != 0)
-    return rc;
+    return fail(s, UV_EALREADY, PL_REC_ATTEMPT, "the delivery to \"%s\" is already final",
+                d->sink);
+  if (dup_error_texts(rs, ex, &reason, &excerpt) != 0)
+    return UV_ENOMEM;
   set_errors(s, d, reason, excerpt);
   set_state(s, d, PL_DS_WAITING);
   d->attempt = (unsigned)attempt;
   d->next_ms = next_ms;
   d->status = (int)status;
   return 0;
+}
+
+static int apply_attempt(struct pl_state *s, const struct rec *r) {
+  struct pl_state_event *ev;
+  struct pl_state_delivery *d;
+  int64_t attempt, next_ms, status;
+  const char *rs, *ex;
+  int rc;
+  if ((rc = find_delivery(s, r, &ev, &d)) != 0 ||
+      (rc = need_int(s, r, "attempt", 1, UINT_MAX, &attempt)) != 0 ||
+      (rc = need_int(s, r, "next_ms", INT64_MIN, INT64_MAX, &next_ms)) != 0 ||
+      (rc = need_int(s, r, "status", INT_MIN, INT_MAX, &status)) != 0 ||
+      (rc = opt_str(s, r, "reason", &rs)) != 0 || (rc = opt_str(s, r, "excerpt", &ex)) != 0)
+    return rc;
+  return do_attempt(s, d, attempt, next_ms, status, rs, ex);
 }
 
 static int parse_outcome(const char *o, enum pl_dstate *out) {
@@ -649,27 +659,19 @@ static int parse_outcome(const char *o, enum pl_dstate *out) {
   return 0;
 }
 
-static int apply_outcome(struct pl_state *s, const struct rec *r) {
-  struct pl_state_event *ev;
-  struct pl_state_delivery *d;
-  const char *o;
-  enum pl_dstate st;
-  int64_t attempts, status, at_ms;
+/* An OUTCOME's change, its fields checked. */
+static int do_outcome(struct pl_state *s, struct pl_state_event *ev, struct pl_state_delivery *d,
+                      enum pl_dstate st, int64_t attempts, int64_t status, int64_t at_ms,
+                      const char *rs, const char *ex) {
   char *reason, *excerpt;
   int rc;
-  if ((rc = find_delivery(s, r, &ev, &d)) != 0 || (rc = need_str(s, r, "outcome", &o)) != 0 ||
-      (rc = need_int(s, r, "attempts", 0, UINT_MAX, &attempts)) != 0 ||
-      (rc = need_int(s, r, "status", INT_MIN, INT_MAX, &status)) != 0 ||
-      (rc = need_int(s, r, "at_ms", INT64_MIN, INT64_MAX, &at_ms)) != 0)
-    return rc;
-  if (parse_outcome(o, &st) != 0)
-    return fail(s, CSR_EPARSE, r->type, "field \"outcome\" is \"%s\"", o);
   if (is_final(d->state))
-    return fail(s, UV_EALREADY, r->type, "the delivery to \"%s\" is already final", d->sink);
+    return fail(s, UV_EALREADY, PL_REC_OUTCOME, "the delivery to \"%s\" is already final",
+                d->sink);
   if (st != PL_DS_DEAD && ev->_open == 1 && (rc = seen_reserve(s, ev->_lane)) != 0)
     return rc;
-  if ((rc = dup_errors(s, r, &reason, &excerpt)) != 0)
-    return rc;
+  if (dup_error_texts(rs, ex, &reason, &excerpt) != 0)
+    return UV_ENOMEM;
   bool was_parked = is_parked(ev);
   set_errors(s, d, reason, excerpt);
   set_state(s, d, st);
@@ -683,6 +685,51 @@ static int apply_outcome(struct pl_state *s, const struct rec *r) {
     ev->_open--;
   settle(s, ev, was_parked);
   return 0;
+}
+
+static int apply_outcome(struct pl_state *s, const struct rec *r) {
+  struct pl_state_event *ev;
+  struct pl_state_delivery *d;
+  const char *o, *rs, *ex;
+  enum pl_dstate st;
+  int64_t attempts, status, at_ms;
+  int rc;
+  if ((rc = find_delivery(s, r, &ev, &d)) != 0 || (rc = need_str(s, r, "outcome", &o)) != 0 ||
+      (rc = need_int(s, r, "attempts", 0, UINT_MAX, &attempts)) != 0 ||
+      (rc = need_int(s, r, "status", INT_MIN, INT_MAX, &status)) != 0 ||
+      (rc = need_int(s, r, "at_ms", INT64_MIN, INT64_MAX, &at_ms)) != 0 ||
+      (rc = opt_str(s, r, "reason", &rs)) != 0 || (rc = opt_str(s, r, "excerpt", &ex)) != 0)
+    return rc;
+  if (parse_outcome(o, &st) != 0)
+    return fail(s, CSR_EPARSE, r->type, "field \"outcome\" is \"%s\"", o);
+  return do_outcome(s, ev, d, st, attempts, status, at_ms, rs, ex);
+}
+
+int pl_state_deliver(struct pl_state *s, uint8_t type, const struct pl_rec_delivery *rec) {
+  if (s == NULL || rec == NULL || rec->id == NULL || rec->sink == NULL ||
+      (type != PL_REC_ATTEMPT && type != PL_REC_OUTCOME))
+    return UV_EINVAL;
+  struct pl_state_event *ev;
+  struct pl_state_delivery *d;
+  int rc = find_delivery_of(s, type, rec->id, rec->sink, &ev, &d);
+  if (rc != 0)
+    return rc;
+  if (type == PL_REC_ATTEMPT) {
+    rc = rec->attempt < 1 ? UV_EINVAL
+                          : do_attempt(s, d, rec->attempt, rec->next_ms, rec->status, rec->reason,
+                                       rec->excerpt);
+  } else {
+    enum pl_dstate st = rec->outcome == SK_DELIVERED ? PL_DS_DELIVERED
+                        : rec->outcome == SK_SKIPPED ? PL_DS_SKIPPED
+                        : rec->outcome == SK_DEAD    ? PL_DS_DEAD
+                                                     : PL_DS_PENDING;
+    rc = st == PL_DS_PENDING ? UV_EINVAL
+                             : do_outcome(s, ev, d, st, rec->attempt, rec->status, rec->at_ms,
+                                          rec->reason, rec->excerpt);
+  }
+  if (rc == UV_ENOMEM)
+    fail(s, rc, type, "%s", "out of memory");
+  return rc;
 }
 
 static int apply_dlq(struct pl_state *s, const struct rec *r) {

@@ -271,6 +271,55 @@ static void test_admit_from_fields(void **state) {
   h_free(&h);
 }
 
+/* pl_state_deliver does what applying the ATTEMPT or OUTCOME record does. */
+static void test_deliver_from_fields(void **state) {
+  (void)state;
+  struct h h;
+  h_init(&h, NULL);
+  const char *row = "{\"EventTransactionId\":\"c1\"}";
+  for (int i = 0; i < 2; i++) {
+    struct pl_rec_admit a = {i ? "rec" : "live", "c1", "Checkout", 5, 6, SINKS, 2, row,
+                             strlen(row)};
+    assert_int_equal(pl_state_admit(h.s, &a), 0);
+  }
+  struct pl_rec_delivery att = {.id = "live", .sink = "cij", .attempt = 2, .next_ms = 900,
+                                .status = 503, .reason = "http_503", .excerpt = "busy"};
+  struct pl_rec_delivery out = {.id = "live", .sink = "cij", .outcome = SK_DEAD, .attempt = 2,
+                                .at_ms = 950, .status = 400, .reason = "http_400",
+                                .excerpt = "bad field"};
+  struct pl_rec_delivery ok = {.id = "live", .sink = "mqtt", .outcome = SK_DELIVERED,
+                               .attempt = 1, .at_ms = 960, .status = 0};
+  assert_int_equal(pl_state_deliver(h.s, PL_REC_ATTEMPT, &att), 0);
+  assert_int_equal(dv(&h, "live", 0)->state, PL_DS_WAITING);
+  assert_int_equal(pl_state_deliver(h.s, PL_REC_OUTCOME, &out), 0);
+  assert_int_equal(pl_state_deliver(h.s, PL_REC_OUTCOME, &ok), 0);
+  att.id = out.id = ok.id = "rec";
+  assert_int_equal(put(&h, PL_REC_ATTEMPT, pl_rec_attempt(&h.jw, &att)), 0);
+  assert_int_equal(put(&h, PL_REC_OUTCOME, pl_rec_outcome(&h.jw, &out)), 0);
+  assert_int_equal(put(&h, PL_REC_OUTCOME, pl_rec_outcome(&h.jw, &ok)), 0);
+  for (size_t i = 0; i < 2; i++) {
+    const struct pl_state_delivery *a = dv(&h, "live", i), *b = dv(&h, "rec", i);
+    assert_int_equal(a->state, b->state);
+    assert_int_equal(a->attempt, b->attempt);
+    assert_int_equal(a->status, b->status);
+    assert_int_equal(a->at_ms, b->at_ms);
+    assert_string_equal(a->reason, b->reason);
+    assert_string_equal(a->excerpt, b->excerpt);
+  }
+  assert_int_equal(dv(&h, "live", 0)->state, PL_DS_DEAD);
+  assert_string_equal(dv(&h, "live", 0)->excerpt, "bad field");
+  assert_int_equal(stats(&h).dead_letters, 2);
+  /* the same refusals */
+  assert_int_equal(pl_state_deliver(h.s, PL_REC_OUTCOME, &ok), UV_EALREADY);
+  ok.id = "nope";
+  assert_int_equal(pl_state_deliver(h.s, PL_REC_OUTCOME, &ok), CSR_ECORRUPT);
+  assert_non_null(strstr(pl_state_error(h.s), "unknown id"));
+  ok.outcome = SK_RETRY;
+  ok.id = "rec";
+  assert_int_equal(pl_state_deliver(h.s, PL_REC_OUTCOME, &ok), UV_EINVAL);
+  h_free(&h);
+}
+
 /* ---------------------------------------------------------------------------------------------- */
 /* Dedupe horizon                                                                                 */
 /* ---------------------------------------------------------------------------------------------- */
@@ -1334,7 +1383,7 @@ static void test_seen_random(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_admit_attempt_outcome), cmocka_unit_test(test_dup_admit),
-      cmocka_unit_test(test_admit_from_fields),
+      cmocka_unit_test(test_admit_from_fields),     cmocka_unit_test(test_deliver_from_fields),
       cmocka_unit_test(test_dedupe_horizon),        cmocka_unit_test(test_dlq),
       cmocka_unit_test(test_decoding_errors),       cmocka_unit_test(test_number_text),
       cmocka_unit_test(test_dump_round_trip),       cmocka_unit_test(test_jobs_in_store),

@@ -56,6 +56,44 @@ yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen) 
   return v;
 }
 
+int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen) {
+  char dummy[1];
+  if (err == NULL) {
+    err = dummy;
+    errlen = sizeof(dummy);
+  }
+  if (text == NULL || memchr(text, '\0', len)) {
+    snprintf(err, errlen, "not strict JSON (comment or NUL byte)");
+    return CSR_EPARSE;
+  }
+  size_t lead = 0;
+  while (lead < len && strchr(" \t\r\n", text[lead]) != NULL)
+    lead++;
+  /* yajl without callbacks only checks; comments are errors as it is configured by default */
+  yajl_handle h = yajl_alloc(NULL, NULL, NULL);
+  if (h == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
+  if (st == yajl_status_ok)
+    st = yajl_complete_parse(h);
+  int rc = 0;
+  if (st != yajl_status_ok) {
+    unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)text, len);
+    snprintf(err, errlen, "%s", msg ? (const char *)msg : "malformed JSON");
+    err[strcspn(err, "\n")] = '\0';
+    if (msg)
+      yajl_free_error(h, msg);
+    rc = CSR_EPARSE;
+  } else if (lead == len || text[lead] != '{') {
+    snprintf(err, errlen, "another JSON value");
+    rc = CSR_EPARSE;
+  }
+  yajl_free(h);
+  return rc;
+}
+
 void csr_json_free(yajl_val v) {
   if (v)
     yajl_tree_free(v);

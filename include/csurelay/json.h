@@ -23,6 +23,12 @@
  * accept them, the wire never carries them.
  */
 yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen);
+/**
+ * 0 when `len` bytes are one JSON object under csr_json_parse's rules, else CSR_EPARSE with a
+ * one-line reason in `err`. Builds nothing: for text that is kept and spliced, and parsed later only
+ * if something reads it.
+ */
+int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen);
 void csr_json_free(yajl_val v);
 
 /** The member `key` of object `obj` (exact match), or NULL. */

@@ -299,8 +299,7 @@ struct pl_fetch {
   /* read-only, set when the callback runs: fut.result is 0 when an outcome was decided (read
    * `outcome`), or UV_ECANCELED (pl_fetch_cancel, pl_enrich_destroy) and nothing else is set */
   struct rx_fut fut;
-  yajl_val doc; /* PL_FETCH_OK: the document, valid until pl_fetch_release() */
-  const char *doc_json; /* PL_FETCH_OK: the answer's text that parsed into doc, as long */
+  const char *doc_json; /* PL_FETCH_OK: the document's text (a JSON object), until release */
   size_t doc_json_len;
   enum pl_fetch_outcome outcome;
   int status;             /* HTTP status of the answer, 0 when none */
@@ -380,7 +379,15 @@ CSR_NODISCARD int pl_enrich_customer(struct pl_enrich *e, const struct csr_csu *
 void pl_fetch_cancel(struct pl_fetch *req);
 
 /**
- * Drops req's reference to its document (doc becomes NULL); the document is freed when nobody
+ * The document of a PL_FETCH_OK req as a tree, parsed at the first call for it and then shared by
+ * every holder of the document (the cache's too); NULL without a document or out of memory. Valid
+ * until pl_fetch_release(). The enricher checks the text but builds no tree: bodies that carry a
+ * document whole splice doc_json, and only sinks that look inside one (cij) ask for this.
+ */
+yajl_val pl_fetch_tree(struct pl_fetch *req);
+
+/**
+ * Drops req's reference to its document (doc_json becomes NULL); the document is freed when nobody
  * else holds it and the cache does not. Safe on any completed req, any number of times, and
  * after pl_enrich_destroy().
  */

@@ -93,6 +93,9 @@ struct sk_ops {
   const char *name;        /* the config `type`: "cij", "mqtt", "webhook" */
   const char *description; /* one line, for `csurelay check` help */
   size_t size;             /* sizeof the sink's struct, which embeds struct sk_sink first */
+  /* The sink reads sk_event.order/customer as trees; else it needs only their *_json texts, and
+   * the pipeline builds no tree for an event routed to no such sink. */
+  bool reads_trees;
   /** Prepares the sink from sink->conf and sink->env; < 0 with `err` filled on failure. */
   int (*init)(struct sk_sink *sink, struct csr_err *err);
   /** Starts a delivery: 0 and d->done fires once later, or < 0 and done never fires. */

@@ -31,7 +31,10 @@
 #define DEFAULT_MAX_BYTES   (32u << 20)
 #define DEFAULT_IN_FLIGHT   8
 #define MAX_ID_BYTES        512
-#define COST_MAX_DEPTH      64 /* deeper parts of a document are not counted (never in Commerce) */
+/* A cached document's cost: its text, plus a tree it may grow (pl_fetch_tree) at about this many
+ * times the text (yajl allocates every node, key and string apart: measured 2.5-3x on Commerce's
+ * customers). */
+#define TREE_PER_TEXT_BYTE 3
 
 #define ORDER_PATH                                                                                 \
   "Commerce/SalesOrders/GetSalesOrderDetailsByTransactionId(transactionId=@p1,"                    \
@@ -39,10 +42,10 @@
 #define CUSTOMER_PATH "Commerce/Customers("
 #define API_VERSION   "api-version=7.3"
 
-/* A shared result: a parsed document and its references (waiters, the cache). */
+/* A shared result: a document and its references (waiters, the cache). */
 struct pl__enrich_doc {
   unsigned refs;
-  yajl_val doc;
+  yajl_val doc; /* built at the first pl_fetch_tree(), else NULL */
   size_t json_len;
   char json[]; /* the answer's text, which parsed into doc: bodies splice it (sk_encode_message) */
 };
@@ -198,25 +201,6 @@ static void doc_unref(struct pl__enrich_doc *d) {
   }
 }
 
-/* What a parsed tree costs in memory, roughly: yajl allocates every node, key and text apart. */
-static size_t doc_cost(yajl_val v, unsigned depth) {
-  size_t c = sizeof(*v) + 16;
-  if (v == NULL || depth > COST_MAX_DEPTH)
-    return c;
-  if (YAJL_IS_STRING(v))
-    c += strlen(v->u.string) + 17;
-  else if (YAJL_IS_NUMBER(v))
-    c += strlen(v->u.number.r) + 17;
-  else if (YAJL_IS_OBJECT(v))
-    for (size_t i = 0; i < v->u.object.len; i++)
-      c += 2 * sizeof(void *) + strlen(v->u.object.keys[i]) + 17 +
-           doc_cost(v->u.object.values[i], depth + 1);
-  else if (YAJL_IS_ARRAY(v))
-    for (size_t i = 0; i < v->u.array.len; i++)
-      c += sizeof(void *) + doc_cost(v->u.array.values[i], depth + 1);
-  return c;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* URLs */
 /* ---------------------------------------------------------------------------------------------- */
@@ -344,7 +328,7 @@ static struct centry *cache_get(struct pl_enrich *e, size_t csu, const char *id)
 
 /* Caches an OK customer. Failing to (memory, a document over the whole budget) costs only a GET. */
 static void cache_put(struct pl_enrich *e, size_t csu, const char *id, struct pl__enrich_doc *d) {
-  size_t cost = doc_cost(d->doc, 0) + d->json_len + sizeof(struct centry) + strlen(id) + 1;
+  size_t cost = d->json_len * (1 + TREE_PER_TEXT_BYTE) + sizeof(struct centry) + strlen(id) + 1;
   if (e->opts.cache_max_entries == 0 || cost > e->opts.cache_max_bytes)
     return;
   struct centry *old = cache_find(e, csu, id);
@@ -410,7 +394,6 @@ static void complete(struct pl_enrich *e, struct pl_fetch *req, const struct ver
   memcpy(req->excerpt, v->excerpt, sizeof(req->excerpt));
   if (v->doc != NULL) {
     req->_doc = doc_ref(v->doc);
-    req->doc = v->doc->doc;
     req->doc_json = v->doc->json;
     req->doc_json_len = v->doc->json_len;
   }
@@ -559,25 +542,23 @@ static void judge(struct flight *f, struct verdict *v) {
   if (d.outcome != SK_DELIVERED)
     return;
   char err[160] = "";
-  yajl_val doc = csr_json_parse(f->http.resp_body, f->http.resp_len, err, sizeof(err));
+  int rc = csr_json_check_object(f->http.resp_body, f->http.resp_len, err, sizeof(err));
   v->outcome = PL_FETCH_RETRY;
-  if (doc == NULL || !YAJL_IS_OBJECT(doc)) {
+  if (rc == CSR_EPARSE) {
     /* A truncated or garbled answer is transient: the next GET may well be whole. */
     snprintf(v->reason, sizeof(v->reason), "malformed");
     snprintf(v->excerpt, sizeof(v->excerpt), "a %d answer that is not a JSON object: %s", v->status,
-             doc ? "another JSON value" : err);
-    csr_json_free(doc);
+             err);
     return;
   }
-  if ((v->doc = malloc(sizeof(*v->doc) + f->http.resp_len + 1)) == NULL) {
+  if (rc < 0 || (v->doc = malloc(sizeof(*v->doc) + f->http.resp_len + 1)) == NULL) {
     snprintf(v->reason, sizeof(v->reason), "nomem");
     snprintf(v->excerpt, sizeof(v->excerpt), "%s", csr_strerror(UV_ENOMEM));
-    csr_json_free(doc);
     return;
   }
   v->outcome = PL_FETCH_OK;
   v->doc->refs = 1;
-  v->doc->doc = doc;
+  v->doc->doc = NULL;
   v->doc->json_len = f->http.resp_len;
   memcpy(v->doc->json, f->http.resp_body, f->http.resp_len + 1);
 }
@@ -803,12 +784,18 @@ void pl_fetch_cancel(struct pl_fetch *req) {
     abandon(f);
 }
 
+yajl_val pl_fetch_tree(struct pl_fetch *req) {
+  struct pl__enrich_doc *d = req ? req->_doc : NULL;
+  if (d != NULL && d->doc == NULL) /* checked when it arrived: only memory can fail here */
+    d->doc = csr_json_parse(d->json, d->json_len, NULL, 0);
+  return d ? d->doc : NULL;
+}
+
 void pl_fetch_release(struct pl_fetch *req) {
   if (req == NULL)
     return;
   doc_unref(req->_doc);
   req->_doc = NULL;
-  req->doc = NULL;
   req->doc_json = NULL;
   req->doc_json_len = 0;
 }

@@ -47,13 +47,16 @@ static void on_fetch(struct rx_fut *fut) {
   const char *what = is_order ? "order" : "customer";
   if (fut->result < 0) {
     set_result(d, SK_RETRY, 0, -1, what, "cancelled", NULL);
+  } else if (f->outcome == PL_FETCH_OK && v->wants_trees && pl_fetch_tree(f) == NULL) {
+    set_result(d, SK_RETRY, 0, -1, what, "nomem", csr_strerror(UV_ENOMEM));
   } else if (f->outcome == PL_FETCH_OK) {
+    yajl_val tree = v->wants_trees ? pl_fetch_tree(f) : NULL;
     if (is_order) {
-      v->ske.order = f->doc;
+      v->ske.order = tree;
       v->ske.order_json = f->doc_json;
       v->ske.order_json_len = f->doc_json_len;
     } else {
-      v->ske.customer = f->doc;
+      v->ske.customer = tree;
       v->ske.customer_json = f->doc_json;
       v->ske.customer_json_len = f->doc_json_len;
     }

@@ -618,6 +618,7 @@ const struct sk_ops sk_cij_ops = {
         "Customer Insights – Journeys: finds or creates the contact by email, then calls "
         "the custom trigger (SPEC section 4)",
     .size = sizeof(struct cij_sink),
+    .reads_trees = true, /* the email, the contact's names and the trigger's fields */
     .init = cij_init,
     .deliver = cij_deliver,
     .cancel = cij_cancel,

@@ -246,9 +246,9 @@ static void test_order_exact_document(void **state) {
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
   assert_int_equal(w.req.status, 200);
   assert_string_equal(w.req.reason, "");
-  assert_true(YAJL_IS_OBJECT(w.req.doc));
-  assert_string_equal(csr_json_get_str(w.req.doc, "Id"), CART_CUST);
-  assert_string_equal(csr_json_get_str(w.req.doc, "CustomerId"), CUST_A);
+  assert_true(YAJL_IS_OBJECT(pl_fetch_tree(&w.req)));
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "Id"), CART_CUST);
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "CustomerId"), CUST_A);
   assert_int_equal(sim_count(f, "order", 200), 1);
 
   /* The same GET by hand: the fetched document is the sim's, number texts and all. */
@@ -258,11 +258,11 @@ static void test_order_exact_document(void **state) {
   struct st_resp r;
   assert_int_equal(st_call(&f->t, "GET", path, h, NULL, 0, &r), 0);
   assert_int_equal(r.status, 200);
-  char *mine = serialize(w.req.doc), *theirs = serialize(r.json);
+  char *mine = serialize(pl_fetch_tree(&w.req)), *theirs = serialize(r.json);
   assert_string_equal(mine, theirs);
   free(mine);
   free(theirs);
-  const char *paid = csr_json_num_text(csr_json_get(w.req.doc, "AmountPaid"));
+  const char *paid = csr_json_num_text(csr_json_get(pl_fetch_tree(&w.req), "AmountPaid"));
   assert_non_null(paid);
   assert_string_equal(paid, csr_json_num_text(csr_json_get(r.json, "AmountPaid")));
   assert_true(strlen(strchr(paid, '.')) == 17); /* 16 decimals, as the CSU writes money */
@@ -275,9 +275,9 @@ static void test_order_exact_document(void **state) {
   assert_int_equal(s->in_flight, 0);
   /* A document outlives the fetcher until released. */
   destroy_enrich(f);
-  assert_string_equal(csr_json_num_text(csr_json_get(w.req.doc, "AmountPaid")), paid);
+  assert_string_equal(csr_json_num_text(csr_json_get(pl_fetch_tree(&w.req), "AmountPaid")), paid);
   pl_fetch_release(&w.req);
-  assert_null(w.req.doc);
+  assert_null(pl_fetch_tree(&w.req));
   pl_fetch_release(&w.req); /* twice is harmless */
   fx_stop(f);
 }
@@ -287,8 +287,8 @@ static void test_order_quote_in_cart_id(void **state) {
   struct w w;
   fetch1(f, PL_FETCH_ORDER, CART_QUOTE, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(w.req.doc, "Id"), CART_QUOTE);
-  assert_string_equal(csr_json_get_str(w.req.doc, "CustomerId"), CUST_C);
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "Id"), CART_QUOTE);
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "CustomerId"), CUST_C);
   pl_fetch_release(&w.req);
   assert_int_equal(sim_count(f, "order", 200), 1);
   fx_stop(f);
@@ -308,7 +308,7 @@ static void test_order_coalesced(void **state) {
     assert_int_equal(w[i].calls, 1);
     assert_int_equal(w[i].result, 0);
     assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
-    assert_ptr_equal(w[i].req.doc, w[0].req.doc); /* one parsed document */
+    assert_ptr_equal(pl_fetch_tree(&w[i].req), pl_fetch_tree(&w[0].req)); /* one parsed document */
   }
   assert_int_equal(sim_count(f, "order", 200), 1);
   const struct pl_enrich_stats *s = pl_enrich_stats(f->en);
@@ -333,7 +333,7 @@ static void test_not_found(void **state) {
   fetch1(f, PL_FETCH_ORDER, "NO-SUCH-CART", &w);
   assert_int_equal(w.req.outcome, PL_FETCH_NOT_FOUND);
   assert_int_equal(w.req.status, 404);
-  assert_null(w.req.doc);
+  assert_null(pl_fetch_tree(&w.req));
   assert_string_equal(w.req.reason, "http_404");
   assert_non_null(strstr(w.req.excerpt, "ObjectNotFound"));
   /* An AddCartLines cart has no order (W-F10): not found, for the pipeline to judge. */
@@ -346,7 +346,7 @@ static void test_not_found(void **state) {
   /* A guest's order says so; its customer is never asked for. */
   fetch1(f, PL_FETCH_ORDER, CART_GUEST, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(w.req.doc, "CustomerId"), "");
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "CustomerId"), "");
   pl_fetch_release(&w.req);
   memset(&w, 0, sizeof(w));
   assert_int_equal(pl_enrich_customer(f->en, &f->csu, "", &w.req, on_done), -EINVAL);
@@ -370,10 +370,10 @@ static void test_customer_cache_ttl(void **state) {
   struct w a, b, c;
   fetch1(f, PL_FETCH_CUSTOMER, CUST_A, &a);
   assert_int_equal(a.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(a.req.doc, "AccountNumber"), CUST_A);
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&a.req), "AccountNumber"), CUST_A);
   fetch1(f, PL_FETCH_CUSTOMER, CUST_A, &b); /* asserts the hit still completed from the loop */
   assert_int_equal(b.req.outcome, PL_FETCH_OK);
-  assert_ptr_equal(b.req.doc, a.req.doc);
+  assert_ptr_equal(pl_fetch_tree(&b.req), pl_fetch_tree(&a.req));
   assert_int_equal(sim_count(f, "customer_get", 200), 1);
   const struct pl_enrich_stats *s = pl_enrich_stats(f->en);
   assert_int_equal(s->cache_hits, 1);
@@ -398,7 +398,7 @@ static void fetch_customer(struct fx *f, const char *id) {
   struct w w;
   fetch1(f, PL_FETCH_CUSTOMER, id, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(w.req.doc, "AccountNumber"), id);
+  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "AccountNumber"), id);
   pl_fetch_release(&w.req);
 }
 
@@ -446,7 +446,7 @@ static void fault_case(const char *faults, const struct pl_enrich_opts *opts,
   assert_int_equal(w->req.outcome, outcome);
   assert_int_equal(w->req.status, status);
   assert_string_equal(w->req.reason, reason);
-  assert_null(w->req.doc);
+  assert_null(pl_fetch_tree(&w->req));
   assert_int_equal(pl_enrich_stats(f->en)->requests, 1);
   fx_stop(f);
 }
@@ -516,7 +516,7 @@ static void one_fetch_with(struct fx *f, struct pl_tokens *tokens, struct w *w) 
   assert_int_equal(pl_enrich_order(en, &f->csu, CART_CUST, &w->req, on_done), 0);
   assert_true(wait_all(f, w, 1, 15000));
   assert_int_equal(w->result, 0);
-  assert_null(w->req.doc);
+  assert_null(pl_fetch_tree(&w->req));
   assert_int_equal(pl_enrich_stats(en)->requests, 0);
   pl_enrich_destroy(en, on_flag, &done);
   run_until_flag(f, &done);
@@ -586,7 +586,7 @@ static void test_in_flight_bound(void **state) {
   for (int i = 0; i < BULK; i++) {
     snprintf(cart, sizeof(cart), "BULK-%02d", i);
     assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
-    assert_string_equal(csr_json_get_str(w[i].req.doc, "Id"), cart);
+    assert_string_equal(csr_json_get_str(pl_fetch_tree(&w[i].req), "Id"), cart);
     pl_fetch_release(&w[i].req);
   }
   assert_int_equal(smp.max_held, 4); /* seen at the sim: never more, and the bound is used */
@@ -620,12 +620,12 @@ static void test_cancel_coalesced(void **state) {
     assert_int_equal(w[i].calls, 1);
     if (i == 1) {
       assert_int_equal(w[i].result, UV_ECANCELED);
-      assert_null(w[i].req.doc);
+      assert_null(pl_fetch_tree(&w[i].req));
       continue;
     }
     assert_int_equal(w[i].result, 0);
     assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
-    assert_ptr_equal(w[i].req.doc, w[0].req.doc);
+    assert_ptr_equal(pl_fetch_tree(&w[i].req), pl_fetch_tree(&w[0].req));
   }
   pl_fetch_cancel(&w[0].req); /* after completion: nothing happens */
   st_run_ms(&f->t, 20);
@@ -673,7 +673,7 @@ static void test_destroy_in_flight(void **state) {
   for (int i = 0; i < 9; i++) {
     assert_int_equal(w[i].calls, 1);
     assert_int_equal(w[i].result, UV_ECANCELED);
-    assert_null(w[i].req.doc);
+    assert_null(pl_fetch_tree(&w[i].req));
   }
   assert_int_equal(late.calls, 0);
   fx_stop(f);

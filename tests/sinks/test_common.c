@@ -243,8 +243,8 @@ static void test_encode_checkout_numbers(void **state) {
   csr_json_free(customer);
 }
 
-/* With the documents' texts at hand, the message splices them: the same bytes as the trees give,
- * and a document without a tree (not fetched) is null whatever text is left. */
+/* With the documents' texts at hand, the message splices them (the same bytes as the trees give),
+ * with or without their trees; a document with neither is null. */
 static void test_encode_splices_texts(void **state) {
   yajl_val event = parse(CO_EVENT), order = parse(CO_ORDER), customer = parse(CO_CUSTOMER);
   struct sk_event ev = {.id = "houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z",
@@ -260,7 +260,14 @@ static void test_encode_splices_texts(void **state) {
   assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
                       "\"EventDetails\":" CO_EVENT ",\"OrderDetails\":" CO_ORDER
                       ",\"CustomerDetails\": " CO_CUSTOMER "}");
+  /* the text alone is enough: events routed to no tree-reading sink have no trees */
   ev.customer = NULL;
+  ev.order = NULL;
+  assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
+                      "\"EventDetails\":" CO_EVENT ",\"OrderDetails\":" CO_ORDER
+                      ",\"CustomerDetails\": " CO_CUSTOMER "}");
+  ev.customer_json = NULL;
+  ev.customer_json_len = 0;
   assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
                       "\"EventDetails\":" CO_EVENT ",\"OrderDetails\":" CO_ORDER
                       ",\"CustomerDetails\":null}");

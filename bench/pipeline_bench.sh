@@ -9,6 +9,7 @@
 # SINKS=cij+webhook (default) | mqtt | mqtt+cij: with mqtt, a real mosquitto and a QoS 1 subscriber
 # (mosquitto_sub, receipt timestamps) join; every routed event goes to the mqtt sink "stores".
 # Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60),
+# WEBHOOK_WINDOW (the webhook sink's max_in_flight, 128),
 # MEMORY_MB (100), KEEP=1
 # keeps the work dir. settle 0: the overlap re-reads catch late commits, so latency is the poll
 # interval plus the pipeline, which is what the target measures.
@@ -69,7 +70,7 @@ fi
 CSUSIM_CLIENT_SECRET=csusim-secret build/csusim --listen "$hostport" --csus "$csus" --print-config \
   --state-dir "$work/var" --admin-listen 127.0.0.1:0 "${mqtt_args[@]}" |
   sed -e 's/max_in_flight: 16, rate_per_s: 40/max_in_flight: 52, rate_per_s: 0/' \
-    -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: 128}|" \
+    -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: ${WEBHOOK_WINDOW:-128}}|" \
     -e "s/overlap_s: 10, settle_ms: 2000/overlap_s: $overlap, settle_ms: ${SETTLE_MS:-0}/" \
     -e "s/poll_interval_ms: 1000/poll_interval_ms: $poll_ms/" \
     -e "s/sweep_s: 900, sweep_every_s: 300/sweep_s: ${SWEEP_S:-60}, sweep_every_s: 20/" \

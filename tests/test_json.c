@@ -157,9 +157,34 @@ static void test_writer_escapes_and_validates(void **state) {
   csr_jw_free(&jw);
 }
 
+/* csr_json_check_object: the same rules as csr_json_parse, for one object, building nothing. */
+static void test_check_object(void **state) {
+  (void)state;
+  static const char *const good[] = {"{}", " \n{\"a\":[1,2.50,{\"b\":null}],\"c\":\"\\u00e9\"}\t"};
+  static const char *const bad[] = {"",          "  ",        "[]",       "\"s\"",
+                                    "3",         "{",         "{} {}",    "{}x",
+                                    "{\"a\":1,}", "{/*c*/}",   "{\"a\":\"\xff\"}"};
+  char err[160];
+  for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+    assert_int_equal(csr_json_check_object(good[i], strlen(good[i]), err, sizeof(err)), 0);
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    err[0] = '\0';
+    if (csr_json_check_object(bad[i], strlen(bad[i]), err, sizeof(err)) != CSR_EPARSE)
+      fail_msg("accepted bad[%zu]", i);
+    assert_true(err[0] != '\0' && strchr(err, '\n') == NULL);
+    /* and the tree parser agrees that none of these is an object */
+    yajl_val v = csr_json_parse(bad[i], strlen(bad[i]), NULL, 0);
+    assert_true(v == NULL || !YAJL_IS_OBJECT(v));
+    csr_json_free(v);
+  }
+  static const char nul[] = "{\"a\":1}\0";
+  assert_int_equal(csr_json_check_object(nul, sizeof(nul) - 1, NULL, 0), CSR_EPARSE);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lookup_and_types),
+      cmocka_unit_test(test_check_object),
       cmocka_unit_test(test_numbers_keep_their_digits),
       cmocka_unit_test(test_round_trip_whole_document),
       cmocka_unit_test(test_raw_values),

@@ -206,12 +206,14 @@ static void h_reset(struct rx_http_request *req, void *arg) {
 
 /* Setup, run, teardown ------------------------------------------------------------------------- */
 
+static uint64_t srv_idle_ms; /* the server's idle timeout for the next fx_setup (0: its default) */
+
 static struct fx *fx_setup(const struct rx_http_opts *opts) {
   struct fx *fx = calloc(1, sizeof(*fx));
   assert_non_null(fx);
   assert_int_equal(uv_loop_init(&fx->uv), 0);
   assert_int_equal(rx_loop_init(&fx->loop, &fx->uv), 0);
-  struct rx_http_server_opts sopts = {0};
+  struct rx_http_server_opts sopts = {.idle_timeout_ms = srv_idle_ms};
   assert_int_equal(rx_http_server_init(&fx->srv, &fx->loop, &sopts), 0);
   fx->srv.data = fx;
   static const struct {
@@ -390,6 +392,58 @@ static void test_keepalive_reuses_one_connection(void **state) {
   assert_int_equal(fx->http.completed, 20);
   assert_int_equal(fx->http.new_conns, 1);
   assert_int_equal(fx->srv.requests, 20);
+  free(fx);
+}
+
+/* The server closes a kept-alive connection while it sits idle in curl's cache: the client stops
+ * watching it (an idle watcher must not spin on the EOF), curl finds it dead when it next looks,
+ * and the next request goes out on a new connection. */
+static struct call idle_calls[2];
+static uv_check_t idle_check;
+static unsigned idle_iterations, idle_iterations_in_pause;
+
+static void on_idle_check(uv_check_t *check) {
+  idle_iterations++;
+}
+
+static uint64_t on_idle_pause(struct rx_timer *timer) {
+  struct fx *fx = timer->data;
+  idle_iterations_in_pause = idle_iterations;
+  uv_check_stop(&idle_check);
+  uv_close((uv_handle_t *)&idle_check, NULL);
+  call_start(fx, &idle_calls[1], "/hello");
+  return RX_TIMER_STOP;
+}
+
+static void on_idle_first(struct rx_fut *fut) {
+  on_call_done(fut);
+  struct fx *fx = idle_calls[0].fx;
+  idle_iterations = 0;
+  assert_int_equal(uv_check_init(&fx->uv, &idle_check), 0);
+  assert_int_equal(uv_check_start(&idle_check, on_idle_check), 0);
+  uv_unref((uv_handle_t *)&idle_check);
+  assert_int_equal(rx_timer_start(&fx->tick, on_idle_pause, 250), 0);
+}
+
+static void test_server_closes_idle_connection(void **state) {
+  srv_idle_ms = 50;
+  struct fx *fx = fx_setup(NULL);
+  srv_idle_ms = 0;
+  call_prep(fx, &idle_calls[0], "/hello");
+  assert_int_equal(rx_http_start(&fx->http, &idle_calls[0].req, on_idle_first), 0);
+  fx_run(fx, 2);
+  for (int i = 0; i < 2; i++) {
+    assert_int_equal(idle_calls[i].calls, 1);
+    assert_int_equal(idle_calls[i].req.fut.result, 0);
+    assert_int_equal(idle_calls[i].req.status, 200);
+    assert_string_equal(idle_calls[i].req.resp_body, "hello");
+  }
+  assert_int_equal(fx->http.new_conns, 2);
+  /* 250 ms of pause took a handful of loop iterations (the close, the timers), not one per
+   * readiness report of a watcher left armed on the EOF */
+  print_message("loop iterations during the pause: %u\n", idle_iterations_in_pause);
+  assert_true(idle_iterations_in_pause < 50);
+  calls_cleanup(idle_calls, 2);
   free(fx);
 }
 
@@ -652,6 +706,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_get_and_post),
       cmocka_unit_test(test_keepalive_reuses_one_connection),
+      cmocka_unit_test(test_server_closes_idle_connection),
       cmocka_unit_test(test_per_host_limit_queues_the_rest),
       cmocka_unit_test(test_request_timeout),
       cmocka_unit_test(test_retry_after),

@@ -56,6 +56,23 @@ yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen) 
   return v;
 }
 
+int csr_json_stream(yajl_handle h, const char *text, size_t len, char *err, size_t errlen) {
+  yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
+  if (st == yajl_status_ok)
+    st = yajl_complete_parse(h);
+  if (st == yajl_status_ok)
+    return 0;
+  if (st == yajl_status_client_canceled)
+    return UV_ECANCELED;
+  /* yajl's message spans lines (it draws an arrow); keep the first one. */
+  unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)text, len);
+  snprintf(err, errlen, "%s", msg ? (const char *)msg : "malformed JSON");
+  err[strcspn(err, "\n")] = '\0';
+  if (msg)
+    yajl_free_error(h, msg);
+  return CSR_EPARSE;
+}
+
 int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen) {
   char dummy[1];
   if (err == NULL) {
@@ -75,18 +92,8 @@ int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen
     snprintf(err, errlen, "out of memory");
     return UV_ENOMEM;
   }
-  yajl_status st = yajl_parse(h, (const unsigned char *)text, len);
-  if (st == yajl_status_ok)
-    st = yajl_complete_parse(h);
-  int rc = 0;
-  if (st != yajl_status_ok) {
-    unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)text, len);
-    snprintf(err, errlen, "%s", msg ? (const char *)msg : "malformed JSON");
-    err[strcspn(err, "\n")] = '\0';
-    if (msg)
-      yajl_free_error(h, msg);
-    rc = CSR_EPARSE;
-  } else if (lead == len || text[lead] != '{') {
+  int rc = csr_json_stream(h, text, len, err, errlen);
+  if (rc == 0 && (lead == len || text[lead] != '{')) {
     snprintf(err, errlen, "another JSON value");
     rc = CSR_EPARSE;
   }

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <yajl/yajl_gen.h>
+#include <yajl/yajl_parse.h>
 #include <yajl/yajl_tree.h>
 
 #include "csurelay/error.h"
@@ -29,6 +30,12 @@ yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen);
  * if something reads it.
  */
 int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen);
+/**
+ * Runs yajl event parser `h` over all `len` bytes and completes the parse: 0; CSR_EPARSE with the
+ * first line of yajl's complaint in `err` when the text is not JSON; UV_ECANCELED when one of h's
+ * callbacks stopped it (the callback keeps its own reason).
+ */
+int csr_json_stream(yajl_handle h, const char *text, size_t len, char *err, size_t errlen);
 void csr_json_free(yajl_val v);
 
 /** The member `key` of object `obj` (exact match), or NULL. */

@@ -1,6 +1,6 @@
 /* The allocator behind the memory budget (limits.memory_mb). Release builds link jemalloc: the
- * relay allocates and frees a few hundred small blocks per event (JSON trees, HTTP buffers), and
- * glibc's malloc spent about a third of the loop's time on them at 4,000 ev/s (_int_malloc,
+ * relay allocates and frees many small blocks per event (JSON trees, HTTP buffers), and glibc's
+ * malloc spent about a third of the loop's time on them at 4,000 ev/s (_int_malloc,
  * malloc_consolidate, unlink_chunk). Sanitizer builds keep the C library's malloc, which ASan
  * replaces. Either way the relay asks the same two questions through this header. */
 #ifndef CSR_HEAP_H

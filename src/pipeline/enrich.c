@@ -31,9 +31,9 @@
 #define DEFAULT_MAX_BYTES   (32u << 20)
 #define DEFAULT_IN_FLIGHT   8
 #define MAX_ID_BYTES        512
-/* A cached document's cost: its text, plus a tree it may grow (pl_fetch_tree) at about this many
- * times the text (yajl allocates every node, key and string apart: measured 2.5-3x on Commerce's
- * customers). */
+/* A cached document's cost: its text plus the tree it may grow (pl_fetch_tree), assumed to cost
+ * this many times the text (yajl allocates every node, key and string apart). An assumption, not
+ * a measurement or a walk of the tree: most cached customers never get one. */
 #define TREE_PER_TEXT_BYTE 3
 
 #define ORDER_PATH                                                                                 \
@@ -47,7 +47,7 @@ struct pl__enrich_doc {
   unsigned refs;
   yajl_val doc; /* built at the first pl_fetch_tree(), else NULL */
   size_t json_len;
-  char json[]; /* the answer's text, which parsed into doc: bodies splice it (sk_encode_message) */
+  char json[]; /* the answer's text (checked: one JSON object); bodies splice it */
 };
 
 /* An intrusive chained hash table; a node is found by its hash, then by the owner's own key. */

@@ -38,6 +38,27 @@ static void set_result(struct sk_delivery *d, enum sk_outcome o, int status, int
   snprintf(d->excerpt, sizeof(d->excerpt), "%s", excerpt ? excerpt : "");
 }
 
+/* An OK fetch's document goes into the event's view: its text always, its tree only when a sink
+ * of the route reads trees (only then is it parsed). */
+static void keep_document(struct rev *v, struct pl_fetch *f, bool is_order) {
+  const char *what = is_order ? "order" : "customer";
+  yajl_val tree = v->wants_trees ? pl_fetch_tree(f) : NULL;
+  if (v->wants_trees && tree == NULL) {
+    set_result(&v->enrich.d, SK_RETRY, 0, -1, what, "nomem", csr_strerror(UV_ENOMEM));
+    return;
+  }
+  if (is_order) {
+    v->ske.order = tree;
+    v->ske.order_json = f->doc_json;
+    v->ske.order_json_len = f->doc_json_len;
+  } else {
+    v->ske.customer = tree;
+    v->ske.customer_json = f->doc_json;
+    v->ske.customer_json_len = f->doc_json_len;
+  }
+  *(is_order ? &v->order_done : &v->customer_done) = true;
+}
+
 /* One fetch answered: keep the document, count a 404, or note the failure for this attempt. */
 static void on_fetch(struct rx_fut *fut) {
   struct pl_fetch *f = RX_CONTAINER_OF(fut, struct pl_fetch, fut);
@@ -47,20 +68,8 @@ static void on_fetch(struct rx_fut *fut) {
   const char *what = is_order ? "order" : "customer";
   if (fut->result < 0) {
     set_result(d, SK_RETRY, 0, -1, what, "cancelled", NULL);
-  } else if (f->outcome == PL_FETCH_OK && v->wants_trees && pl_fetch_tree(f) == NULL) {
-    set_result(d, SK_RETRY, 0, -1, what, "nomem", csr_strerror(UV_ENOMEM));
   } else if (f->outcome == PL_FETCH_OK) {
-    yajl_val tree = v->wants_trees ? pl_fetch_tree(f) : NULL;
-    if (is_order) {
-      v->ske.order = tree;
-      v->ske.order_json = f->doc_json;
-      v->ske.order_json_len = f->doc_json_len;
-    } else {
-      v->ske.customer = tree;
-      v->ske.customer_json = f->doc_json;
-      v->ske.customer_json_len = f->doc_json_len;
-    }
-    *(is_order ? &v->order_done : &v->customer_done) = true;
+    keep_document(v, f, is_order);
   } else if (f->outcome == PL_FETCH_NOT_FOUND) {
     unsigned *n = is_order ? &v->order_404 : &v->customer_404;
     if (++*n >= v->r->enrich_tries) {

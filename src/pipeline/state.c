@@ -495,15 +495,10 @@ static int check_sinks(struct pl_state *s, const struct rec *r, yajl_val sinks) 
   size_t n = csr_json_len(sinks);
   if (sinks == NULL || !YAJL_IS_ARRAY(sinks))
     return fail(s, CSR_EPARSE, r->type, "missing or non-array field \"%s\"", "sinks");
-  for (size_t i = 0; i < n; i++) {
-    const char *a = csr_json_str(csr_json_at(sinks, i));
-    if (a == NULL)
+  for (size_t i = 0; i < n; i++)
+    if (csr_json_str(csr_json_at(sinks, i)) == NULL)
       return fail(s, CSR_EPARSE, r->type, "field \"%s\" holds a non-string", "sinks");
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(a, csr_json_str(csr_json_at(sinks, j))) == 0)
-        return fail(s, CSR_EPARSE, r->type, "field \"sinks\" names \"%s\" twice", a);
-  }
-  return 0;
+  return 0; /* distinct names: admit_event, for both ways in */
 }
 
 /* Builds the live part of an admitted event: a copy of the row's text and its deliveries. */
@@ -535,8 +530,13 @@ static int admit_build(struct pl_state *s, struct pl_state_event *ev, const char
   return 0;
 }
 
-/* What an ADMIT does, however its fields arrived (checked: distinct sinks, a row). */
+/* What an ADMIT does, however its fields arrived (checked: a row, non-NULL sink names). */
 static int admit_event(struct pl_state *s, const struct pl_rec_admit *a) {
+  for (size_t i = 0; i < a->n_sinks; i++)
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(a->sinks[i], a->sinks[j]) == 0)
+        return fail(s, CSR_EPARSE, PL_REC_ADMIT, "field \"sinks\" names \"%s\" twice",
+                    a->sinks[i]);
   if (tab_get(&s->ids, a->id) || seen_has(s, a->id)) {
     s->st.dup_admits++;
     return fail(s, UV_EEXIST, PL_REC_ADMIT, "id \"%s\" is already in the dedupe set", a->id);
@@ -597,14 +597,9 @@ int pl_state_admit(struct pl_state *s, const struct pl_rec_admit *a) {
   if (s == NULL || a == NULL || a->id == NULL || a->csu == NULL || a->type == NULL ||
       (a->n_sinks > 0 && a->sinks == NULL) || a->row_json == NULL || a->row_len == 0)
     return UV_EINVAL;
-  for (size_t i = 0; i < a->n_sinks; i++) {
+  for (size_t i = 0; i < a->n_sinks; i++)
     if (a->sinks[i] == NULL)
       return UV_EINVAL;
-    for (size_t j = 0; j < i; j++)
-      if (strcmp(a->sinks[i], a->sinks[j]) == 0)
-        return fail(s, CSR_EPARSE, PL_REC_ADMIT, "field \"sinks\" names \"%s\" twice",
-                    a->sinks[i]);
-  }
   int rc = admit_event(s, a);
   if (rc == UV_ENOMEM)
     fail(s, rc, PL_REC_ADMIT, "%s", "out of memory");

@@ -286,6 +286,16 @@ static void call_start(struct fx *fx, struct call *c, const char *path) {
   assert_int_equal(rx_http_start(&fx->http, &c->req, on_call_done), 0);
 }
 
+/* Each of the n calls completed once with this status and body. */
+static void assert_answered(const struct call *calls, size_t n, int status, const char *body) {
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(calls[i].calls, 1);
+    assert_int_equal(calls[i].req.fut.result, 0);
+    assert_int_equal(calls[i].req.status, status);
+    assert_string_equal(calls[i].req.resp_body, body);
+  }
+}
+
 static void calls_cleanup(struct call *calls, size_t n) {
   for (size_t i = 0; i < n; i++)
     rx_http_req_cleanup(&calls[i].req);
@@ -432,12 +442,7 @@ static void test_server_closes_idle_connection(void **state) {
   call_prep(fx, &idle_calls[0], "/hello");
   assert_int_equal(rx_http_start(&fx->http, &idle_calls[0].req, on_idle_first), 0);
   fx_run(fx, 2);
-  for (int i = 0; i < 2; i++) {
-    assert_int_equal(idle_calls[i].calls, 1);
-    assert_int_equal(idle_calls[i].req.fut.result, 0);
-    assert_int_equal(idle_calls[i].req.status, 200);
-    assert_string_equal(idle_calls[i].req.resp_body, "hello");
-  }
+  assert_answered(idle_calls, 2, 200, "hello");
   assert_int_equal(fx->http.new_conns, 2);
   /* 250 ms of pause took a handful of loop iterations (the close, the timers), not one per
    * readiness report of a watcher left armed on the EOF */
@@ -456,12 +461,7 @@ static void test_per_host_limit_queues_the_rest(void **state) {
     call_start(fx, &calls[i], "/slow");
   assert_int_equal(fx->http.active, 20);
   fx_run(fx, 20);
-  for (size_t i = 0; i < 20; i++) {
-    assert_int_equal(calls[i].calls, 1);
-    assert_int_equal(calls[i].req.fut.result, 0);
-    assert_int_equal(calls[i].req.status, 200);
-    assert_string_equal(calls[i].req.resp_body, "late");
-  }
+  assert_answered(calls, 20, 200, "late");
   assert_int_equal(fx->max_in_server, 4);
   assert_int_equal(fx->http.new_conns, 4);
   assert_int_equal(fx->http.completed, 20);

@@ -878,6 +878,8 @@ struct pl_rec_delivery {
 CSR_NODISCARD int pl_rec_cursor(struct csr_jw *jw, const char *csu, const char *type,
                                 int64_t cursor_ms);
 CSR_NODISCARD int pl_rec_admit(struct csr_jw *jw, const struct pl_rec_admit *a);
+/** Whether `a` holds everything an ADMIT needs: id, csu, type, a row and n_sinks sink names. */
+bool pl_rec_admit_complete(const struct pl_rec_admit *a);
 CSR_NODISCARD int pl_rec_attempt(struct csr_jw *jw, const struct pl_rec_delivery *d);
 CSR_NODISCARD int pl_rec_outcome(struct csr_jw *jw, const struct pl_rec_delivery *d);
 CSR_NODISCARD int pl_rec_dlq_replay(struct csr_jw *jw, const char *id, const char *sink,

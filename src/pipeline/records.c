@@ -44,13 +44,19 @@ int pl_rec_cursor(struct csr_jw *jw, const char *csu, const char *type, int64_t 
   return 0;
 }
 
-int pl_rec_admit(struct csr_jw *jw, const struct pl_rec_admit *a) {
-  if (jw == NULL || a == NULL || a->id == NULL || a->csu == NULL || a->type == NULL ||
+bool pl_rec_admit_complete(const struct pl_rec_admit *a) {
+  if (a == NULL || a->id == NULL || a->csu == NULL || a->type == NULL ||
       (a->n_sinks > 0 && a->sinks == NULL) || a->row_json == NULL || a->row_len == 0)
-    return UV_EINVAL;
+    return false;
   for (size_t i = 0; i < a->n_sinks; i++)
     if (a->sinks[i] == NULL)
-      return UV_EINVAL;
+      return false;
+  return true;
+}
+
+int pl_rec_admit(struct csr_jw *jw, const struct pl_rec_admit *a) {
+  if (jw == NULL || !pl_rec_admit_complete(a))
+    return UV_EINVAL;
   csr_jw_obj(jw);
   csr_jw_kstr(jw, "id", a->id);
   csr_jw_kstr(jw, "csu", a->csu);

@@ -594,12 +594,8 @@ static int apply_admit(struct pl_state *s, const struct rec *r) {
 }
 
 int pl_state_admit(struct pl_state *s, const struct pl_rec_admit *a) {
-  if (s == NULL || a == NULL || a->id == NULL || a->csu == NULL || a->type == NULL ||
-      (a->n_sinks > 0 && a->sinks == NULL) || a->row_json == NULL || a->row_len == 0)
+  if (s == NULL || !pl_rec_admit_complete(a))
     return UV_EINVAL;
-  for (size_t i = 0; i < a->n_sinks; i++)
-    if (a->sinks[i] == NULL)
-      return UV_EINVAL;
   int rc = admit_event(s, a);
   if (rc == UV_ENOMEM)
     fail(s, rc, PL_REC_ADMIT, "%s", "out of memory");

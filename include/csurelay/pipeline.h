@@ -245,9 +245,9 @@ void pl_tokens_destroy(struct pl_tokens *t, void (*cb)(void *arg), void *arg);
  * Headers: OUN, Authorization: Bearer <token> (from the CSU identity's token cache), Accept.
  *
  * - Coalescing: identical concurrent GETs (same CSU, same URL) share one HTTP request and one
- *   parsed document; a fetch that arrives while one is queued or in flight joins it.
+ *   document; a fetch that arrives while one is queued or in flight joins it.
  * - Customer cache: by (CSU, customer id), each entry for customer_ttl_ms, least recently used
- *   out first past cache_max_entries or cache_max_bytes (the parsed trees' estimated size). Only
+ *   out first past cache_max_entries or cache_max_bytes (the documents' texts). Only
  *   OK answers are cached. Orders are never cached: a cart has one order, fetched once per
  *   Checkout, and coalescing covers concurrent duplicates.
  * - Per-CSU bound: at most max_in_flight GETs per CSU hold a slot (from the token request to the
@@ -377,14 +377,6 @@ CSR_NODISCARD int pl_enrich_customer(struct pl_enrich *e, const struct csr_csu *
  * released as usual. No-op when req is not pending.
  */
 void pl_fetch_cancel(struct pl_fetch *req);
-
-/**
- * The document of a PL_FETCH_OK req as a tree, parsed at the first call for it and then shared by
- * every holder of the document (the cache's too); NULL without a document or out of memory. Valid
- * until pl_fetch_release(). The enricher checks the text but builds no tree: bodies that carry a
- * document whole splice doc_json, and only sinks that look inside one (cij) ask for this.
- */
-yajl_val pl_fetch_tree(struct pl_fetch *req);
 
 /**
  * Drops req's reference to its document (doc_json becomes NULL); the document is freed when nobody

@@ -93,9 +93,6 @@ struct sk_ops {
   const char *name;        /* the config `type`: "cij", "mqtt", "webhook" */
   const char *description; /* one line, for `csurelay check` help */
   size_t size;             /* sizeof the sink's struct, which embeds struct sk_sink first */
-  /* The sink reads sk_event.order/customer as trees; else it needs only their *_json texts, and
-   * the pipeline builds no tree for an event routed to no such sink. */
-  bool reads_trees;
   /** Prepares the sink from sink->conf and sink->env; < 0 with `err` filled on failure. */
   int (*init)(struct sk_sink *sink, struct csr_err *err);
   /** Starts a delivery: 0 and d->done fires once later, or < 0 and done never fires. */
@@ -176,5 +173,16 @@ void sk_classify_http(const struct rx_http_req *req, struct sk_delivery *d);
  *  "CustomerDetails": {...}|null}. Numbers keep their text.
  */
 CSR_NODISCARD int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw);
+
+/**
+ * `ev` with trees for the order and customer documents it carries only as text, for a sink that
+ * reads them field by field. The pipeline keeps documents as text (a tree costs several times its
+ * text, and most events never need one); such a sink builds the trees for the time of one
+ * delivery and releases them with sk_event_trees_free(). 0, or -ENOMEM; `out` is usable either way
+ * (a tree that could not be built is NULL) and must be freed.
+ */
+CSR_NODISCARD int sk_event_trees(const struct sk_event *ev, struct sk_event *out);
+/** Frees the trees sk_event_trees() built into `out` for `ev`; `out` is zeroed. */
+void sk_event_trees_free(struct sk_event *out, const struct sk_event *ev);
 
 #endif

@@ -31,10 +31,6 @@
 #define DEFAULT_MAX_BYTES   (32u << 20)
 #define DEFAULT_IN_FLIGHT   8
 #define MAX_ID_BYTES        512
-/* A cached document's cost: its text plus the tree it may grow (pl_fetch_tree), assumed to cost
- * this many times the text (yajl allocates every node, key and string apart). An assumption, not
- * a measurement or a walk of the tree: most cached customers never get one. */
-#define TREE_PER_TEXT_BYTE 3
 
 #define ORDER_PATH                                                                                 \
   "Commerce/SalesOrders/GetSalesOrderDetailsByTransactionId(transactionId=@p1,"                    \
@@ -45,7 +41,6 @@
 /* A shared result: a document and its references (waiters, the cache). */
 struct pl__enrich_doc {
   unsigned refs;
-  yajl_val doc; /* built at the first pl_fetch_tree(), else NULL */
   size_t json_len;
   char json[]; /* the answer's text (checked: one JSON object); bodies splice it */
 };
@@ -196,7 +191,6 @@ static struct pl__enrich_doc *doc_ref(struct pl__enrich_doc *d) {
 
 static void doc_unref(struct pl__enrich_doc *d) {
   if (d != NULL && --d->refs == 0) {
-    csr_json_free(d->doc);
     free(d);
   }
 }
@@ -328,7 +322,7 @@ static struct centry *cache_get(struct pl_enrich *e, size_t csu, const char *id)
 
 /* Caches an OK customer. Failing to (memory, a document over the whole budget) costs only a GET. */
 static void cache_put(struct pl_enrich *e, size_t csu, const char *id, struct pl__enrich_doc *d) {
-  size_t cost = d->json_len * (1 + TREE_PER_TEXT_BYTE) + sizeof(struct centry) + strlen(id) + 1;
+  size_t cost = sizeof(*d) + d->json_len + 1 + sizeof(struct centry) + strlen(id) + 1;
   if (e->opts.cache_max_entries == 0 || cost > e->opts.cache_max_bytes)
     return;
   struct centry *old = cache_find(e, csu, id);
@@ -558,7 +552,6 @@ static void judge(struct flight *f, struct verdict *v) {
   }
   v->outcome = PL_FETCH_OK;
   v->doc->refs = 1;
-  v->doc->doc = NULL;
   v->doc->json_len = f->http.resp_len;
   memcpy(v->doc->json, f->http.resp_body, f->http.resp_len + 1);
 }
@@ -782,13 +775,6 @@ void pl_fetch_cancel(struct pl_fetch *req) {
   complete_cancelled(f->e, req);
   if (f->head == NULL)
     abandon(f);
-}
-
-yajl_val pl_fetch_tree(struct pl_fetch *req) {
-  struct pl__enrich_doc *d = req ? req->_doc : NULL;
-  if (d != NULL && d->doc == NULL) /* checked when it arrived: only memory can fail here */
-    d->doc = csr_json_parse(d->json, d->json_len, NULL, 0);
-  return d ? d->doc : NULL;
 }
 
 void pl_fetch_release(struct pl_fetch *req) {

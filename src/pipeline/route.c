@@ -213,7 +213,6 @@ static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) 
     ri->it.d.event = &v->ske;
     ri->it.d.conf = ri->conf;
     ri->it.d.data = v;
-    v->wants_trees = v->wants_trees || (ri->rs != NULL && ri->rs->sink->ops->reads_trees);
   }
   v->next = r->revs;
   if (r->revs)

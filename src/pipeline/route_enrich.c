@@ -38,21 +38,13 @@ static void set_result(struct sk_delivery *d, enum sk_outcome o, int status, int
   snprintf(d->excerpt, sizeof(d->excerpt), "%s", excerpt ? excerpt : "");
 }
 
-/* An OK fetch's document goes into the event's view: its text always, its tree only when a sink
- * of the route reads trees (only then is it parsed). */
+/* An OK fetch's document goes into the event's view as text: a sink that looks inside it (cij)
+ * builds its tree for the time of a delivery (sk_event_trees), so waiting events hold no trees. */
 static void keep_document(struct rev *v, struct pl_fetch *f, bool is_order) {
-  const char *what = is_order ? "order" : "customer";
-  yajl_val tree = v->wants_trees ? pl_fetch_tree(f) : NULL;
-  if (v->wants_trees && tree == NULL) {
-    set_result(&v->enrich.d, SK_RETRY, 0, -1, what, "nomem", csr_strerror(UV_ENOMEM));
-    return;
-  }
   if (is_order) {
-    v->ske.order = tree;
     v->ske.order_json = f->doc_json;
     v->ske.order_json_len = f->doc_json_len;
   } else {
-    v->ske.customer = tree;
     v->ske.customer_json = f->doc_json;
     v->ske.customer_json_len = f->doc_json_len;
   }

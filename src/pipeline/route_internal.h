@@ -53,7 +53,6 @@ struct rev {
   unsigned fetching; /* fetches of the current enrichment attempt still out */
   unsigned order_404, customer_404;
   bool order_done, customer_done; /* fetched, or given up on after 404s, or not needed */
-  bool wants_trees;               /* a sink of the route reads the documents as trees */
   bool enriched, enrich_submitted;
   unsigned outstanding; /* items submitted to a scheduler (plus holds while kicking) */
   size_t n;

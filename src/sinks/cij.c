@@ -235,9 +235,8 @@ static void write_source(struct csr_jw *jw, const struct doc *doc, const char *s
 }
 
 /* Writes the trigger body for `d` into `jw` (finished: check with csr_jw_finish's result). */
-static int encode_trigger(struct csr_jw *jw, const struct sk_delivery *d, const char *email,
-                          size_t email_len, const char *contact) {
-  const struct sk_event *ev = d->event;
+static int encode_trigger(struct csr_jw *jw, const struct sk_delivery *d, const struct sk_event *ev,
+                          const char *email, size_t email_len, const char *contact) {
   struct doc doc = {.ev = ev, .email = email, .email_len = email_len, .contact = contact};
   doc.event_time = csr_time_format(ev->time_ms, doc.time_buf, sizeof(doc.time_buf)) > 0
                        ? doc.time_buf
@@ -310,6 +309,7 @@ static void finish(struct cij_req *r) {
     rx_http_req_cleanup(&r->req);
   drop_token(r);
   free(r->body);
+  sk_event_trees_free(&r->ev, d->event);
   free(r);
   if (d->outcome == SK_DEAD)
     CSR_LOG(CSR_WARN, "cij delivery dead", CSR_KS("event", d->event->id),
@@ -361,7 +361,7 @@ static int send_trigger(struct cij_req *r) {
   csr_jw_reset(&s->jw);
   const char *text;
   size_t len;
-  int rc = encode_trigger(&s->jw, r->d, r->email, strlen(r->email), r->contact);
+  int rc = encode_trigger(&s->jw, r->d, &r->ev, r->email, strlen(r->email), r->contact);
   if (rc == 0)
     rc = csr_jw_finish(&s->jw, &text, &len);
   if (rc < 0) {
@@ -439,8 +439,8 @@ static void decide(struct cij_req *r, enum sk_outcome outcome, const char *reaso
   rx_fut_resolve(&r->step, 0);
 }
 
-static struct cij_req *req_create(struct cij_sink *s, struct sk_delivery *d, const char *email,
-                                  size_t email_len) {
+static struct cij_req *req_create(struct cij_sink *s, struct sk_delivery *d,
+                                  const struct sk_event *ev, const char *email, size_t email_len) {
   const char *trigger = d->conf && valid_trigger(d->conf->trigger) ? d->conf->trigger : "";
   size_t url_len = strlen(s->api) + strlen(trigger);
   struct cij_req *r = calloc(1, sizeof(*r) + 2 * (email_len + 1) + url_len + 1);
@@ -448,6 +448,7 @@ static struct cij_req *req_create(struct cij_sink *s, struct sk_delivery *d, con
     return NULL;
   r->s = s;
   r->d = d;
+  r->ev = *ev;
   r->email = r->text;
   memcpy(r->email, email ? email : "", email_len);
   r->email[email_len] = '\0';
@@ -503,17 +504,24 @@ static int cij_deliver(struct sk_sink *sink, struct sk_delivery *d) {
   struct cij_sink *s = (struct cij_sink *)sink;
   if (s->closing)
     return -ECANCELED;
+  struct sk_event ev;
   size_t len = 0;
-  const char *email = choose_email(d->event, &len);
-  struct cij_req *r = req_create(s, d, email, email ? len : 0);
-  if (r == NULL)
+  const char *email = NULL;
+  struct cij_req *r = NULL;
+  if (sk_event_trees(d->event, &ev) == 0) {
+    email = choose_email(&ev, &len);
+    r = req_create(s, d, &ev, email, email ? len : 0);
+  }
+  if (r == NULL) {
+    sk_event_trees_free(&ev, d->event);
     return -ENOMEM;
+  }
   rx_fut_init(&r->step, sink->env->loop, on_step);
   r->state = CIJ_STEP;
   const char *hit = NULL;
   if (d->conf == NULL || !valid_trigger(d->conf->trigger)) {
     decide(r, SK_DEAD, "no_trigger", "the route names no valid custom trigger for this cij sink");
-  } else if (uses_default(d) && d->event->order == NULL) {
+  } else if (uses_default(d) && ev.order == NULL) {
     decide(r, SK_DEAD, "no_order",
            "the default trigger mapping needs OrderDetails: enrich the route with order");
   } else if (email == NULL) {
@@ -524,6 +532,7 @@ static int cij_deliver(struct sk_sink *sink, struct sk_delivery *d) {
     r->cached = 1;
     rx_fut_resolve(&r->step, 0);
   } else if (sk__cij_contact_wait(s, r) < 0) {
+    sk_event_trees_free(&r->ev, d->event);
     free(r);
     return -ENOMEM;
   }
@@ -556,17 +565,22 @@ static int cij_encode(struct sk_sink *sink, const struct sk_delivery *d, struct 
   struct cij_sink *s = (struct cij_sink *)sink;
   if (d == NULL || d->event == NULL || jw == NULL)
     return -EINVAL;
+  struct sk_event ev;
+  int rc = sk_event_trees(d->event, &ev);
   size_t len = 0;
-  const char *email = choose_email(d->event, &len);
-  if (email == NULL || (uses_default(d) && d->event->order == NULL))
-    return CSR_EPARSE;
-  char *key = malloc(len + 1);
-  if (key == NULL)
-    return -ENOMEM;
-  lower(email, len, key);
-  const char *id = s->cache ? sk__cij_cache_get(s->cache, key, 0) : NULL;
-  int rc = encode_trigger(jw, d, email, len, id ? id : PLACEHOLDER_ID);
+  const char *email = rc == 0 ? choose_email(&ev, &len) : NULL;
+  char *key = email ? malloc(len + 1) : NULL;
+  if (rc < 0 || (email != NULL && key == NULL))
+    rc = -ENOMEM;
+  else if (email == NULL || (uses_default(d) && ev.order == NULL))
+    rc = CSR_EPARSE;
+  if (rc == 0) {
+    lower(email, len, key);
+    const char *id = s->cache ? sk__cij_cache_get(s->cache, key, 0) : NULL;
+    rc = encode_trigger(jw, d, &ev, email, len, id ? id : PLACEHOLDER_ID);
+  }
   free(key);
+  sk_event_trees_free(&ev, d->event);
   return rc;
 }
 
@@ -618,7 +632,6 @@ const struct sk_ops sk_cij_ops = {
         "Customer Insights – Journeys: finds or creates the contact by email, then calls "
         "the custom trigger (SPEC section 4)",
     .size = sizeof(struct cij_sink),
-    .reads_trees = true, /* the email, the contact's names and the trigger's fields */
     .init = cij_init,
     .deliver = cij_deliver,
     .cancel = cij_cancel,

@@ -540,7 +540,7 @@ static struct cij_flight *flight_create(struct cij_sink *s, struct cij_req *r) {
   f->event = memcpy(p + elen + 1, event, idlen + 1);
   f->s = s;
   f->lookup_url = build_lookup_url(s, f->email);
-  f->create_body = build_create_body(s, r->d->event, f->email);
+  f->create_body = build_create_body(s, &r->ev, f->email);
   if (f->lookup_url == NULL || f->create_body == NULL) {
     flight_free(f);
     return NULL;

@@ -24,6 +24,7 @@ enum cij_state {
 struct cij_req {
   struct cij_sink *s;
   struct sk_delivery *d;
+  struct sk_event ev;            /* d->event with its documents as trees, for this delivery only */
   struct cij_req *prev, *next;   /* the sink's started deliveries */
   struct cij_req *wprev, *wnext; /* the waiters of `flight` (intrusive) */
   struct cij_flight *flight;     /* the contact flight waited on, or NULL */

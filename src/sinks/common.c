@@ -154,3 +154,30 @@ int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw) {
   size_t len;
   return csr_jw_finish(jw, &text, &len);
 }
+
+/* A document's tree: the event's own, else one parsed from its text (checked by the enricher, so
+ * only memory can fail); NULL when it has neither. */
+static yajl_val tree_of(yajl_val tree, const char *json, size_t len, int *rc) {
+  if (tree != NULL || json == NULL || len == 0)
+    return tree;
+  yajl_val built = csr_json_parse(json, len, NULL, 0);
+  if (built == NULL)
+    *rc = -ENOMEM;
+  return built;
+}
+
+int sk_event_trees(const struct sk_event *ev, struct sk_event *out) {
+  int rc = 0;
+  *out = *ev;
+  out->order = tree_of(ev->order, ev->order_json, ev->order_json_len, &rc);
+  out->customer = tree_of(ev->customer, ev->customer_json, ev->customer_json_len, &rc);
+  return rc;
+}
+
+void sk_event_trees_free(struct sk_event *out, const struct sk_event *ev) {
+  if (out->order != ev->order)
+    csr_json_free(out->order);
+  if (out->customer != ev->customer)
+    csr_json_free(out->customer);
+  memset(out, 0, sizeof(*out));
+}

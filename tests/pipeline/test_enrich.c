@@ -190,6 +190,21 @@ static void fetch1(struct fx *f, enum pl_fetch_kind kind, const char *id, struct
   assert_int_equal(w->result, 0);
 }
 
+/* A fetched document's text as a tree (the enricher keeps text only); free with csr_json_free. */
+static yajl_val doc_tree(const struct pl_fetch *req) {
+  assert_non_null(req->doc_json);
+  yajl_val v = csr_json_parse(req->doc_json, req->doc_json_len, NULL, 0);
+  assert_non_null(v);
+  return v;
+}
+
+/* Asserts that the fetched document's member `key` is the string `want`. */
+static void assert_doc_str(const struct pl_fetch *req, const char *key, const char *want) {
+  yajl_val doc = doc_tree(req);
+  assert_string_equal(csr_json_get_str(doc, key), want);
+  csr_json_free(doc);
+}
+
 static char *serialize(yajl_val v) {
   struct csr_jw jw;
   const char *text;
@@ -246,9 +261,10 @@ static void test_order_exact_document(void **state) {
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
   assert_int_equal(w.req.status, 200);
   assert_string_equal(w.req.reason, "");
-  assert_true(YAJL_IS_OBJECT(pl_fetch_tree(&w.req)));
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "Id"), CART_CUST);
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "CustomerId"), CUST_A);
+  yajl_val doc = doc_tree(&w.req);
+  assert_true(YAJL_IS_OBJECT(doc));
+  assert_string_equal(csr_json_get_str(doc, "Id"), CART_CUST);
+  assert_string_equal(csr_json_get_str(doc, "CustomerId"), CUST_A);
   assert_int_equal(sim_count(f, "order", 200), 1);
 
   /* The same GET by hand: the fetched document is the sim's, number texts and all. */
@@ -258,16 +274,17 @@ static void test_order_exact_document(void **state) {
   struct st_resp r;
   assert_int_equal(st_call(&f->t, "GET", path, h, NULL, 0, &r), 0);
   assert_int_equal(r.status, 200);
-  char *mine = serialize(pl_fetch_tree(&w.req)), *theirs = serialize(r.json);
+  char *mine = serialize(doc), *theirs = serialize(r.json);
   assert_string_equal(mine, theirs);
   free(mine);
   free(theirs);
-  const char *paid = csr_json_num_text(csr_json_get(pl_fetch_tree(&w.req), "AmountPaid"));
+  char *paid = strdup(csr_json_num_text(csr_json_get(doc, "AmountPaid")));
   assert_non_null(paid);
   assert_string_equal(paid, csr_json_num_text(csr_json_get(r.json, "AmountPaid")));
   assert_true(strlen(strchr(paid, '.')) == 17); /* 16 decimals, as the CSU writes money */
   assert_non_null(strstr(r.body, paid));
   st_resp_free(&r);
+  csr_json_free(doc);
 
   const struct pl_enrich_stats *s = pl_enrich_stats(f->en);
   assert_int_equal(s->requests, 1);
@@ -275,9 +292,13 @@ static void test_order_exact_document(void **state) {
   assert_int_equal(s->in_flight, 0);
   /* A document outlives the fetcher until released. */
   destroy_enrich(f);
-  assert_string_equal(csr_json_num_text(csr_json_get(pl_fetch_tree(&w.req), "AmountPaid")), paid);
+  doc = doc_tree(&w.req);
+  assert_string_equal(csr_json_num_text(csr_json_get(doc, "AmountPaid")), paid);
+  csr_json_free(doc);
+  free(paid);
   pl_fetch_release(&w.req);
-  assert_null(pl_fetch_tree(&w.req));
+  assert_null(w.req.doc_json);
+  assert_int_equal(w.req.doc_json_len, 0);
   pl_fetch_release(&w.req); /* twice is harmless */
   fx_stop(f);
 }
@@ -287,8 +308,10 @@ static void test_order_quote_in_cart_id(void **state) {
   struct w w;
   fetch1(f, PL_FETCH_ORDER, CART_QUOTE, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "Id"), CART_QUOTE);
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "CustomerId"), CUST_C);
+  yajl_val doc = doc_tree(&w.req);
+  assert_string_equal(csr_json_get_str(doc, "Id"), CART_QUOTE);
+  assert_string_equal(csr_json_get_str(doc, "CustomerId"), CUST_C);
+  csr_json_free(doc);
   pl_fetch_release(&w.req);
   assert_int_equal(sim_count(f, "order", 200), 1);
   fx_stop(f);
@@ -308,7 +331,7 @@ static void test_order_coalesced(void **state) {
     assert_int_equal(w[i].calls, 1);
     assert_int_equal(w[i].result, 0);
     assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
-    assert_ptr_equal(pl_fetch_tree(&w[i].req), pl_fetch_tree(&w[0].req)); /* one parsed document */
+    assert_ptr_equal(w[i].req.doc_json, w[0].req.doc_json); /* one shared document */
   }
   assert_int_equal(sim_count(f, "order", 200), 1);
   const struct pl_enrich_stats *s = pl_enrich_stats(f->en);
@@ -333,7 +356,7 @@ static void test_not_found(void **state) {
   fetch1(f, PL_FETCH_ORDER, "NO-SUCH-CART", &w);
   assert_int_equal(w.req.outcome, PL_FETCH_NOT_FOUND);
   assert_int_equal(w.req.status, 404);
-  assert_null(pl_fetch_tree(&w.req));
+  assert_null(w.req.doc_json);
   assert_string_equal(w.req.reason, "http_404");
   assert_non_null(strstr(w.req.excerpt, "ObjectNotFound"));
   /* An AddCartLines cart has no order (W-F10): not found, for the pipeline to judge. */
@@ -346,7 +369,7 @@ static void test_not_found(void **state) {
   /* A guest's order says so; its customer is never asked for. */
   fetch1(f, PL_FETCH_ORDER, CART_GUEST, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "CustomerId"), "");
+  assert_doc_str(&w.req, "CustomerId", "");
   pl_fetch_release(&w.req);
   memset(&w, 0, sizeof(w));
   assert_int_equal(pl_enrich_customer(f->en, &f->csu, "", &w.req, on_done), -EINVAL);
@@ -370,10 +393,10 @@ static void test_customer_cache_ttl(void **state) {
   struct w a, b, c;
   fetch1(f, PL_FETCH_CUSTOMER, CUST_A, &a);
   assert_int_equal(a.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&a.req), "AccountNumber"), CUST_A);
+  assert_doc_str(&a.req, "AccountNumber", CUST_A);
   fetch1(f, PL_FETCH_CUSTOMER, CUST_A, &b); /* asserts the hit still completed from the loop */
   assert_int_equal(b.req.outcome, PL_FETCH_OK);
-  assert_ptr_equal(pl_fetch_tree(&b.req), pl_fetch_tree(&a.req));
+  assert_ptr_equal(b.req.doc_json, a.req.doc_json);
   assert_int_equal(sim_count(f, "customer_get", 200), 1);
   const struct pl_enrich_stats *s = pl_enrich_stats(f->en);
   assert_int_equal(s->cache_hits, 1);
@@ -398,7 +421,7 @@ static void fetch_customer(struct fx *f, const char *id) {
   struct w w;
   fetch1(f, PL_FETCH_CUSTOMER, id, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_OK);
-  assert_string_equal(csr_json_get_str(pl_fetch_tree(&w.req), "AccountNumber"), id);
+  assert_doc_str(&w.req, "AccountNumber", id);
   pl_fetch_release(&w.req);
 }
 
@@ -446,7 +469,7 @@ static void fault_case(const char *faults, const struct pl_enrich_opts *opts,
   assert_int_equal(w->req.outcome, outcome);
   assert_int_equal(w->req.status, status);
   assert_string_equal(w->req.reason, reason);
-  assert_null(pl_fetch_tree(&w->req));
+  assert_null(w->req.doc_json);
   assert_int_equal(pl_enrich_stats(f->en)->requests, 1);
   fx_stop(f);
 }
@@ -516,7 +539,7 @@ static void one_fetch_with(struct fx *f, struct pl_tokens *tokens, struct w *w) 
   assert_int_equal(pl_enrich_order(en, &f->csu, CART_CUST, &w->req, on_done), 0);
   assert_true(wait_all(f, w, 1, 15000));
   assert_int_equal(w->result, 0);
-  assert_null(pl_fetch_tree(&w->req));
+  assert_null(w->req.doc_json);
   assert_int_equal(pl_enrich_stats(en)->requests, 0);
   pl_enrich_destroy(en, on_flag, &done);
   run_until_flag(f, &done);
@@ -586,7 +609,7 @@ static void test_in_flight_bound(void **state) {
   for (int i = 0; i < BULK; i++) {
     snprintf(cart, sizeof(cart), "BULK-%02d", i);
     assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
-    assert_string_equal(csr_json_get_str(pl_fetch_tree(&w[i].req), "Id"), cart);
+    assert_doc_str(&w[i].req, "Id", cart);
     pl_fetch_release(&w[i].req);
   }
   assert_int_equal(smp.max_held, 4); /* seen at the sim: never more, and the bound is used */
@@ -620,12 +643,12 @@ static void test_cancel_coalesced(void **state) {
     assert_int_equal(w[i].calls, 1);
     if (i == 1) {
       assert_int_equal(w[i].result, UV_ECANCELED);
-      assert_null(pl_fetch_tree(&w[i].req));
+      assert_null(w[i].req.doc_json);
       continue;
     }
     assert_int_equal(w[i].result, 0);
     assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
-    assert_ptr_equal(pl_fetch_tree(&w[i].req), pl_fetch_tree(&w[0].req));
+    assert_ptr_equal(w[i].req.doc_json, w[0].req.doc_json);
   }
   pl_fetch_cancel(&w[0].req); /* after completion: nothing happens */
   st_run_ms(&f->t, 20);
@@ -673,7 +696,7 @@ static void test_destroy_in_flight(void **state) {
   for (int i = 0; i < 9; i++) {
     assert_int_equal(w[i].calls, 1);
     assert_int_equal(w[i].result, UV_ECANCELED);
-    assert_null(pl_fetch_tree(&w[i].req));
+    assert_null(w[i].req.doc_json);
   }
   assert_int_equal(late.calls, 0);
   fx_stop(f);

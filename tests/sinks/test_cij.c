@@ -60,7 +60,8 @@ struct script {
 struct evt {
   char id[256];
   char time_text[64];
-  yajl_val event, order, customer;
+  yajl_val event, order, customer; /* for the tests' own reading */
+  char *order_text, *customer_text;
   struct sk_event ev;
 };
 
@@ -103,7 +104,8 @@ static void write_events_file(struct fx *fx, const struct script *sc, size_t n) 
   csr_jw_free(&jw);
 }
 
-static yajl_val get_json(struct fx *fx, const char *path) {
+/* A CSU document by GET: its tree, and its text in *text (malloc'd). */
+static yajl_val get_json(struct fx *fx, const char *path, char **text) {
   const char *h[] = {st_auth(&fx->k.t, SIM_AUD_COMMERCE), "OUN: 128", NULL};
   struct st_resp r;
   assert_int_equal(st_call(&fx->k.t, "GET", path, h, NULL, 0, &r), 0);
@@ -111,12 +113,14 @@ static yajl_val get_json(struct fx *fx, const char *path) {
     fail_msg("GET %s: %ld %s", path, r.status, r.body);
   yajl_val v = csr_json_parse(r.body, r.len, NULL, 0);
   assert_non_null(v);
+  assert_non_null(*text = strndup(r.body, r.len));
   st_resp_free(&r);
   return v;
 }
 
-/* The scripted event as the pipeline would hand it over: the event object with the sim's id and
- * time, the order and (for a customer) the customer, fetched from the sim's CSU. */
+/* The scripted event as the pipeline hands it over: the event object with the sim's id and time,
+ * the order and (for a customer) the customer fetched from the sim's CSU, as text only (the sink
+ * builds its own trees). */
 static void build_evt(struct fx *fx, struct evt *e, const struct script *sc, yajl_val rec) {
   snprintf(e->id, sizeof(e->id), "%s", csr_json_get_str(rec, "id"));
   snprintf(e->time_text, sizeof(e->time_text), "%s", csr_json_get_str(rec, "time"));
@@ -126,10 +130,10 @@ static void build_evt(struct fx *fx, struct evt *e, const struct script *sc, yaj
            "/csu0/Commerce/SalesOrders/GetSalesOrderDetailsByTransactionId(transactionId=@p1,"
            "searchLocationValue=1)?@p1='%s'&api-version=7.3",
            sc->txn);
-  e->order = get_json(fx, path);
+  e->order = get_json(fx, path, &e->order_text);
   if (sc->customer[0]) {
     snprintf(path, sizeof(path), "/csu0/Commerce/Customers('%s')?api-version=7.3", sc->customer);
-    e->customer = get_json(fx, path);
+    e->customer = get_json(fx, path, &e->customer_text);
   }
   int64_t ms = 0;
   assert_int_equal(csr_time_parse(e->time_text, &ms), 0);
@@ -139,8 +143,10 @@ static void build_evt(struct fx *fx, struct evt *e, const struct script *sc, yaj
                             .time_ms = ms,
                             .time_text = e->time_text,
                             .event = e->event,
-                            .order = e->order,
-                            .customer = e->customer};
+                            .order_json = e->order_text,
+                            .order_json_len = strlen(e->order_text),
+                            .customer_json = e->customer_text,
+                            .customer_json_len = e->customer_text ? strlen(e->customer_text) : 0};
 }
 
 static void find_events(struct fx *fx, const struct script *sc, size_t n) {
@@ -264,6 +270,8 @@ static void fx_stop(struct fx *fx) {
     csr_json_free(fx->evs[i].event);
     csr_json_free(fx->evs[i].order);
     csr_json_free(fx->evs[i].customer);
+    free(fx->evs[i].order_text);
+    free(fx->evs[i].customer_text);
   }
   free(fx);
 }
@@ -363,6 +371,7 @@ static uint64_t requests(struct fx *fx, const char *endpoint, int status) {
  * escaping, a padded ReceiptEmail, high-scale decimals. */
 struct golden {
   yajl_val event, order, customer;
+  const char *order_text, *customer_text; /* the same documents as text */
   struct sk_event ev;
   struct sk_delivery d;
 };
@@ -382,6 +391,8 @@ static void golden_start(struct fx *fx, struct golden *g) {
   g->event = csr_json_parse(event, strlen(event), NULL, 0);
   g->order = csr_json_parse(order, strlen(order), NULL, 0);
   g->customer = csr_json_parse(cust, strlen(cust), NULL, 0);
+  g->order_text = order;
+  g->customer_text = cust;
   assert_true(g->event && g->order && g->customer);
   g->ev = (struct sk_event){.id = "csu0|usrt|Checkout|C1|2024-07-24T16:17:02.1600000+02:00",
                             .csu = "csu0",
@@ -415,6 +426,16 @@ static void test_encode_default(void **state) {
             "\"2024-07-24T14:17:02.16Z\",\"msdynmkt_signalingestiontimestamp\":\"NOW\","
             "\"msdynmkt_signaluserauthid\":\"" ZERO_ID "\",\"msdynmkt_profileid\":\"" ZERO_ID
             "\",\"msdynmkt_bindingid\":\"6f1c2d3e-0000-4000-8000-000000000001\"}");
+  /* The same body from the documents as text, as the pipeline hands them over. */
+  g.ev.order = NULL;
+  g.ev.order_json = g.order_text;
+  g.ev.order_json_len = strlen(g.order_text);
+  g.ev.customer_json = g.customer_text;
+  g.ev.customer_json_len = strlen(g.customer_text);
+  char *from_text = encode_text(fx, &g.d);
+  assert_non_null(from_text);
+  assert_string_equal(from_text, text);
+  free(from_text);
   free(text);
   golden_stop(&g);
   fx_stop(fx);
@@ -576,7 +597,7 @@ static void test_email_fallback_and_skip(void **state) {
       {"HOUSTON-HOUSTON-17-1721824100003", "001001", ""}, /* a contact that already exists */
   };
   struct fx *fx = fx_start(NULL, sc, 3, 1);
-  assert_string_equal(csr_json_get_str(fx->evs[0].ev.order, "ReceiptEmail"), "");
+  assert_string_equal(csr_json_get_str(fx->evs[0].order, "ReceiptEmail"), "");
   /* A contact made by someone else, the same email in other capitals. */
   const char *email1 = csr_json_get_str(fx->evs[2].customer, "Email");
   assert_non_null(email1);
@@ -769,7 +790,8 @@ static void test_permanent_400(void **state) {
   assert_int_equal(trigger_counts(fx).mismatched, 0);
   /* The default mapping without an order is a configuration mistake: dead, with no call. */
   struct sk_event no_order = fx->evs[1].ev;
-  no_order.order = NULL;
+  no_order.order_json = NULL;
+  no_order.order_json_len = 0;
   uint64_t before = fx->k.t.sim.requests;
   run_ev(fx, &v, &no_order, NULL);
   skt_assert_outcome(&v, SK_DEAD, 0, "no_order", -1);

@@ -260,7 +260,7 @@ static void test_encode_splices_texts(void **state) {
   assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
                       "\"EventDetails\":" CO_EVENT ",\"OrderDetails\":" CO_ORDER
                       ",\"CustomerDetails\": " CO_CUSTOMER "}");
-  /* the text alone is enough: events routed to no tree-reading sink have no trees */
+  /* the text alone is enough: the pipeline keeps documents as text */
   ev.customer = NULL;
   ev.order = NULL;
   assert_message(&ev, "{\"EventId\":\"houston|usrt|Checkout|T-1|2024-07-24T14:17:09.1234567Z\","
@@ -273,6 +273,36 @@ static void test_encode_splices_texts(void **state) {
                       ",\"CustomerDetails\":null}");
   csr_json_free(event);
   csr_json_free(order);
+  csr_json_free(customer);
+}
+
+/* sk_event_trees: a tree for each document that has only text, the event's own trees kept;
+ * sk_event_trees_free frees only what it built (ASan would see a double or missing free). */
+static void test_event_trees(void **state) {
+  yajl_val customer = parse(CO_CUSTOMER);
+  struct sk_event ev = {.id = "e",
+                        .order_json = CO_ORDER,
+                        .order_json_len = strlen(CO_ORDER),
+                        .customer = customer,
+                        .customer_json = "not looked at",
+                        .customer_json_len = 13};
+  struct sk_event t;
+  assert_int_equal(sk_event_trees(&ev, &t), 0);
+  assert_string_equal(t.id, "e");
+  assert_ptr_equal(t.order_json, ev.order_json);
+  assert_non_null(t.order);
+  assert_string_equal(csr_json_num_text(csr_json_get(t.order, "AmountPaid")),
+                      "184.2200000000000000");
+  assert_ptr_equal(t.customer, customer);
+  sk_event_trees_free(&t, &ev);
+  assert_null(t.order);
+  assert_null(ev.order);
+  /* No document at all: no trees, nothing to free. */
+  struct sk_event bare = {.id = "g"};
+  assert_int_equal(sk_event_trees(&bare, &t), 0);
+  assert_null(t.order);
+  assert_null(t.customer);
+  sk_event_trees_free(&t, &bare);
   csr_json_free(customer);
 }
 
@@ -389,6 +419,7 @@ int main(void) {
       cmocka_unit_test(test_encode_no_enrichment),
       cmocka_unit_test(test_encode_checkout_numbers),
       cmocka_unit_test(test_encode_splices_texts),
+      cmocka_unit_test(test_event_trees),
       cmocka_unit_test(test_encode_escapes),
       cmocka_unit_test(test_encode_refusals),
       cmocka_unit_test(test_registry_find),

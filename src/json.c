@@ -101,6 +101,116 @@ int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen
   return rc;
 }
 
+/* csr_json_parse_members: the top-level members kept so far, written out as an object's text. */
+struct members {
+  yajl_handle h;
+  const char *text;
+  struct csr_jw *out;
+  csr_json_keep_fn keep;
+  void *arg;
+  int depth;        /* 1 inside the top-level object */
+  bool keeping;     /* the current top-level member is kept */
+  size_t value_at;  /* for a kept member: where its key ended (then ':' and the value) */
+};
+
+/* A kept member's value ends at `end` (yajl has consumed its last token): copy it over whole. */
+static int member_value_ends(struct members *m) {
+  if (m->depth != 1 || !m->keeping)
+    return 1;
+  size_t from = m->value_at, end = yajl_get_bytes_consumed(m->h);
+  while (from < end && strchr(" \t\r\n:", m->text[from]) != NULL)
+    from++;
+  csr_jw_raw(m->out, m->text + from, end - from);
+  m->keeping = false;
+  return 1;
+}
+
+static int mb_scalar(void *ctx) {
+  return member_value_ends(ctx);
+}
+static int mb_bool(void *ctx, int b) {
+  (void)b;
+  return member_value_ends(ctx);
+}
+static int mb_text(void *ctx, const char *s, size_t len) {
+  (void)s, (void)len;
+  return member_value_ends(ctx);
+}
+static int mb_string(void *ctx, const unsigned char *s, size_t len) {
+  (void)s, (void)len;
+  return member_value_ends(ctx);
+}
+
+static int mb_key(void *ctx, const unsigned char *key, size_t len) {
+  struct members *m = ctx;
+  if (m->depth == 1 && (m->keeping = m->keep(m->arg, (const char *)key, len))) {
+    csr_jw_strn(m->out, (const char *)key, len);
+    m->value_at = yajl_get_bytes_consumed(m->h);
+  }
+  return 1;
+}
+
+static int mb_open(void *ctx) {
+  ((struct members *)ctx)->depth++;
+  return 1;
+}
+
+static int mb_close(void *ctx) {
+  struct members *m = ctx;
+  m->depth--;
+  return member_value_ends(m);
+}
+
+static const yajl_callbacks MEMBER_CALLBACKS = {
+    .yajl_null = mb_scalar,
+    .yajl_boolean = mb_bool,
+    .yajl_number = mb_text,
+    .yajl_string = mb_string,
+    .yajl_start_map = mb_open,
+    .yajl_map_key = mb_key,
+    .yajl_end_map = mb_close,
+    .yajl_start_array = mb_open,
+    .yajl_end_array = mb_close,
+};
+
+yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn keep, void *arg,
+                                char *err, size_t errlen) {
+  char dummy[1];
+  if (err == NULL) {
+    err = dummy;
+    errlen = sizeof(dummy);
+  }
+  size_t lead = 0;
+  while (text != NULL && lead < len && strchr(" \t\r\n", text[lead]) != NULL)
+    lead++;
+  if (text == NULL || lead == len || text[lead] != '{' || memchr(text, '\0', len) ||
+      has_comment(text, len)) {
+    snprintf(err, errlen, "not a strict JSON object");
+    return NULL;
+  }
+  struct csr_jw out;
+  if (csr_jw_init(&out) != 0) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  struct members m = {.text = text, .out = &out, .keep = keep, .arg = arg};
+  m.h = yajl_alloc(&MEMBER_CALLBACKS, NULL, &m);
+  yajl_val v = NULL;
+  const char *kept;
+  size_t kept_len;
+  csr_jw_obj(&out);
+  int rc = m.h ? csr_json_stream(m.h, text, len, err, errlen) : UV_ENOMEM;
+  csr_jw_obj_end(&out);
+  if (rc == 0 && csr_jw_finish(&out, &kept, &kept_len) == 0)
+    v = csr_json_parse(kept, kept_len, err, errlen);
+  else if (rc != CSR_EPARSE)
+    snprintf(err, errlen, "out of memory");
+  if (m.h)
+    yajl_free(m.h);
+  csr_jw_free(&out);
+  return v;
+}
+
 void csr_json_free(yajl_val v) {
   if (v)
     yajl_tree_free(v);

@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
@@ -181,10 +182,80 @@ static void test_check_object(void **state) {
   assert_int_equal(csr_json_check_object(nul, sizeof(nul) - 1, NULL, 0), CSR_EPARSE);
 }
 
+/* A tree's text, for comparing trees. */
+static char *text_of(yajl_val v) {
+  struct csr_jw jw;
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  csr_jw_value(&jw, v);
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
+  char *copy = strndup(text, len);
+  csr_jw_free(&jw);
+  return copy;
+}
+
+/* keep_fn over a NULL-terminated list of names. */
+static bool keep_listed(void *arg, const char *key, size_t len) {
+  for (const char *const *k = arg; *k; k++)
+    if (strlen(*k) == len && memcmp(*k, key, len) == 0)
+      return true;
+  return false;
+}
+
+/* csr_json_parse_members: the kept top-level members, each exactly as the whole tree has it
+ * (every kind of value, spacing around ':' and ','), and nothing else; a kept name met deeper
+ * down is not a top-level member; the same refusals as csr_json_check_object. */
+static void test_parse_members(void **state) {
+  (void)state;
+  static const char doc[] =
+      " { \"Id\" : \"a\\\"b\\u00e9\" ,\"Lines\":[{\"Name\":\"inner\"},2],\"AmountPaid\":\t"
+      "184.2200000000000000 , \"Nested\":{\"Name\":{\"X\":[]}},\"Flag\":false,\"Nothing\":null,"
+      "\"Name\":\"outer\",\"Last\":-1.5E3}\n";
+  static const char *const kept[] = {"Id",      "Lines", "AmountPaid", "Nested", "Flag",
+                                     "Nothing", "Name",  "Last",       NULL};
+  yajl_val whole = csr_json_parse(doc, strlen(doc), NULL, 0);
+  assert_non_null(whole);
+  char err[160] = "";
+  /* every member kept: the same tree as the whole parse */
+  yajl_val all = csr_json_parse_members(doc, strlen(doc), keep_listed, (void *)kept, err, 160);
+  assert_non_null(all);
+  char *a = text_of(all), *w = text_of(whole);
+  assert_string_equal(a, w);
+  free(a);
+  free(w);
+  csr_json_free(all);
+  /* a few kept: those, and only those */
+  static const char *const few[] = {"Name", "AmountPaid", "Lines", "Missing", NULL};
+  yajl_val v = csr_json_parse_members(doc, strlen(doc), keep_listed, (void *)few, err, 160);
+  assert_non_null(v);
+  a = text_of(v);
+  assert_string_equal(a, "{\"Lines\":[{\"Name\":\"inner\"},2],\"AmountPaid\":"
+                         "184.2200000000000000,\"Name\":\"outer\"}");
+  free(a);
+  csr_json_free(v);
+  /* none kept: an empty object */
+  static const char *const none[] = {NULL};
+  v = csr_json_parse_members(doc, strlen(doc), keep_listed, (void *)none, err, 160);
+  assert_true(YAJL_IS_OBJECT(v) && v->u.object.len == 0);
+  csr_json_free(v);
+  csr_json_free(whole);
+  static const char *const bad[] = {"",          "  ",      "[]",       "\"s\"",
+                                    "3",         "{",       "{} {}",    "{}x",
+                                    "{\"a\":1,}", "{/*c*/}", "{\"a\":\"\xff\"}"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    err[0] = '\0';
+    if (csr_json_parse_members(bad[i], strlen(bad[i]), keep_listed, (void *)kept, err, 160))
+      fail_msg("accepted bad[%zu]", i);
+    assert_true(err[0] != '\0' && strchr(err, '\n') == NULL);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lookup_and_types),
       cmocka_unit_test(test_check_object),
+      cmocka_unit_test(test_parse_members),
       cmocka_unit_test(test_numbers_keep_their_digits),
       cmocka_unit_test(test_round_trip_whole_document),
       cmocka_unit_test(test_raw_values),

@@ -30,6 +30,17 @@ yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen);
  * if something reads it.
  */
 int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen);
+/** Says whether csr_json_parse_members keeps the top-level member `key` (`len` bytes, unescaped). */
+typedef bool (*csr_json_keep_fn)(void *arg, const char *key, size_t len);
+/**
+ * The JSON object `text` as a tree holding only the top-level members `keep` accepts, each whole.
+ * For a reader of a few fields of a large document: one scan without allocations, then a tree of
+ * what is kept, instead of a tree of everything (a 15 KB order costs ~50 us as a whole tree).
+ * NULL with a reason in `err` when the text is not one JSON object (as csr_json_parse) or memory
+ * runs out.
+ */
+yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn keep, void *arg,
+                                char *err, size_t errlen);
 /**
  * Runs yajl event parser `h` over all `len` bytes and completes the parse: 0; CSR_EPARSE with the
  * first line of yajl's complaint in `err` when the text is not JSON; UV_ECANCELED when one of h's

@@ -174,14 +174,22 @@ void sk_classify_http(const struct rx_http_req *req, struct sk_delivery *d);
  */
 CSR_NODISCARD int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw);
 
+/** The enrichment documents, for sk_reads_fn. */
+enum sk_doc { SK_DOC_ORDER, SK_DOC_CUSTOMER };
+/** Says whether a sink reads the top-level member `key` (`len` bytes) of document `doc`. */
+typedef bool (*sk_reads_fn)(void *arg, enum sk_doc doc, const char *key, size_t len);
+
 /**
  * `ev` with trees for the order and customer documents it carries only as text, for a sink that
  * reads them field by field. The pipeline keeps documents as text (a tree costs several times its
  * text, and most events never need one); such a sink builds the trees for the time of one
- * delivery and releases them with sk_event_trees_free(). 0, or -ENOMEM; `out` is usable either way
- * (a tree that could not be built is NULL) and must be freed.
+ * delivery and releases them with sk_event_trees_free(). With `reads`, a tree holds only the
+ * top-level members `reads` accepts (a whole order is 10-20 KB, a trigger reads a few fields of
+ * it); NULL builds whole trees. 0, or -ENOMEM; `out` is usable either way (a tree that could not
+ * be built is NULL) and must be freed.
  */
-CSR_NODISCARD int sk_event_trees(const struct sk_event *ev, struct sk_event *out);
+CSR_NODISCARD int sk_event_trees(const struct sk_event *ev, sk_reads_fn reads, void *arg,
+                                 struct sk_event *out);
 /** Frees the trees sk_event_trees() built into `out` for `ev`; `out` is zeroed. */
 void sk_event_trees_free(struct sk_event *out, const struct sk_event *ev);
 

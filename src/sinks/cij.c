@@ -178,6 +178,44 @@ static int uses_default(const struct sk_delivery *d) {
   return d->conf == NULL || d->conf->fields == NULL;
 }
 
+/* The members of the documents cij reads for itself: the email (step 1), and a new contact's
+ * names and account number (step 3, cij_contacts.c). The mapping's come from its sources. */
+static const char *const order_members[] = {"ReceiptEmail", "Name"};
+static const char *const customer_members[] = {"Email", "FirstName", "LastName", "AccountNumber"};
+
+static bool listed(const char *const *list, size_t n, const char *key, size_t len) {
+  for (size_t i = 0; i < n; i++)
+    if (strlen(list[i]) == len && memcmp(list[i], key, len) == 0)
+      return true;
+  return false;
+}
+
+/* Whether mapping source `source` reads member `key` of document `root`: its first step after
+ * the root, or any member when it names the whole document (doc_path). */
+static bool source_reads(const char *source, const char *root, const char *key, size_t len) {
+  size_t n = strlen(root);
+  if (source == NULL || strncmp(source, root, n) != 0 || (source[n] != '\0' && source[n] != '.'))
+    return false;
+  const char *step = source[n] ? source + n + 1 : source + n;
+  size_t step_len = strcspn(step, ".");
+  return step_len == 0 || (step_len == len && memcmp(step, key, len) == 0);
+}
+
+/* sk_reads_fn for delivery `arg`: cij's own members and its mapping's. */
+static bool reads_member(void *arg, enum sk_doc doc, const char *key, size_t len) {
+  const struct sk_delivery *d = arg;
+  bool order = doc == SK_DOC_ORDER;
+  if (order ? listed(order_members, 2, key, len) : listed(customer_members, 4, key, len))
+    return true;
+  const char *root = order ? "OrderDetails" : "CustomerDetails";
+  size_t n = uses_default(d) ? NDEFAULT : d->conf->n_fields;
+  for (size_t i = 0; i < n; i++)
+    if (source_reads(uses_default(d) ? default_fields[i].source : d->conf->fields[i].source, root,
+                     key, len))
+      return true;
+  return false;
+}
+
 /* An action name, possibly namespaced ("Microsoft.Dynamics.CRM.x"): it becomes a URL segment. */
 static int valid_trigger(const char *t) {
   size_t n = t ? strlen(t) : 0;
@@ -508,7 +546,7 @@ static int cij_deliver(struct sk_sink *sink, struct sk_delivery *d) {
   size_t len = 0;
   const char *email = NULL;
   struct cij_req *r = NULL;
-  if (sk_event_trees(d->event, &ev) == 0) {
+  if (sk_event_trees(d->event, reads_member, (void *)d, &ev) == 0) {
     email = choose_email(&ev, &len);
     r = req_create(s, d, &ev, email, email ? len : 0);
   }
@@ -566,7 +604,7 @@ static int cij_encode(struct sk_sink *sink, const struct sk_delivery *d, struct 
   if (d == NULL || d->event == NULL || jw == NULL)
     return -EINVAL;
   struct sk_event ev;
-  int rc = sk_event_trees(d->event, &ev);
+  int rc = sk_event_trees(d->event, reads_member, (void *)d, &ev);
   size_t len = 0;
   const char *email = rc == 0 ? choose_email(&ev, &len) : NULL;
   char *key = email ? malloc(len + 1) : NULL;

@@ -155,22 +155,36 @@ int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw) {
   return csr_jw_finish(jw, &text, &len);
 }
 
-/* A document's tree: the event's own, else one parsed from its text (checked by the enricher, so
+/* csr_json_parse_members' filter for one document of sk_event_trees. */
+struct reads {
+  sk_reads_fn fn;
+  void *arg;
+  enum sk_doc doc;
+};
+
+static bool keep_member(void *arg, const char *key, size_t len) {
+  const struct reads *r = arg;
+  return r->fn(r->arg, r->doc, key, len);
+}
+
+/* A document's tree: the event's own, else one built from its text (which the enricher checked, so
  * only memory can fail); NULL when it has neither. */
-static yajl_val tree_of(yajl_val tree, const char *json, size_t len, int *rc) {
+static yajl_val tree_of(yajl_val tree, const char *json, size_t len, struct reads *r, int *rc) {
   if (tree != NULL || json == NULL || len == 0)
     return tree;
-  yajl_val built = csr_json_parse(json, len, NULL, 0);
+  yajl_val built = r->fn ? csr_json_parse_members(json, len, keep_member, r, NULL, 0)
+                         : csr_json_parse(json, len, NULL, 0);
   if (built == NULL)
     *rc = -ENOMEM;
   return built;
 }
 
-int sk_event_trees(const struct sk_event *ev, struct sk_event *out) {
+int sk_event_trees(const struct sk_event *ev, sk_reads_fn reads, void *arg, struct sk_event *out) {
   int rc = 0;
+  struct reads order = {reads, arg, SK_DOC_ORDER}, customer = {reads, arg, SK_DOC_CUSTOMER};
   *out = *ev;
-  out->order = tree_of(ev->order, ev->order_json, ev->order_json_len, &rc);
-  out->customer = tree_of(ev->customer, ev->customer_json, ev->customer_json_len, &rc);
+  out->order = tree_of(ev->order, ev->order_json, ev->order_json_len, &order, &rc);
+  out->customer = tree_of(ev->customer, ev->customer_json, ev->customer_json_len, &customer, &rc);
   return rc;
 }
 

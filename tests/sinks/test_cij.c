@@ -410,6 +410,43 @@ static void golden_stop(struct golden *g) {
   csr_json_free(g->customer);
 }
 
+/* The golden event with its documents as text only, as the pipeline hands them over. */
+static void use_texts(struct golden *g) {
+  g->ev.order = g->ev.customer = NULL;
+  g->ev.order_json = g->order_text;
+  g->ev.order_json_len = strlen(g->order_text);
+  g->ev.customer_json = g->customer_text;
+  g->ev.customer_json_len = strlen(g->customer_text);
+}
+
+/* ... and as trees only (golden_start's own). */
+static void use_trees(struct golden *g) {
+  g->ev.order = g->order;
+  g->ev.customer = NULL;
+  g->ev.order_json = g->ev.customer_json = NULL;
+  g->ev.order_json_len = g->ev.customer_json_len = 0;
+}
+
+/* d's body is the same whether its documents are trees or texts. */
+static void assert_body_from_text(struct fx *fx, struct sk_delivery *d) {
+  struct sk_event *ev = (struct sk_event *)d->event, saved = *ev;
+  yajl_val order = csr_json_parse(ev->order_json, ev->order_json_len, NULL, 0);
+  yajl_val customer = csr_json_parse(ev->customer_json, ev->customer_json_len, NULL, 0);
+  char *from_text = encode_text(fx, d);
+  ev->order = order;
+  ev->customer = customer;
+  ev->order_json = ev->customer_json = NULL;
+  char *from_trees = encode_text(fx, d);
+  assert_non_null(from_text);
+  assert_non_null(from_trees);
+  assert_string_equal(from_text, from_trees);
+  free(from_text);
+  free(from_trees);
+  *ev = saved;
+  csr_json_free(order);
+  csr_json_free(customer);
+}
+
 /* The default mapping: amount digits kept, strings escaped, the email trimmed, the event time in
  * UTC, the zero GUID while no contact is cached. */
 static void test_encode_default(void **state) {
@@ -427,11 +464,7 @@ static void test_encode_default(void **state) {
             "\"msdynmkt_signaluserauthid\":\"" ZERO_ID "\",\"msdynmkt_profileid\":\"" ZERO_ID
             "\",\"msdynmkt_bindingid\":\"6f1c2d3e-0000-4000-8000-000000000001\"}");
   /* The same body from the documents as text, as the pipeline hands them over. */
-  g.ev.order = NULL;
-  g.ev.order_json = g.order_text;
-  g.ev.order_json_len = strlen(g.order_text);
-  g.ev.customer_json = g.customer_text;
-  g.ev.customer_json_len = strlen(g.customer_text);
+  use_texts(&g);
   char *from_text = encode_text(fx, &g.d);
   assert_non_null(from_text);
   assert_string_equal(from_text, text);
@@ -469,6 +502,21 @@ static void test_encode_custom_map(void **state) {
                             "00\",\"p_missing\":null,\"p_customer\":null,\"p_channel\":5637144592,"
                             "\"p_lines\":[{\"ItemId\":\"81143\",\"Qty\":2.0000000000000000}]}");
   free(text);
+    /* The same body from the documents as text (the sink then builds partial trees), and with
+   * sources that name a whole document. */
+  use_texts(&g);
+  assert_body_from_text(fx, &g.d);
+  struct csr_field_map wholes[] = {{"p_order", "OrderDetails"}, {"p_customer", "CustomerDetails."}};
+  custom.fields = wholes;
+  custom.n_fields = 2;
+  char *whole = encode_text(fx, &g.d);
+  assert_non_null(strstr(whole, "\"Lines\":[{\"ItemId\":\"81143\""));
+  assert_non_null(strstr(whole, "\"p_customer\":{\"Email\":\"diego@fabrikam.com\""));
+  free(whole);
+  assert_body_from_text(fx, &g.d);
+  custom.fields = fields;
+  custom.n_fields = sizeof(fields) / sizeof(fields[0]);
+  use_trees(&g);
   /* A custom map needs no order (the email then comes from the customer). */
   g.ev.order = NULL;
   g.ev.customer = g.customer;

@@ -287,7 +287,7 @@ static void test_event_trees(void **state) {
                         .customer_json = "not looked at",
                         .customer_json_len = 13};
   struct sk_event t;
-  assert_int_equal(sk_event_trees(&ev, &t), 0);
+  assert_int_equal(sk_event_trees(&ev, NULL, NULL, &t), 0);
   assert_string_equal(t.id, "e");
   assert_ptr_equal(t.order_json, ev.order_json);
   assert_non_null(t.order);
@@ -299,7 +299,7 @@ static void test_event_trees(void **state) {
   assert_null(ev.order);
   /* No document at all: no trees, nothing to free. */
   struct sk_event bare = {.id = "g"};
-  assert_int_equal(sk_event_trees(&bare, &t), 0);
+  assert_int_equal(sk_event_trees(&bare, NULL, NULL, &t), 0);
   assert_null(t.order);
   assert_null(t.customer);
   sk_event_trees_free(&t, &bare);

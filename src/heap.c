@@ -2,10 +2,21 @@
 #include "heap.h"
 
 #include <stddef.h>
+#include <stdio.h>
+#include <unistd.h>
+
+uint64_t csr_resident_bytes(void) {
+  unsigned long size = 0, resident = 0;
+  FILE *f = fopen("/proc/self/statm", "r");
+  if (f == NULL)
+    return 0;
+  int n = fscanf(f, "%lu %lu", &size, &resident);
+  fclose(f);
+  return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
+}
 
 #ifdef CSR_JEMALLOC
 #include <jemalloc/jemalloc.h>
-#include <stdio.h>
 
 uint64_t csr_heap_in_use(void) {
   /* jemalloc's statistics are a snapshot taken when the epoch advances: one cheap merge of the

@@ -14,6 +14,9 @@ uint64_t csr_heap_in_use(void);
 /* Hands memory the allocator keeps but nobody uses back to the kernel. */
 void csr_heap_release(void);
 
+/* Resident bytes of the whole process (/proc/self/statm); 0 when unknown. */
+uint64_t csr_resident_bytes(void);
+
 /* "jemalloc" or "glibc", for /v1/status and the start-up log. */
 const char *csr_heap_allocator(void);
 

@@ -86,16 +86,6 @@ static void watch_sink(struct csr_relay *r, size_t i, uint64_t now) {
   w->down = now - w->ok_ms >= SINK_DOWN_MS;
 }
 
-/* Resident pages of the process, from /proc/self/statm; 0 when unknown. */
-static uint64_t resident_bytes(void) {
-  unsigned long size = 0, resident = 0;
-  FILE *f = fopen("/proc/self/statm", "r");
-  if (f == NULL)
-    return 0;
-  int n = fscanf(f, "%lu %lu", &size, &resident);
-  fclose(f);
-  return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
-}
 
 /* limits.memory_mb bounds the heap in use (over_budget), but malloc keeps what a burst freed: a
  * 60 s outage left RSS at twice the budget with the heap back under it. Once a second, when RSS
@@ -103,7 +93,7 @@ static uint64_t resident_bytes(void) {
  * the kernel. Not below the budget: a purge is an madvise per run of pages with a TLB flush on
  * every core, 3 % of the loop when done every second at 5,000 ev/s for nothing. */
 static void trim_heap(struct csr_relay *r) {
-  uint64_t budget = r->cfg->limits.memory_mb << 20, rss = resident_bytes();
+  uint64_t budget = r->cfg->limits.memory_mb << 20, rss = csr_resident_bytes();
   if (budget > 0 && rss > budget && rss > r->mem_used + budget / 4)
     csr_heap_release();
 }

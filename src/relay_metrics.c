@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "csurelay/timefmt.h"
+#include "heap.h"
 #include "relay_internal.h"
 
 #define MAX_SINK_EXTRA 16
@@ -41,7 +42,7 @@ struct relay_metrics {
   struct lane_m *lanes;
   struct csu_m *csus;
   struct sink_m *sinks;
-  struct csr_series *live, *parked, *dead_letters, *dedupe_ids, *state_bytes, *aof_bytes,
+  struct csr_series *live, *parked, *dead_letters, *dedupe_ids, *state_bytes, *heap_bytes, *resident_bytes, *aof_bytes,
       *aof_healthy, *fsync_last, *fsync_max, *cache_entries;
   struct ctr fsyncs, fsync_seconds, torn_tails, compactions, cache_hits, cache_misses, coalesced;
 };
@@ -161,6 +162,9 @@ static void open_globals(struct csr_relay *r, struct relay_metrics *m) {
   m->dead_letters = s0(fam(r, "csurelay_dead_letters", "Deliveries in the dead-letter queue.", 0));
   m->dedupe_ids = s0(fam(r, "csurelay_dedupe_finished_ids", "Finished ids kept for dedupe.", 0));
   m->state_bytes = s0(fam(r, "csurelay_state_bytes", "Heap held by the state model.", 0));
+  m->heap_bytes = s0(fam(r, "csurelay_heap_bytes", "Heap in use (what limits.memory_mb bounds).", 0));
+  m->resident_bytes =
+      s0(fam(r, "process_resident_memory_bytes", "Resident memory of the process.", 0));
   m->aof_bytes = s0(fam(r, "csurelay_aof_bytes", "Size of the append-only file.", 0));
   m->aof_healthy = s0(fam(r, "csurelay_aof_healthy", "1 while the AOF is healthy.", 0));
   m->fsync_last = s0(fam(r, "csurelay_aof_fsync_last_seconds", "Duration of the last fsync.", 0));
@@ -276,6 +280,8 @@ static void collect_globals(struct csr_relay *r, struct relay_metrics *m) {
   gauge_set(m->dead_letters, (double)ss.dead_letters);
   gauge_set(m->dedupe_ids, (double)ss.finished);
   gauge_set(m->state_bytes, (double)(ss.live_bytes + ss.seen_bytes));
+  gauge_set(m->heap_bytes, (double)csr_heap_in_use());
+  gauge_set(m->resident_bytes, (double)csr_resident_bytes());
   const struct pl_store_stats *st = pl_store_stats(pl_admit_store(r->admit));
   gauge_set(m->aof_bytes, (double)st->file_bytes);
   gauge_set(m->aof_healthy, st->healthy ? 1 : 0);

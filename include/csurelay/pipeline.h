@@ -322,6 +322,7 @@ struct pl_enrich_stats {
   uint64_t cache_expired;   /* entries dropped at lookup because their TTL had passed */
   uint64_t cache_evictions; /* entries dropped for room (entries or bytes) */
   uint64_t token_refreshes; /* 401s answered by invalidating the token and retrying once */
+  uint64_t doc_bytes;       /* bytes of the documents answered (cache hits add none) */
   /* fetch completions by outcome */
   uint64_t ok, not_found, retry, dead, cancelled;
   uint64_t in_flight;     /* gauge: GETs holding a slot, all CSUs */
@@ -1223,6 +1224,7 @@ struct pl_route_sink_stats {
 struct pl_route_stats {
   uint64_t events;          /* events in the stage (being enriched or delivered) */
   uint64_t enriching;       /* of which waiting for enrichment */
+  uint64_t enriched;        /* events whose enrichment completed (a counter) */
   uint64_t enrich_dead;     /* events whose enrichment failed for good */
   uint64_t enrich_missing;  /* documents given up on after 404s */
   uint64_t outcomes;        /* OUTCOME records written */

@@ -297,6 +297,13 @@ void rx_http_cancel(struct rx_http_req *req);
 /** Frees the response and the header list; the req may then be reused after rx_http_req_init(). */
 void rx_http_req_cleanup(struct rx_http_req *req);
 
+/**
+ * Hands a completed req's response body to the caller, who frees it: NUL-terminated, `*len` bytes
+ * before the NUL. The req keeps an empty body. For an answer that must outlive the req (a Search
+ * page whose rows point into it) without copying it.
+ */
+char *rx_http_take_body(struct rx_http_req *req, size_t *len);
+
 /* ---------------------------------------------------------------------------------------------- */
 /* HTTP server (llhttp on libuv TCP) */
 /* ---------------------------------------------------------------------------------------------- */

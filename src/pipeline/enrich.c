@@ -551,6 +551,7 @@ static void judge(struct flight *f, struct verdict *v) {
     return;
   }
   v->outcome = PL_FETCH_OK;
+  f->e->stats.doc_bytes += f->http.resp_len;
   v->doc->refs = 1;
   v->doc->json_len = f->http.resp_len;
   memcpy(v->doc->json, f->http.resp_body, f->http.resp_len + 1);

@@ -451,8 +451,12 @@ static void on_search_done(struct rx_fut *fut) {
     return;
   }
   long retry_after = classify(l, why, sizeof(why));
-  if (why[0] == '\0' && pl__rows_parse(&l->rows, l->c->conf->name, &l->q, l->req.resp_body,
-                                       l->req.resp_len, why, sizeof(why)) == 0) {
+  size_t len = 0;
+  char *page = why[0] == '\0' ? rx_http_take_body(&l->req, &len) : NULL;
+  if (page == NULL && why[0] == '\0')
+    snprintf(why, sizeof(why), "no answer body");
+  if (page != NULL &&
+      pl__rows_parse(&l->rows, l->c->conf->name, &l->q, page, len, why, sizeof(why)) == 0) {
     release_req(l);
     l->c->failures = 0;
     deliver(l);

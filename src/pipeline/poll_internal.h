@@ -89,8 +89,7 @@ CSR_NODISCARD int pl__search_url(const char *base, const struct pl__query *q, ch
 
 /** The rows of one answer and their ids; the buffers are kept from page to page. */
 struct pl__rows {
-  char *text; /* the answer's text the rows point into */
-  size_t text_cap;
+  char *text; /* the answer's text the rows point into (owned, freed with the page) */
   struct pl_poll_event *ev;
   size_t n;
   size_t ev_cap;
@@ -99,12 +98,13 @@ struct pl__rows {
 };
 
 /**
- * Parses the answer to `q` from CSU `csu` into `r`: 0, or CSR_EPARSE (UV_ENOMEM) with a reason in
- * `why` when the text is not JSON, `value` is not an array, a row lacks a key field or an
- * EventDateTime that parses, or lies outside q's window. Nothing is kept on failure.
+ * Parses the answer to `q` from CSU `csu` into `r`: 0, or CSR_EPARSE with a reason in `why` when
+ * the text is not JSON, `value` is not an array, a row lacks a key field or an EventDateTime that
+ * parses, or lies outside q's window. Nothing is kept on failure. `text` (malloc'd, `len` bytes
+ * and a NUL) becomes r's either way: the rows point into it until pl__rows_clear.
  */
 CSR_NODISCARD int pl__rows_parse(struct pl__rows *r, const char *csu, const struct pl__query *q,
-                                 const char *text, size_t len, char *why, size_t whylen);
+                                 char *text, size_t len, char *why, size_t whylen);
 /** Forgets the parsed answer (the buffers stay for the next one). */
 void pl__rows_clear(struct pl__rows *r);
 void pl__rows_free(struct pl__rows *r);

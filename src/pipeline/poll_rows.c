@@ -237,20 +237,14 @@ static int read_page(struct reader *rd, size_t len) {
   return rd->rc;
 }
 
-int pl__rows_parse(struct pl__rows *r, const char *csu, const struct pl__query *q, const char *text,
+int pl__rows_parse(struct pl__rows *r, const char *csu, const struct pl__query *q, char *text,
                    size_t len, char *why, size_t whylen) {
   pl__rows_clear(r);
+  r->text = text; /* the rows point into it: taken from the response, not copied */
   if (text == NULL || memchr(text, '\0', len)) {
     snprintf(why, whylen, "malformed JSON: not strict JSON (NUL byte)");
     return CSR_EPARSE;
   }
-  /* the rows point into the page's text, which must outlive the response it came in */
-  if (grow((void **)&r->text, &r->text_cap, len + 1, 1) < 0) {
-    snprintf(why, whylen, "out of memory for a page of %zu bytes", len);
-    return UV_ENOMEM;
-  }
-  memcpy(r->text, text, len);
-  r->text[len] = '\0';
   struct reader rd = {.r = r,
                       .csu = csu,
                       .csu_len = strlen(csu),
@@ -269,6 +263,8 @@ int pl__rows_parse(struct pl__rows *r, const char *csu, const struct pl__query *
 }
 
 void pl__rows_clear(struct pl__rows *r) {
+  free(r->text);
+  r->text = NULL;
   r->n = 0;
 }
 

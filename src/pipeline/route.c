@@ -338,6 +338,7 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
   r->st.enriching--;
   if (it->outcome == SK_DELIVERED) {
     v->enriched = true;
+    r->st.enriched++;
     rev_kick(v);
   } else if (it->outcome == SK_DEAD) {
     char reason[96];

@@ -618,6 +618,15 @@ int rx_http_start(struct rx_http *http, struct rx_http_req *req, rx_fut_cb cb) {
   return 0;
 }
 
+char *rx_http_take_body(struct rx_http_req *req, size_t *len) {
+  assert(req->_easy == NULL && "rx_http_take_body on an active request");
+  char *body = req->resp_body;
+  *len = req->resp_len;
+  req->resp_body = NULL;
+  req->resp_len = req->_cap = 0;
+  return body;
+}
+
 void rx_http_req_cleanup(struct rx_http_req *req) {
   assert(req->_easy == NULL && "rx_http_req_cleanup on an active request");
   free(req->resp_body);

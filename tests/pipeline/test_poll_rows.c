@@ -15,9 +15,12 @@
 /* the window (2026-01-01T00:00:00, 2026-01-01T00:00:10] */
 static const struct pl__query Q = {.from_ms = 1767225600000, .to_ms = 1767225610000};
 
+/* The rows take the text, as they take a response's body: a copy of it. */
 static int parse(struct pl__rows *r, const char *text, char *why, size_t len) {
   why[0] = '\0';
-  return pl__rows_parse(r, "csu1", &Q, text, strlen(text), why, len);
+  char *mine = strdup(text);
+  assert_non_null(mine);
+  return pl__rows_parse(r, "csu1", &Q, mine, strlen(text), why, len);
 }
 
 static void test_ids_and_spans(void **state) {
@@ -97,7 +100,10 @@ static void test_refusals(void **state) {
   }
   /* a NUL inside the text */
   static const char nul[] = "{\"value\":[]}\0x";
-  assert_int_equal(pl__rows_parse(&r, "csu1", &Q, nul, sizeof(nul) - 1, why, sizeof(why)),
+  char *mine = malloc(sizeof(nul));
+  assert_non_null(mine);
+  memcpy(mine, nul, sizeof(nul));
+  assert_int_equal(pl__rows_parse(&r, "csu1", &Q, mine, sizeof(nul) - 1, why, sizeof(why)),
                    CSR_EPARSE);
   pl__rows_free(&r);
 }

@@ -327,6 +327,14 @@ static void test_get_and_post(void **state) {
   assert_int_equal(get.req.retry_after_ms, -1);
   assert_null(get.req.location);
   assert_null(get.req.odata_entity_id);
+  /* The body can be taken instead of copied: the req is left empty, cleanup frees nothing twice. */
+  size_t taken_len = 0;
+  char *taken = rx_http_take_body(&get.req, &taken_len);
+  assert_int_equal(taken_len, 5);
+  assert_string_equal(taken, "hello");
+  assert_null(get.req.resp_body);
+  assert_int_equal(get.req.resp_len, 0);
+  free(taken);
 
   assert_int_equal(post.calls, 1);
   assert_int_equal(post.req.fut.result, 0);

@@ -76,14 +76,15 @@ enum pl__compact_state {
 struct pl__compact {
   enum pl__compact_state state;
   uv_work_t req;
-  struct pl__buf dump; /* header + the owner's live records (REWRITE) */
+  struct pl__buf dump; /* the last piece of the dump, not yet written (REWRITE) */
   struct pl__buf tail; /* records appended since the dump (REWRITE, WAIT; moved into COMMIT) */
   bool tail_broken;    /* a tail copy failed: this rewrite cannot be committed */
-  int fd;              /* the temp file, opened by the worker */
+  int fd;              /* the temp file (opened on the loop, before the dump) */
   int rc;              /* worker result */
   const char *step;    /* the worker's failing step, for the message */
   bool renamed;        /* COMMIT: the rename (the commit point) happened */
   uint64_t dump_end;   /* bytes of the new file without the tail */
+  uint64_t dump_off;   /* where `dump` goes in the temp file (REWRITE) */
   int old_fd;          /* COMMIT: the old file, closed by the worker once renamed over */
   uint64_t old_end;    /* COMMIT: bytes of the old file when it started */
   uint64_t new_end;    /* COMMIT: bytes of the new file when it is done */
@@ -135,7 +136,13 @@ struct pl_store {
 struct pl_store_emitter {
   struct pl_store *store;
   struct pl__buf *buf;
+  int fd;       /* the rewrite's temp file: a buffer past PL__DUMP_CHUNK goes there at `off` */
+  uint64_t off; /* where buf's first byte belongs in that file */
 };
+
+/* A dump is written out in pieces of about this size while it is built, so a rewrite holds one
+ * piece in memory rather than the whole live state (60 MB of dedupe ids at 10,000 ev/s). */
+#define PL__DUMP_CHUNK ((size_t)1 << 20)
 
 /* store_file.c */
 /** CRC-32C (Castagnoli): SSE4.2 when the CPU has it, else slicing-by-8. crc = 0 to start. */

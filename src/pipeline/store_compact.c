@@ -32,7 +32,14 @@ int pl_store_emit(struct pl_store_emitter *e, uint8_t type, const void *payload,
     return rc;
   pl__rec_encode(e->buf->data + e->buf->len, type, payload, (uint32_t)len);
   e->buf->len += PL__REC_HDR_BYTES + len;
-  return 0;
+  if (e->fd < 0 || e->buf->len < PL__DUMP_CHUNK)
+    return 0;
+  /* Into the page cache from the loop thread: no disk wait (the worker fsyncs), and the memory
+   * a rewrite needs stays one piece whatever the live state's size. */
+  rc = pl__write_all(e->fd, e->buf->data, e->buf->len, e->off);
+  e->off += e->buf->len;
+  e->buf->len = 0;
+  return rc;
 }
 
 int pl_store_emit_jw(struct pl_store_emitter *e, uint8_t type, struct csr_jw *jw, int rc) {
@@ -198,14 +205,8 @@ void pl__compact_on_sync_done(struct pl_store *s) {
 static void on_rewrite_work(uv_work_t *req) {
   struct pl_store *s = req->data;
   struct pl__compact *c = &s->cpt;
-  c->step = "create the temp file";
-  c->fd = open(s->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (c->fd < 0) {
-    c->rc = -errno;
-    return;
-  }
   c->step = "write the live state";
-  c->rc = pl__write_all(c->fd, c->dump.data, c->dump.len, 0);
+  c->rc = pl__write_all(c->fd, c->dump.data, c->dump.len, c->dump_off);
   if (c->rc == 0 && fsync(c->fd) != 0) {
     c->step = "fsync the live state";
     c->rc = -errno;
@@ -240,29 +241,39 @@ int pl_store_compact(struct pl_store *s) {
   struct pl__compact *c = &s->cpt;
   if (c->state != PL__CPT_IDLE)
     return UV_EBUSY;
-  int rc = pl__buf_reserve(&c->dump, PL__AOF_HDR_BYTES);
-  if (rc == 0) {
-    c->dump.len = PL__AOF_HDR_BYTES;
-    struct pl_store_emitter e = {.store = s, .buf = &c->dump};
+  int fd = open(s->tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int rc = -errno;
+    failed(s, "create the temp file", rc);
+    return rc;
+  }
+  /* The header (which records the dump's length) is written last, over this placeholder. */
+  uint8_t hdr[PL__AOF_HDR_BYTES] = {0};
+  struct pl_store_emitter e = {.store = s, .buf = &c->dump, .fd = fd, .off = sizeof(hdr)};
+  int rc = pl__write_all(fd, hdr, sizeof(hdr), 0);
+  if (rc == 0)
     rc = s->dump(s->arg, &e);
+  uint64_t end = e.off + c->dump.len;
+  pl__hdr_encode(hdr, end);
+  if (rc == 0)
+    rc = pl__write_all(fd, hdr, sizeof(hdr), 0);
+  if (rc == 0) {
+    *c = (struct pl__compact){.dump = c->dump,
+                              .fd = fd,
+                              .dump_off = e.off,
+                              .dump_end = end,
+                              .new_end = end,
+                              .req.data = s};
+    rc = uv_queue_work(s->loop->uv, &c->req, on_rewrite_work, on_rewrite_done);
+    if (rc == 0) {
+      c->state = PL__CPT_REWRITE;
+      return 0;
+    }
   }
-  if (rc < 0) {
-    failed(s, "dump the live state", rc);
-    pl__buf_free(&c->dump);
-    return rc;
-  }
-  pl__hdr_encode(c->dump.data, c->dump.len);
-  *c = (struct pl__compact){
-      .dump = c->dump, .fd = -1, .dump_end = c->dump.len, .new_end = c->dump.len};
-  c->req.data = s;
-  rc = uv_queue_work(s->loop->uv, &c->req, on_rewrite_work, on_rewrite_done);
-  if (rc < 0) {
-    failed(s, "start the rewrite", rc);
-    pl__buf_free(&c->dump);
-    return rc;
-  }
-  c->state = PL__CPT_REWRITE;
-  return 0;
+  failed(s, c->fd == fd ? "start the rewrite" : "dump the live state", rc);
+  c->fd = fd;
+  drop(s); /* closes and removes the temp file, frees the piece */
+  return rc;
 }
 
 void pl__compact_maybe(struct pl_store *s) {

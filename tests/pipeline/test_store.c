@@ -909,6 +909,39 @@ static void test_compact_automatic(void **state) {
   env_teardown(&e);
 }
 
+/* A dump several times PL__DUMP_CHUNK is written in pieces while it is built: the rewrite holds
+ * about one piece in memory, and the new file has every record, in order. */
+static void test_compact_dump_in_pieces(void **state) {
+  struct env e;
+  env_setup(&e);
+  write_records(&e, 1500);
+  struct owner o = {.fail_at = -1};
+  struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_BATCH);
+  struct pl_store *s = open_ok(&e, &opts, &o, NULL);
+  assert_int_equal(o.n, 1500);
+  uint64_t before = pl_store_stats(s)->file_bytes;
+  assert_true(before > 4 * PL__DUMP_CHUNK);
+  assert_int_equal(pl_store_compact(s), 0);
+  /* what is still in memory: the last piece, in a buffer that never held the whole dump */
+  assert_true(s->cpt.dump.len < PL__DUMP_CHUNK);
+  assert_true(s->cpt.dump.cap <= 2 * PL__DUMP_CHUNK + 70000);
+  rx_loop_run(&e.loop);
+  const struct pl_store_stats *st = pl_store_stats(s);
+  assert_int_equal(st->compactions, 1);
+  assert_int_equal(st->compact_failures, 0);
+  assert_int_equal(st->file_bytes, before); /* the same records, rewritten */
+  close_run(&e, s);
+  owner_reset(&o);
+  s = open_ok(&e, &opts, &o, NULL);
+  assert_int_equal(o.n, 1500);
+  for (uint64_t i = 0; i < 1500; i++)
+    check_rec(&o.r[i], i);
+  assert_int_equal(count_prefixed(e.dir, PL__AOF_NAME ".rewrite", NULL, 0), 0);
+  close_run(&e, s);
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
 static int on_dump_fail(void *arg, struct pl_store_emitter *e) {
   return UV_ENOMEM;
 }
@@ -945,8 +978,9 @@ static void test_compact_abandoned(void **state) {
   env_teardown(&e);
 }
 
-/* A rewrite that fails in its worker (the temp file's name is taken by a directory) is dropped:
- * the old file stays the state, with everything appended meanwhile, and the store stays healthy. */
+/* A rewrite that cannot start (the temp file's name is taken by a directory) fails at once and is
+ * dropped: the old file stays the state, with everything appended after, and the store stays
+ * healthy. */
 static void test_compact_fails_cleanly(void **state) {
   struct env e;
   env_setup(&e);
@@ -957,7 +991,7 @@ static void test_compact_fails_cleanly(void **state) {
   char tmp[200];
   snprintf(tmp, sizeof(tmp), "%s.rewrite", e.path);
   assert_int_equal(mkdir(tmp, 0700), 0);
-  assert_int_equal(pl_store_compact(s), 0);
+  assert_int_equal(pl_store_compact(s), UV_EISDIR);
   struct req r[5];
   fired_total = 0;
   for (int i = 0; i < 5; i++)
@@ -1541,6 +1575,7 @@ int main(void) {
       cmocka_unit_test(test_corrupt_marker),
       cmocka_unit_test(test_compact_with_racing_appends),
       cmocka_unit_test(test_compact_automatic),
+      cmocka_unit_test(test_compact_dump_in_pieces),
       cmocka_unit_test(test_compact_abandoned),
       cmocka_unit_test(test_compact_fails_cleanly),
       cmocka_unit_test(test_refusals),

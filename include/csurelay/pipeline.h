@@ -623,7 +623,9 @@ void pl_poll_stop(struct pl_poll *p, void (*cb)(void *arg), void *arg);
  * its first use. The caller sets item->d.event and item->d.conf (and may use item->data and
  * item->d.data), then submits it. The scheduler owns d.done and d.attempt while it is submitted.
  *
- * Flow. A submitted item is either queued (ready, FIFO), waiting (a min-heap on its due time, so
+ * Flow. A submitted item is either queued (ready: a min-heap on its event's time, so the oldest
+ * event goes first and each second's burst from polling is worked oldest-first), waiting (a
+ * min-heap on its due time, so
  * adding, cancelling and expiring are O(log n) and tens of thousands of waiting items cost one
  * pointer each and no scan), or in flight. One rx_timer per scheduler is armed to the earliest of:
  * the heap's first due time, the end of a pause, the next rate token. A delivery starts only when
@@ -709,7 +711,7 @@ struct pl_sched_item {
   struct pl_sched *_s;
   struct pl_sched_item *_prev, *_next; /* the queue, the in-flight list or the cancelled list */
   uint64_t _due_ms;                    /* loop time, while waiting */
-  uint64_t _seq;                       /* ties on _due_ms keep submission order */
+  uint64_t _seq;                       /* ties (due time, event time) keep arrival order */
   size_t _heap_idx;
   unsigned _state;
   int _cancel;

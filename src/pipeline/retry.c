@@ -3,7 +3,11 @@
  * dead-letter decision after max_attempts.
  *
  * Waiting items sit in a binary min-heap of pointers keyed by (due, seq), each item knowing its
- * index, so expiry and cancel are O(log n) and nothing ever scans the waiting set. Every path that
+ * index, so expiry and cancel are O(log n) and nothing ever scans the waiting set. Ready items sit
+ * in a second heap keyed by (EventDateTime, seq): oldest event first. Polling hands over each
+ * second's events as one burst that takes the loop a good part of the next second; working it
+ * oldest-first lets the events that already waited longest for their second to end go out
+ * first. Every path that
  * may start deliveries ends in pump(), which runs only from the loop (the kick future, the timer or
  * a delivery's done), never inside a caller's call, and re-arms the one timer for whatever it is
  * blocked on next. close() frees the scheduler only from the kick future, after every item came
@@ -31,6 +35,13 @@ struct list {
   size_t n;
 };
 
+/* A binary min-heap of items; an item is in at most one, and knows its index there. */
+struct heap {
+  struct pl_sched_item **v;
+  size_t len, cap;
+  int (*before)(const struct pl_sched_item *a, const struct pl_sched_item *b);
+};
+
 struct pl_sched {
   struct rx_loop *loop;
   struct sk_sink *sink;
@@ -39,11 +50,10 @@ struct pl_sched {
   void *arg;
   uint64_t rng;
   uint64_t seq;
-  struct list queue;    /* ready, FIFO */
+  struct heap ready;    /* ready, oldest event first */
   struct list flight;   /* in flight (close cancels them) */
   struct list released; /* cancelled, for on_cancelled from the kick */
-  struct pl_sched_item **heap;
-  size_t heap_len, heap_cap;
+  struct heap waiting; /* in backoff or submitted for later, soonest due first */
   struct rx_timer timer;
   uint64_t timer_due; /* loop time the timer is armed for, NEVER when stopped */
   struct rx_fut kick;
@@ -78,17 +88,6 @@ static void list_push(struct list *l, struct pl_sched_item *it) {
   l->tail = it;
 }
 
-static void list_push_front(struct list *l, struct pl_sched_item *it) {
-  l->n++;
-  it->_prev = NULL;
-  it->_next = l->head;
-  if (l->head)
-    l->head->_prev = it;
-  else
-    l->tail = it;
-  l->head = it;
-}
-
 static void list_remove(struct list *l, struct pl_sched_item *it) {
   l->n--;
   if (it->_prev)
@@ -102,62 +101,89 @@ static void list_remove(struct list *l, struct pl_sched_item *it) {
   it->_prev = it->_next = NULL;
 }
 
-static int before(const struct pl_sched_item *a, const struct pl_sched_item *b) {
+static int due_before(const struct pl_sched_item *a, const struct pl_sched_item *b) {
   return a->_due_ms < b->_due_ms || (a->_due_ms == b->_due_ms && a->_seq < b->_seq);
 }
 
-static void heap_set(struct pl_sched *s, size_t i, struct pl_sched_item *it) {
-  s->heap[i] = it;
+static int64_t event_time(const struct pl_sched_item *it) {
+  return it->d.event ? it->d.event->time_ms : 0;
+}
+
+static int older(const struct pl_sched_item *a, const struct pl_sched_item *b) {
+  int64_t ta = event_time(a), tb = event_time(b);
+  return ta < tb || (ta == tb && a->_seq < b->_seq);
+}
+
+static void heap_set(struct heap *h, size_t i, struct pl_sched_item *it) {
+  h->v[i] = it;
   it->_heap_idx = i;
 }
 
-static void sift_up(struct pl_sched *s, size_t i) {
-  struct pl_sched_item *it = s->heap[i];
-  while (i > 0 && before(it, s->heap[(i - 1) / 2])) {
-    heap_set(s, i, s->heap[(i - 1) / 2]);
+static void sift_up(struct heap *h, size_t i) {
+  struct pl_sched_item *it = h->v[i];
+  while (i > 0 && h->before(it, h->v[(i - 1) / 2])) {
+    heap_set(h, i, h->v[(i - 1) / 2]);
     i = (i - 1) / 2;
   }
-  heap_set(s, i, it);
+  heap_set(h, i, it);
 }
 
-static void sift_down(struct pl_sched *s, size_t i) {
-  struct pl_sched_item *it = s->heap[i];
+static void sift_down(struct heap *h, size_t i) {
+  struct pl_sched_item *it = h->v[i];
   for (;;) {
     size_t c = 2 * i + 1;
-    if (c >= s->heap_len)
+    if (c >= h->len)
       break;
-    if (c + 1 < s->heap_len && before(s->heap[c + 1], s->heap[c]))
+    if (c + 1 < h->len && h->before(h->v[c + 1], h->v[c]))
       c++;
-    if (!before(s->heap[c], it))
+    if (!h->before(h->v[c], it))
       break;
-    heap_set(s, i, s->heap[c]);
+    heap_set(h, i, h->v[c]);
     i = c;
   }
-  heap_set(s, i, it);
+  heap_set(h, i, it);
 }
 
-static int heap_push(struct pl_sched *s, struct pl_sched_item *it) {
-  if (s->heap_len == s->heap_cap) {
-    size_t cap = s->heap_cap ? s->heap_cap * 2 : 64;
-    struct pl_sched_item **h = realloc(s->heap, cap * sizeof(*h));
-    if (h == NULL)
+static int heap_push(struct heap *h, struct pl_sched_item *it) {
+  if (h->len == h->cap) {
+    size_t cap = h->cap ? h->cap * 2 : 64;
+    struct pl_sched_item **v = realloc(h->v, cap * sizeof(*v));
+    if (v == NULL)
       return -ENOMEM;
-    s->heap = h;
-    s->heap_cap = cap;
+    h->v = v;
+    h->cap = cap;
   }
-  heap_set(s, s->heap_len++, it);
-  sift_up(s, s->heap_len - 1);
+  heap_set(h, h->len++, it);
+  sift_up(h, h->len - 1);
   return 0;
 }
 
-static void heap_remove(struct pl_sched *s, struct pl_sched_item *it) {
+static void heap_remove(struct heap *h, struct pl_sched_item *it) {
   size_t i = it->_heap_idx;
-  struct pl_sched_item *last = s->heap[--s->heap_len];
-  if (i < s->heap_len) {
-    heap_set(s, i, last);
-    sift_up(s, i);
-    sift_down(s, last->_heap_idx);
+  struct pl_sched_item *last = h->v[--h->len];
+  if (i < h->len) {
+    heap_set(h, i, last);
+    sift_up(h, i);
+    sift_down(h, last->_heap_idx);
   }
+}
+
+static struct pl_sched_item *heap_top(const struct heap *h) {
+  return h->len > 0 ? h->v[0] : NULL;
+}
+
+static int heap_reserve(struct heap *h, size_t n) {
+  if (n <= h->cap)
+    return 0;
+  size_t cap = h->cap ? h->cap : 64;
+  while (cap < n)
+    cap *= 2;
+  struct pl_sched_item **v = realloc(h->v, cap * sizeof(*v));
+  if (v == NULL)
+    return -ENOMEM;
+  h->v = v;
+  h->cap = cap;
+  return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -193,15 +219,21 @@ static int wait_item(struct pl_sched *s, struct pl_sched_item *it, uint64_t dela
   it->_due_ms = delay > NEVER - now ? NEVER - 1 : now + delay;
   it->_seq = s->seq++;
   it->next_wall_ms = rx_wall_ms() + (int64_t)(delay > INT32_MAX ? INT32_MAX : delay);
-  int rc = heap_push(s, it);
+  int rc = heap_push(&s->waiting, it);
   if (rc == 0)
     it->_state = ST_WAITING;
   return rc;
 }
 
-static void queue_item(struct pl_sched *s, struct pl_sched_item *it) {
+/* Never fails: submit reserved a ready slot for every item the scheduler holds. */
+static void ready_push(struct pl_sched *s, struct pl_sched_item *it) {
   it->_state = ST_QUEUED;
-  list_push(&s->queue, it);
+  (void)heap_push(&s->ready, it);
+}
+
+static void queue_item(struct pl_sched *s, struct pl_sched_item *it) {
+  it->_seq = s->seq++; /* ties on the event time keep the order items became ready */
+  ready_push(s, it);
 }
 
 static void release(struct pl_sched *s, struct pl_sched_item *it) {
@@ -238,17 +270,16 @@ static uint64_t token_wait(struct pl_sched *s, uint64_t now) {
 static void on_done(struct sk_delivery *d);
 static void attempt_failed(struct pl_sched *s, struct pl_sched_item *it);
 
-/* Starts one attempt of the queue's head. Returns the loop time to look again when the sink refused
- * for its own limit (NEVER otherwise). */
+/* Starts one attempt of the oldest ready item. Returns the loop time to look again when the sink
+ * refused for its own limit (NEVER otherwise). */
 static uint64_t start_head(struct pl_sched *s, uint64_t now) {
-  struct pl_sched_item *it = s->queue.head;
-  list_remove(&s->queue, it);
+  struct pl_sched_item *it = heap_top(&s->ready);
+  heap_remove(&s->ready, it);
   it->d.attempt = it->attempt;
   it->d.done = on_done;
   int rc = sk_deliver(s->sink, &it->d);
   if (rc == CSR_ELIMIT) {
-    it->_state = ST_QUEUED;
-    list_push_front(&s->queue, it);
+    ready_push(s, it); /* the same key: it is the oldest again */
     return now + ELIMIT_WAIT;
   }
   it->started_ms = now;
@@ -276,13 +307,13 @@ static void pump(struct pl_sched *s) {
   if (s->closing)
     return;
   uint64_t now = rx_now_ms(s->loop);
-  while (s->heap_len > 0 && s->heap[0]->_due_ms <= now) {
-    struct pl_sched_item *it = s->heap[0];
-    heap_remove(s, it);
-    queue_item(s, it);
+  struct pl_sched_item *top;
+  while ((top = heap_top(&s->waiting)) != NULL && top->_due_ms <= now) {
+    heap_remove(&s->waiting, top);
+    queue_item(s, top);
   }
   uint64_t due = NEVER;
-  while (s->queue.head != NULL && !s->closing) {
+  while (s->ready.len > 0 && !s->closing) {
     if (now < s->pause_until) {
       due = s->pause_until;
       break;
@@ -306,8 +337,8 @@ static void pump(struct pl_sched *s) {
   }
   if (s->closing)
     return;
-  if (s->heap_len > 0 && s->heap[0]->_due_ms < due)
-    due = s->heap[0]->_due_ms;
+  if ((top = heap_top(&s->waiting)) != NULL && top->_due_ms < due)
+    due = top->_due_ms;
   arm(s, due);
 }
 
@@ -435,7 +466,8 @@ static void on_timer_closed(struct rx_timer *timer) {
   struct pl_sched *s = timer->data;
   void (*cb)(void *) = s->close_cb;
   void *arg = s->close_arg;
-  free(s->heap);
+  free(s->waiting.v);
+  free(s->ready.v);
   free(s);
   if (cb)
     cb(arg);
@@ -482,6 +514,8 @@ int pl_sched_create(struct rx_loop *loop, struct sk_sink *sink, const struct pl_
   if (s == NULL)
     return UV_ENOMEM;
   s->loop = loop;
+  s->waiting.before = due_before;
+  s->ready.before = older;
   s->sink = sink;
   if (opts)
     s->opts = *opts;
@@ -517,6 +551,9 @@ static int check_submit(struct pl_sched *s, struct pl_sched_item *item) {
     return UV_ECANCELED;
   if (item->_s != NULL && item->_state != ST_IDLE)
     return UV_EBUSY;
+  /* a ready slot for every item held, so that becoming ready never fails */
+  if (heap_reserve(&s->ready, s->ready.len + s->waiting.len + s->n_flight + 1) < 0)
+    return UV_ENOMEM;
   item->_s = s;
   item->_cancel = 0;
   item->started_ms = 0;
@@ -562,11 +599,11 @@ void pl_sched_cancel(struct pl_sched_item *item) {
     return;
   switch (item->_state) {
     case ST_QUEUED:
-      list_remove(&s->queue, item);
+      heap_remove(&s->ready, item);
       release(s, item);
       break;
     case ST_WAITING:
-      heap_remove(s, item);
+      heap_remove(&s->waiting, item);
       release(s, item);
       break;
     case ST_FLIGHT:
@@ -583,8 +620,8 @@ void pl_sched_cancel(struct pl_sched_item *item) {
 void pl_sched_stats(const struct pl_sched *s, struct pl_sched_stats *out) {
   uint64_t now = rx_now_ms(s->loop);
   *out = (struct pl_sched_stats){
-      .queued = s->queue.n,
-      .waiting = s->heap_len,
+      .queued = s->ready.len,
+      .waiting = s->waiting.len,
       .in_flight = s->n_flight,
       .delivered = s->n_delivered,
       .skipped = s->n_skipped,
@@ -604,17 +641,14 @@ void pl_sched_close(struct pl_sched *s, void (*cb)(void *arg), void *arg) {
   s->close_cb = cb;
   s->close_arg = arg;
   arm(s, NEVER);
-  while (s->queue.head != NULL) {
-    struct pl_sched_item *it = s->queue.head;
-    list_remove(&s->queue, it);
-    it->_state = ST_RELEASED;
-    list_push(&s->released, it);
+  struct heap *held[] = {&s->ready, &s->waiting};
+  for (size_t h = 0; h < 2; h++) {
+    for (size_t i = 0; i < held[h]->len; i++) {
+      held[h]->v[i]->_state = ST_RELEASED;
+      list_push(&s->released, held[h]->v[i]);
+    }
+    held[h]->len = 0;
   }
-  for (size_t i = 0; i < s->heap_len; i++) {
-    s->heap[i]->_state = ST_RELEASED;
-    list_push(&s->released, s->heap[i]);
-  }
-  s->heap_len = 0;
   for (struct pl_sched_item *it = s->flight.head; it; it = it->_next) {
     if (!it->_cancel) {
       it->_cancel = 1;

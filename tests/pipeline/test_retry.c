@@ -221,6 +221,28 @@ static void test_in_flight_bound(void **state) {
   fx_stop(fx);
 }
 
+/* Ready items start oldest event first, whatever order they were submitted in (ties: submission
+ * order). One at a time, so the order of the answers is the order of the starts. */
+static void test_oldest_first(void **state) {
+  enum { N = 40 };
+  struct fx *fx = fx_start("endpoints:\n  webhook:\n    latency_ms: 3\n", NULL, N, 1, 0, NULL);
+  for (size_t i = 0; i < N; i++) /* a permutation of 0..N-1, in steps of 10 s; two equal pairs */
+    fx->items[i].ev.time_ms = 1721830622000 + (int64_t)((i * 17) % N) * 10000 - (i == 5 || i == 9);
+  fx->items[9].ev.time_ms = fx->items[5].ev.time_ms; /* a tie: 5 was submitted first */
+  submit_all(fx, 0, N);
+  assert_true(skt_run_until(&fx->k, &fx->finals, N, GUARD_MS));
+  for (size_t i = 0; i < N; i++) {
+    for (size_t j = 0; j < N; j++) {
+      const struct item *a = &fx->items[i], *b = &fx->items[j];
+      bool a_first = a->ev.time_ms < b->ev.time_ms || (a->ev.time_ms == b->ev.time_ms && i < j);
+      if (i != j && a_first && a->ends[0] > b->ends[0])
+        fail_msg("item %zu (t %lld) answered after item %zu (t %lld)", i, (long long)a->ev.time_ms,
+                 j, (long long)b->ev.time_ms);
+    }
+  }
+  fx_stop(fx);
+}
+
 static void test_rate(void **state) {
   struct fx *fx = fx_start(NULL, NULL, 100, 32, 50, NULL);
   uint64_t t0 = rx_now_ms(&fx->k.t.loop);
@@ -537,6 +559,7 @@ static void test_close_from_callback(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_in_flight_bound),
+      cmocka_unit_test(test_oldest_first),
       cmocka_unit_test(test_rate),
       cmocka_unit_test(test_outage),
       cmocka_unit_test(test_pause_429),

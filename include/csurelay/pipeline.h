@@ -427,29 +427,21 @@ void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
  *
  * Windows (SPEC §3):
  *  - Every poll_interval_ms a lane searches From = cursor - overlap_s, To = now - settle_ms, both
- *    rounded down to whole seconds, in two windows: the regular window (cursor, To] and the
- *    overlap window (cursor - overlap_s, cursor], which re-reads what earlier windows read, for
- *    late commits. The overlap window's Searches start half a poll interval later, so the new
- *    second's rows (a quarter of the rows at overlap_s 3) are admitted and delivered first. Each
- *    cursor gets one overlap window, begun once: its To is an earlier window's To, but its From is
- *    new with every cursor, so it never repeats a query; one that fails is not redone (the next
- *    re-reads all but its oldest second), and while one still pages the next regular window starts
- *    without another. The ticks are aligned just past the whole seconds of now - settle_ms (a tick
- *    moves back to the boundary it would pass), since a window can only hold an event once its
- *    second has ended: an event waits at most about poll_interval_ms. A lane with no cursor from
- *    pl_poll_set_cursor() starts at csu.start_from without the overlap. A regular window starts
- *    only when its To is past the cursor, and any regular or sweep window only when its To is past
- *    every earlier window's To on the lane, so To <= From never happens.
- *  - The cursor moves only over rows on regular windows' pages the admitter answered with 0. It
- *    moves to To when a window completes. Inside a long window it also moves each time the paging
- *    passes a whole second, so a backlog moves it as it goes. ops->on_cursor reports every move,
- *    held back (as for a sweep, below) while an overlap window still reads behind the cursor.
+ *    rounded down to whole seconds. The ticks are aligned just past the whole seconds of
+ *    now - settle_ms (a tick moves back to the boundary it would pass), since a window can only
+ *    hold an event once its second has ended: an event waits at most about poll_interval_ms. A lane with no cursor from pl_poll_set_cursor() starts at
+ *    csu.start_from without the overlap. A regular window starts only when its To is past the
+ *    cursor, and any window only when its To is past every earlier window's To on the lane, so
+ *    To <= From never happens.
+ *  - The cursor moves only over rows on pages the admitter answered with 0. It moves to To when a
+ *    window completes. Inside a long window it also moves each time the paging passes a whole
+ *    second, so a backlog moves it as it goes. ops->on_cursor reports every move.
  *  - The sweep (csu.sweep_s > 0) runs every sweep_every_s as one window over
  *    (now - sweep_s, To]. It is paged the same way and leaves the cursor alone. It is skipped when
  *    the next regular window starts before it anyway, as during a backlog. A due sweep takes the
  *    next new To, so the regular window after it waits for the following second (every window has
- *    a To of its own, see the stale cache below). A lane has one page outstanding at a time: a due
- *    regular window's pages go first, then the overlap window's, and a sweep's in between.
+ *    a To of its own, see the stale cache below). A lane has one page outstanding at a time: while
+ *    a sweep runs, a due regular window's pages go first and the sweep's go in between.
  *
  * Paging without loss. ORDER BY EventDateTime has no tiebreaker, so $skip paging can skip or
  * repeat rows of equal time across a page boundary (W-C4). Instead:
@@ -471,10 +463,8 @@ void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
  *    ceil(rows of the second / $top) Searches. If each query orders the ties afresh at random, one
  *    pass misses a given row with a probability below 1/e, so 32 passes miss it below 1e-13.
  *  - Stale cache. The CSU caches non-empty pages for 1 h under (From, To, $top, $skip) (W-C3).
- *    Every regular or sweep window of a lane gets a To later than all its earlier windows, From
- *    only grows within a window, and each dense pass has its own $top. An overlap window's To is
- *    the cursor, an earlier window's To, but its From (cursor - overlap_s) is new with each cursor
- *    and it pages with $top = page_size - 1, which keyset pages never use. So the lane never sends
+ *    Every window of a lane, regular or sweep, gets a To later than all its earlier windows, From
+ *    only grows within a window, and each dense pass has its own $top. So the lane never sends
  *    the same query twice, and a cached answer is always the first answer to that query. A restart
  *    within the same second as the last window could repeat one query; the overlap absorbs that.
  *
@@ -562,7 +552,6 @@ struct pl_poll_stats {
   uint64_t admit_failures;  /* pages answered < 0 */
   uint64_t windows;         /* regular windows completed */
   uint64_t sweeps;          /* sweep windows completed */
-  uint64_t overlaps;        /* overlap re-reads completed (see the window rules above) */
   uint64_t dense_seconds;   /* seconds that needed $skip passes */
   uint64_t dense_passes;    /* those passes */
   int64_t cursor_ms;        /* the cursor (start_from until the first window completes) */

@@ -24,7 +24,7 @@
 #define NEVER                UINT64_MAX
 
 enum lane_state { L_IDLE, L_TOKEN, L_SEARCH, L_PAGE };
-enum { WIN_REGULAR, WIN_SWEEP, WIN_OVERLAP, N_WINDOWS };
+enum { WIN_REGULAR, WIN_SWEEP };
 
 struct csu {
   const struct csr_csu *conf;
@@ -41,15 +41,13 @@ struct lane {
   struct csu *c;
   const char *type;
   enum lane_state state;
-  struct pl__win win[N_WINDOWS];
+  struct pl__win win[2]; /* WIN_REGULAR, WIN_SWEEP */
   int cur;               /* the window of the Search or page outstanding */
   int64_t cursor_ms;
   int64_t reported_ms; /* the cursor last given to ops.on_cursor (see report_cursor) */
   bool cursor_set;     /* by pl_poll_set_cursor */
   bool fresh;         /* the cursor is still start_from: no overlap before it */
   int64_t last_to_ms; /* the latest To of any window of this lane */
-  int64_t overlap_to; /* the To of the last overlap window begun (each cursor gets one) */
-  uint64_t overlap_at; /* monotonic ms: its first Search waits until then (begin_overlap) */
   uint64_t next_poll; /* monotonic ms */
   uint64_t next_sweep;
   bool sweep_due;
@@ -107,15 +105,9 @@ static uint64_t max_u64(uint64_t a, uint64_t b) {
   return a > b ? a : b;
 }
 
-/* The paging of the lane's current window. An overlap window pages with $top = page_size - 1
- * (never more than the CSU was configured to be asked for): its (From, To) may be one a regular
- * window's keyset already sent (its To is an earlier window's), which the CSU would answer from
- * its cache (W-C3, see begin_overlap). */
 static struct pl__paging paging(const struct lane *l) {
   const struct pl_poll *p = l->p;
   unsigned size = l->c->conf->page_size ? l->c->conf->page_size : 250;
-  if (l->cur == WIN_OVERLAP)
-    size = size > 1 ? size - 1 : size + 1;
   return (struct pl__paging){
       .page_size = size, .wide_top = p->opts.wide_top, .max_passes = p->opts.max_passes};
 }
@@ -134,13 +126,8 @@ static int64_t settled_to(const struct lane *l, int64_t wall) {
   return pl__floor_s(wall - (int64_t)l->c->conf->settle_ms);
 }
 
-/* From of the next regular window: the cursor. The overlap behind it has a window of its own. */
+/* From of the next regular window. */
 static int64_t regular_from(const struct lane *l) {
-  return pl__floor_s(l->cursor_ms);
-}
-
-/* Where re-reading starts: cursor - overlap_s, or the cursor of a lane still at start_from. */
-static int64_t reread_from(const struct lane *l) {
   int64_t overlap = l->fresh ? 0 : (int64_t)l->c->conf->overlap_s * 1000;
   return pl__floor_s(l->cursor_ms - overlap);
 }
@@ -166,7 +153,7 @@ static void report_cursor(struct lane *l);
 /* Drops the lane's current window (it starts over later); a sweep becomes due again. The caller
  * reports the cursor last (report_cursor), which a dropped sweep may have held back. */
 static void abandon_window(struct lane *l) {
-  if (l->cur == WIN_SWEEP) /* a dropped overlap window is not redone: the next one covers it */
+  if (l->cur == WIN_SWEEP)
     l->sweep_due = true;
   pl__win_end(&l->win[l->cur]);
 }
@@ -212,8 +199,7 @@ static void lane_failed(struct lane *l, const char *why) {
  * reported when the sweep ends. A cursor reported late only means more re-reading after a crash. */
 static void report_cursor(struct lane *l) {
   struct pl_poll *p = l->p;
-  if (l->win[WIN_SWEEP].active || l->win[WIN_OVERLAP].active || l->cursor_ms <= l->reported_ms ||
-      p->stopping ||
+  if (l->win[WIN_SWEEP].active || l->cursor_ms <= l->reported_ms || p->stopping ||
       p->ops.on_cursor == NULL)
     return;
   l->reported_ms = l->cursor_ms;
@@ -240,7 +226,7 @@ static void drop_page(struct lane *l) {
 /* The admitter's answer (or an empty page): the window's next step. */
 static void after_page(struct lane *l, int result) {
   struct pl__win *w = &l->win[l->cur];
-  bool regular = l->cur == WIN_REGULAR;
+  bool sweep = l->cur == WIN_SWEEP;
   int64_t mark = INT64_MIN;
   const char *why = "";
   l->state = L_IDLE;
@@ -268,16 +254,16 @@ static void after_page(struct lane *l, int result) {
     return;
   }
   if (step == PL__STEP_DONE) {
-    l->st.sweeps += l->cur == WIN_SWEEP;
-    l->st.windows += regular;
-    l->st.overlaps += l->cur == WIN_OVERLAP;
+    if (sweep)
+      l->st.sweeps++;
+    else
+      l->st.windows++;
     pl__win_end(w);
   }
-  /* Last: the admitter may stop us from inside. Only regular windows move the cursor; a sweep's
-   * or an overlap's end reports what it held back. */
-  if (regular && mark != INT64_MIN)
+  /* Last: the admitter may stop us from inside. A sweep's end reports what it held back. */
+  if (!sweep && mark != INT64_MIN)
     move_cursor(l, mark);
-  else if (!regular && step == PL__STEP_DONE)
+  else if (sweep && step == PL__STEP_DONE)
     report_cursor(l);
 }
 
@@ -503,27 +489,6 @@ static uint64_t next_regular(const struct csr_csu *cf, uint64_t now, int64_t wal
   return now + (delay > iv + PAST_BOUNDARY_MS ? iv : delay);
 }
 
-/* With each regular window (cursor, To], the overlap behind it, (cursor - overlap_s, cursor], is
- * re-read by a window of its own whose pages go after the regular window's: the new second's rows
- * (a quarter of the page at overlap_s 3) are admitted without waiting for the re-read. The stale
- * cache: its To is an earlier window's To, but its From is new with every cursor and its $top is
- * its own (paging), so it repeats no query. Each cursor gets one overlap window, begun once, so a
- * regular window that starts over (a failed page) does not send it again, and one that fails is
- * not redone (the next covers all but its oldest second). While one is still paging, the next
- * regular window starts without another. It starts half a poll interval after the regular window:
- * the second's new events then have the loop to themselves while they are admitted and delivered
- * (oldest first), and the re-read, which only finds late commits, comes when that burst is mostly
- * done. */
-static void begin_overlap(struct lane *l, uint64_t now) {
-  int64_t from = reread_from(l), to = regular_from(l);
-  if (!l->win[WIN_OVERLAP].active && from < to && to > l->overlap_to) {
-    uint64_t iv = l->c->conf->poll_interval_ms ? l->c->conf->poll_interval_ms : 1000;
-    pl__win_begin(&l->win[WIN_OVERLAP], true, from, to);
-    l->overlap_to = to;
-    l->overlap_at = now + iv / 2;
-  }
-}
-
 /* Which window the lane would search now (beginning one if it is due), or -1. */
 static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
   const struct csr_csu *cf = l->c->conf;
@@ -541,21 +506,18 @@ static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
   if (l->sweep_due && to > l->last_to_ms) {
     int64_t from = pl__floor_s(wall - (int64_t)cf->sweep_s * 1000);
     l->sweep_due = false;
-    if (from < reread_from(l) && from < to) { /* else the next overlap window reads it all */
+    if (from < regular_from(l) && from < to) { /* else the next regular window reads it all */
       pl__win_begin(&l->win[WIN_SWEEP], true, from, to);
       l->last_to_ms = to;
       return WIN_SWEEP;
     }
   }
   if (now >= l->next_poll && to > l->cursor_ms && to > l->last_to_ms) {
-    begin_overlap(l, now);
     pl__win_begin(&l->win[WIN_REGULAR], false, regular_from(l), to);
     l->last_to_ms = to;
     l->next_poll = next_regular(cf, now, wall);
     return WIN_REGULAR;
   }
-  if (l->win[WIN_OVERLAP].active && now >= l->overlap_at)
-    return WIN_OVERLAP;
   return l->win[WIN_SWEEP].active ? WIN_SWEEP : -1;
 }
 
@@ -569,8 +531,6 @@ static uint64_t lane_wake(const struct lane *l, uint64_t now, int64_t wall) {
     return gate;
   uint64_t regular = max_u64(max_u64(gate, l->next_poll),
                              when_to_passes(l, max_i64(l->cursor_ms, l->last_to_ms), now, wall));
-  if (l->win[WIN_OVERLAP].active && max_u64(gate, l->overlap_at) < regular)
-    regular = max_u64(gate, l->overlap_at);
   if (cf->sweep_s == 0)
     return regular;
   uint64_t sweep = max_u64(max_u64(gate, l->sweep_due ? now : l->next_sweep),
@@ -579,8 +539,8 @@ static uint64_t lane_wake(const struct lane *l, uint64_t now, int64_t wall) {
 }
 
 static void start_search(struct lane *l, int win) {
-  l->cur = win;
   struct pl__paging pg = paging(l);
+  l->cur = win;
   pl__win_query(&l->win[win], &pg, &l->q);
   l->retried = false;
   start_token(l);
@@ -704,7 +664,6 @@ static int make_lanes(struct pl_poll *p, const struct csr_csu *csus, pl_poll_tok
       l->c = c;
       l->type = csus[i].event_types[j];
       l->last_to_ms = INT64_MIN;
-      l->overlap_to = INT64_MIN;
       l->st.csu = csus[i].name;
       l->st.type = l->type;
     }
@@ -715,8 +674,8 @@ static int make_lanes(struct pl_poll *p, const struct csr_csu *csus, pl_poll_tok
 static void free_poll(struct pl_poll *p) {
   for (size_t i = 0; p->lanes != NULL && i < p->n_lanes; i++) {
     struct lane *l = &p->lanes[i];
-    for (int w = 0; w < N_WINDOWS; w++)
-      pl__win_end(&l->win[w]);
+    pl__win_end(&l->win[WIN_REGULAR]);
+    pl__win_end(&l->win[WIN_SWEEP]);
     release_req(l);
     pl__rows_free(&l->rows);
     free(l->token);

@@ -108,9 +108,9 @@ struct members {
   struct csr_jw *out;
   csr_json_keep_fn keep;
   void *arg;
-  int depth;        /* 1 inside the top-level object */
-  bool keeping;     /* the current top-level member is kept */
-  size_t value_at;  /* for a kept member: where its key ended (then ':' and the value) */
+  int depth;       /* 1 inside the top-level object */
+  bool keeping;    /* the current top-level member is kept */
+  size_t value_at; /* for a kept member: where its key ended (then ':' and the value) */
 };
 
 /* A kept member's value ends at `end` (yajl has consumed its last token): copy it over whole. */

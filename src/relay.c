@@ -41,10 +41,10 @@ static void on_admitted(void *arg, const char *id) {
  * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
  * that malloc keeps would hold RSS up and admission off for good. glibc's reading (mallinfo2)
  * walks every free chunk, which takes milliseconds on a busy 80 MB heap, so the heap is read once a
- * second while it is under half the budget and every 100 ms above that: a burst of Search pages can grow the heap
- * by 70 MB in a second (measured at 4,000 ev/s), which a one-second reading lets through. A
- * reading also counts as over when the growth since the last one, repeated, would pass the mark,
- * or when the documents still to come for admitted events would (pending_growth). */
+ * second while it is under half the budget and every 100 ms above that: a burst of Search pages can
+ * grow the heap by 70 MB in a second (measured at 4,000 ev/s), which a one-second reading lets
+ * through. A reading also counts as over when the growth since the last one, repeated, would pass
+ * the mark, or when the documents still to come for admitted events would (pending_growth). */
 /* What the events admitted but not yet enriched will still add to the heap: their documents, at
  * the mean bytes per enrichment so far. Admission stops on the heap in use, but an event's order
  * (10-20 KB) arrives after the event was admitted: without this charge the heap went on to 121 MB
@@ -99,7 +99,6 @@ static void watch_sink(struct csr_relay *r, size_t i, uint64_t now) {
   w->retried = s->retried;
   w->down = now - w->ok_ms >= SINK_DOWN_MS;
 }
-
 
 /* limits.memory_mb bounds the heap in use (over_budget), but malloc keeps what a burst freed: a
  * 60 s outage left RSS at twice the budget with the heap back under it. Once a second, when RSS

@@ -42,8 +42,8 @@ struct relay_metrics {
   struct lane_m *lanes;
   struct csu_m *csus;
   struct sink_m *sinks;
-  struct csr_series *live, *parked, *dead_letters, *dedupe_ids, *state_bytes, *heap_bytes, *resident_bytes, *aof_bytes,
-      *aof_healthy, *fsync_last, *fsync_max, *cache_entries;
+  struct csr_series *live, *parked, *dead_letters, *dedupe_ids, *state_bytes, *heap_bytes,
+      *resident_bytes, *aof_bytes, *aof_healthy, *fsync_last, *fsync_max, *cache_entries;
   struct ctr fsyncs, fsync_seconds, torn_tails, compactions, cache_hits, cache_misses, coalesced;
 };
 
@@ -162,7 +162,8 @@ static void open_globals(struct csr_relay *r, struct relay_metrics *m) {
   m->dead_letters = s0(fam(r, "csurelay_dead_letters", "Deliveries in the dead-letter queue.", 0));
   m->dedupe_ids = s0(fam(r, "csurelay_dedupe_finished_ids", "Finished ids kept for dedupe.", 0));
   m->state_bytes = s0(fam(r, "csurelay_state_bytes", "Heap held by the state model.", 0));
-  m->heap_bytes = s0(fam(r, "csurelay_heap_bytes", "Heap in use (what limits.memory_mb bounds).", 0));
+  m->heap_bytes =
+      s0(fam(r, "csurelay_heap_bytes", "Heap in use (what limits.memory_mb bounds).", 0));
   m->resident_bytes =
       s0(fam(r, "process_resident_memory_bytes", "Resident memory of the process.", 0));
   m->aof_bytes = s0(fam(r, "csurelay_aof_bytes", "Size of the append-only file.", 0));

@@ -502,7 +502,7 @@ static void test_encode_custom_map(void **state) {
                             "00\",\"p_missing\":null,\"p_customer\":null,\"p_channel\":5637144592,"
                             "\"p_lines\":[{\"ItemId\":\"81143\",\"Qty\":2.0000000000000000}]}");
   free(text);
-    /* The same body from the documents as text (the sink then builds partial trees), and with
+  /* The same body from the documents as text (the sink then builds partial trees), and with
    * sources that name a whole document. */
   use_texts(&g);
   assert_body_from_text(fx, &g.d);

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "csurelay/json.h"
+#include "jsontest.h"
 
 static const char order[] =
     "{\"Id\":\"HOUSTON-HOUSTON-2-16\",\"ReceiptEmail\":\"\",\"AmountPaid\":184.2200000000000000,"
@@ -182,19 +183,6 @@ static void test_check_object(void **state) {
   assert_int_equal(csr_json_check_object(nul, sizeof(nul) - 1, NULL, 0), CSR_EPARSE);
 }
 
-/* A tree's text, for comparing trees. */
-static char *text_of(yajl_val v) {
-  struct csr_jw jw;
-  const char *text;
-  size_t len;
-  assert_int_equal(csr_jw_init(&jw), 0);
-  csr_jw_value(&jw, v);
-  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
-  char *copy = strndup(text, len);
-  csr_jw_free(&jw);
-  return copy;
-}
-
 /* keep_fn over a NULL-terminated list of names. */
 static bool keep_listed(void *arg, const char *key, size_t len) {
   for (const char *const *k = arg; *k; k++)
@@ -220,7 +208,7 @@ static void test_parse_members(void **state) {
   /* every member kept: the same tree as the whole parse */
   yajl_val all = csr_json_parse_members(doc, strlen(doc), keep_listed, (void *)kept, err, 160);
   assert_non_null(all);
-  char *a = text_of(all), *w = text_of(whole);
+  char *a = jt_text(all), *w = jt_text(whole);
   assert_string_equal(a, w);
   free(a);
   free(w);
@@ -229,7 +217,7 @@ static void test_parse_members(void **state) {
   static const char *const few[] = {"Name", "AmountPaid", "Lines", "Missing", NULL};
   yajl_val v = csr_json_parse_members(doc, strlen(doc), keep_listed, (void *)few, err, 160);
   assert_non_null(v);
-  a = text_of(v);
+  a = jt_text(v);
   assert_string_equal(a, "{\"Lines\":[{\"Name\":\"inner\"},2],\"AmountPaid\":"
                          "184.2200000000000000,\"Name\":\"outer\"}");
   free(a);

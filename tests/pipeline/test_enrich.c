@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "csurelay/pipeline.h"
+#include "jsontest.h"
 #include "simtest.h"
 
 #define CART_CUST  "HOUSTON-HOUSTON-1-1001" /* a Checkout by customer 001001 */
@@ -205,18 +206,6 @@ static void assert_doc_str(const struct pl_fetch *req, const char *key, const ch
   csr_json_free(doc);
 }
 
-static char *serialize(yajl_val v) {
-  struct csr_jw jw;
-  const char *text;
-  size_t len;
-  assert_int_equal(csr_jw_init(&jw), 0);
-  csr_jw_value(&jw, v);
-  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0);
-  char *copy = strndup(text, len);
-  csr_jw_free(&jw);
-  return copy;
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* URLs */
 /* ---------------------------------------------------------------------------------------------- */
@@ -274,7 +263,7 @@ static void test_order_exact_document(void **state) {
   struct st_resp r;
   assert_int_equal(st_call(&f->t, "GET", path, h, NULL, 0, &r), 0);
   assert_int_equal(r.status, 200);
-  char *mine = serialize(doc), *theirs = serialize(r.json);
+  char *mine = jt_text(doc), *theirs = jt_text(r.json);
   assert_string_equal(mine, theirs);
   free(mine);
   free(theirs);

@@ -39,7 +39,7 @@ struct sk_event {
   const char *type;      /* EventType */
   int64_t time_ms;       /* EventDateTime as an instant */
   const char *time_text; /* EventDateTime exactly as the CSU sent it */
-  yajl_val event;        /* the event object as received (EventDetails) */
+  yajl_val event;        /* EventDetails as a tree, or NULL: the pipeline gives event_json */
   yajl_val order;        /* OrderDetails, or NULL when not enriched / not found */
   yajl_val customer;     /* CustomerDetails, or NULL (guests, or not enriched) */
   /* The same three documents as JSON text when the pipeline has it (else NULL): bodies that carry
@@ -174,14 +174,15 @@ void sk_classify_http(const struct rx_http_req *req, struct sk_delivery *d);
  */
 CSR_NODISCARD int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw);
 
-/** The enrichment documents, for sk_reads_fn. */
-enum sk_doc { SK_DOC_ORDER, SK_DOC_CUSTOMER };
-/** Says whether a sink reads the top-level member `key` (`len` bytes) of document `doc`. */
+/** The documents of an event, for sk_reads_fn. */
+enum sk_doc { SK_DOC_EVENT, SK_DOC_ORDER, SK_DOC_CUSTOMER };
+/** Says whether a sink reads the top-level member `key` (`len` bytes) of document `doc`; with
+ * key NULL, whether it reads anything of that document at all (else no tree is built for it). */
 typedef bool (*sk_reads_fn)(void *arg, enum sk_doc doc, const char *key, size_t len);
 
 /**
- * `ev` with trees for the order and customer documents it carries only as text, for a sink that
- * reads them field by field. The pipeline keeps documents as text (a tree costs several times its
+ * `ev` with trees for the documents it carries only as text (the event, order and customer), for
+ * a sink that reads them field by field. The pipeline keeps documents as text (a tree costs several times its
  * text, and most events never need one); such a sink builds the trees for the time of one
  * delivery and releases them with sk_event_trees_free(). With `reads`, a tree holds only the
  * top-level members `reads` accepts (a whole order is 10-20 KB, a trigger reads a few fields of

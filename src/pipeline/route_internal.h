@@ -43,7 +43,7 @@ struct rev {
   const char *csu, *type; /* the state's lane strings (they live as long as the state) */
   int64_t time_ms;
   struct rev *prev, *next;
-  yajl_val row;                  /* parsed from the state's row text */
+  yajl_val row;                  /* the row's members the stage reads (route_reads) */
   char *row_json;                /* a copy of that text (after items[]): bodies splice it */
   struct sk_event ske;           /* what sinks read: the row plus the fetched documents */
   const struct csr_route *route; /* NULL: no route for the type any more */

@@ -198,16 +198,19 @@ static bool source_reads(const char *source, const char *root, const char *key, 
     return false;
   const char *step = source[n] ? source + n + 1 : source + n;
   size_t step_len = strcspn(step, ".");
-  return step_len == 0 || (step_len == len && memcmp(step, key, len) == 0);
+  return key == NULL || step_len == 0 || (step_len == len && memcmp(step, key, len) == 0);
 }
 
 /* sk_reads_fn for delivery `arg`: cij's own members and its mapping's. */
 static bool reads_member(void *arg, enum sk_doc doc, const char *key, size_t len) {
   const struct sk_delivery *d = arg;
-  bool order = doc == SK_DOC_ORDER;
-  if (order ? listed(order_members, 2, key, len) : listed(customer_members, 4, key, len))
+  bool order = doc == SK_DOC_ORDER, event = doc == SK_DOC_EVENT;
+  if (key == NULL && !event)
+    return true; /* the email is in the order or the customer */
+  if (key != NULL && !event &&
+      (order ? listed(order_members, 2, key, len) : listed(customer_members, 4, key, len)))
     return true;
-  const char *root = order ? "OrderDetails" : "CustomerDetails";
+  const char *root = event ? "EventDetails" : order ? "OrderDetails" : "CustomerDetails";
   size_t n = uses_default(d) ? NDEFAULT : d->conf->n_fields;
   for (size_t i = 0; i < n; i++)
     if (source_reads(uses_default(d) ? default_fields[i].source : d->conf->fields[i].source, root,

@@ -142,7 +142,8 @@ static void encode_document(struct csr_jw *jw, const char *key, yajl_val doc, co
 int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw) {
   if (ev == NULL || jw == NULL)
     return -EINVAL;
-  if (ev->id == NULL || ev->id[0] == '\0' || ev->event == NULL || !YAJL_IS_OBJECT(ev->event))
+  bool has_event = YAJL_IS_OBJECT(ev->event) || (ev->event_json != NULL && ev->event_json_len > 0);
+  if (ev->id == NULL || ev->id[0] == '\0' || !has_event)
     return CSR_EPARSE;
   csr_jw_obj(jw);
   csr_jw_kstr(jw, "EventId", ev->id);
@@ -170,7 +171,7 @@ static bool keep_member(void *arg, const char *key, size_t len) {
 /* A document's tree: the event's own, else one built from its text (which the enricher checked, so
  * only memory can fail); NULL when it has neither. */
 static yajl_val tree_of(yajl_val tree, const char *json, size_t len, struct reads *r, int *rc) {
-  if (tree != NULL || json == NULL || len == 0)
+  if (tree != NULL || json == NULL || len == 0 || (r->fn && !r->fn(r->arg, r->doc, NULL, 0)))
     return tree;
   yajl_val built = r->fn ? csr_json_parse_members(json, len, keep_member, r, NULL, 0)
                          : csr_json_parse(json, len, NULL, 0);
@@ -181,14 +182,18 @@ static yajl_val tree_of(yajl_val tree, const char *json, size_t len, struct read
 
 int sk_event_trees(const struct sk_event *ev, sk_reads_fn reads, void *arg, struct sk_event *out) {
   int rc = 0;
-  struct reads order = {reads, arg, SK_DOC_ORDER}, customer = {reads, arg, SK_DOC_CUSTOMER};
+  struct reads event = {reads, arg, SK_DOC_EVENT}, order = {reads, arg, SK_DOC_ORDER},
+               customer = {reads, arg, SK_DOC_CUSTOMER};
   *out = *ev;
+  out->event = tree_of(ev->event, ev->event_json, ev->event_json_len, &event, &rc);
   out->order = tree_of(ev->order, ev->order_json, ev->order_json_len, &order, &rc);
   out->customer = tree_of(ev->customer, ev->customer_json, ev->customer_json_len, &customer, &rc);
   return rc;
 }
 
 void sk_event_trees_free(struct sk_event *out, const struct sk_event *ev) {
+  if (out->event != ev->event)
+    csr_json_free(out->event);
   if (out->order != ev->order)
     csr_json_free(out->order);
   if (out->customer != ev->customer)

@@ -445,6 +445,20 @@ static int topic_value(struct mq_sink *s, size_t *len, const char *v) {
 }
 
 /* Expands the template into s->topic: 0, CSR_ELIMIT when it would exceed MQTT's limit, -ENOMEM. */
+/* sk_reads_fn: the event's members a topic placeholder names (sink `arg`'s template). */
+static bool topic_reads(void *arg, enum sk_doc doc, const char *key, size_t len) {
+  const struct mq_sink *s = arg;
+  if (doc != SK_DOC_EVENT)
+    return false;
+  if (key == NULL)
+    return strchr(s->base.conf->topic, '{') != NULL;
+  static const char *const fields[] = {"EventChannelId", "EventDataAreaId", "EventTerminalId"};
+  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+    if (strlen(fields[i]) == len && memcmp(fields[i], key, len) == 0)
+      return true;
+  return false;
+}
+
 static int build_topic(struct mq_sink *s, const struct sk_event *ev) {
   size_t len = 0;
   int rc = 0;
@@ -653,7 +667,12 @@ static int mqtt_deliver(struct sk_sink *sink, struct sk_delivery *d) {
   int rc = sk_encode_message(d->event, &s->jw);
   if (rc == 0)
     rc = csr_jw_finish(&s->jw, &body, &len);
-  int trc = rc == 0 ? build_topic(s, d->event) : 0;
+  struct sk_event ev; /* the event's topic fields as a small tree (the pipeline gives text) */
+  int trc = rc == 0 ? sk_event_trees(d->event, topic_reads, s, &ev) : 0;
+  if (rc == 0 && trc == 0)
+    trc = build_topic(s, &ev);
+  if (rc == 0)
+    sk_event_trees_free(&ev, d->event);
   if (rc == -ENOMEM || trc == -ENOMEM) {
     maybe_free_slot(p);
     return -ENOMEM;

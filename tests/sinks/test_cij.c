@@ -371,7 +371,7 @@ static uint64_t requests(struct fx *fx, const char *endpoint, int status) {
  * escaping, a padded ReceiptEmail, high-scale decimals. */
 struct golden {
   yajl_val event, order, customer;
-  const char *order_text, *customer_text; /* the same documents as text */
+  const char *event_text, *order_text, *customer_text; /* the same documents as text */
   struct sk_event ev;
   struct sk_delivery d;
 };
@@ -391,6 +391,7 @@ static void golden_start(struct fx *fx, struct golden *g) {
   g->event = csr_json_parse(event, strlen(event), NULL, 0);
   g->order = csr_json_parse(order, strlen(order), NULL, 0);
   g->customer = csr_json_parse(cust, strlen(cust), NULL, 0);
+  g->event_text = event;
   g->order_text = order;
   g->customer_text = cust;
   assert_true(g->event && g->order && g->customer);
@@ -412,7 +413,9 @@ static void golden_stop(struct golden *g) {
 
 /* The golden event with its documents as text only, as the pipeline hands them over. */
 static void use_texts(struct golden *g) {
-  g->ev.order = g->ev.customer = NULL;
+  g->ev.event = g->ev.order = g->ev.customer = NULL;
+  g->ev.event_json = g->event_text;
+  g->ev.event_json_len = strlen(g->event_text);
   g->ev.order_json = g->order_text;
   g->ev.order_json_len = strlen(g->order_text);
   g->ev.customer_json = g->customer_text;
@@ -421,21 +424,24 @@ static void use_texts(struct golden *g) {
 
 /* ... and as trees only (golden_start's own). */
 static void use_trees(struct golden *g) {
+  g->ev.event = g->event;
   g->ev.order = g->order;
   g->ev.customer = NULL;
-  g->ev.order_json = g->ev.customer_json = NULL;
-  g->ev.order_json_len = g->ev.customer_json_len = 0;
+  g->ev.event_json = g->ev.order_json = g->ev.customer_json = NULL;
+  g->ev.event_json_len = g->ev.order_json_len = g->ev.customer_json_len = 0;
 }
 
 /* d's body is the same whether its documents are trees or texts. */
 static void assert_body_from_text(struct fx *fx, struct sk_delivery *d) {
   struct sk_event *ev = (struct sk_event *)d->event, saved = *ev;
+  yajl_val event = csr_json_parse(ev->event_json, ev->event_json_len, NULL, 0);
   yajl_val order = csr_json_parse(ev->order_json, ev->order_json_len, NULL, 0);
   yajl_val customer = csr_json_parse(ev->customer_json, ev->customer_json_len, NULL, 0);
   char *from_text = encode_text(fx, d);
+  ev->event = event;
   ev->order = order;
   ev->customer = customer;
-  ev->order_json = ev->customer_json = NULL;
+  ev->event_json = ev->order_json = ev->customer_json = NULL;
   char *from_trees = encode_text(fx, d);
   assert_non_null(from_text);
   assert_non_null(from_trees);
@@ -443,6 +449,7 @@ static void assert_body_from_text(struct fx *fx, struct sk_delivery *d) {
   free(from_text);
   free(from_trees);
   *ev = saved;
+  csr_json_free(event);
   csr_json_free(order);
   csr_json_free(customer);
 }

@@ -101,6 +101,13 @@ int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen
   return rc;
 }
 
+bool csr_json_key_in(const char *key, size_t len, const char *const *names, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (strlen(names[i]) == len && memcmp(names[i], key, len) == 0)
+      return true;
+  return false;
+}
+
 /* csr_json_parse_members: the top-level members kept so far, written out as an object's text. */
 struct members {
   yajl_handle h;

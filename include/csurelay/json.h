@@ -30,6 +30,9 @@ yajl_val csr_json_parse(const char *text, size_t len, char *err, size_t errlen);
  * if something reads it.
  */
 int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen);
+/** Whether `key` (`len` bytes, not NUL-terminated) is one of the `n` strings of `names`: the usual
+ * body of a csr_json_keep_fn. */
+bool csr_json_key_in(const char *key, size_t len, const char *const *names, size_t n);
 /** Says whether csr_json_parse_members keeps the top-level member `key` (`len` bytes, unescaped). */
 typedef bool (*csr_json_keep_fn)(void *arg, const char *key, size_t len);
 /**

@@ -175,10 +175,7 @@ static void rev_view(struct rev *v) {
 static bool route_reads(void *arg, const char *key, size_t len) {
   (void)arg;
   static const char *const keys[] = {"EventTransactionId", "EventCustomerId", "EventDateTime"};
-  for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-    if (strlen(keys[i]) == len && memcmp(keys[i], key, len) == 0)
-      return true;
-  return false;
+  return csr_json_key_in(key, len, keys, sizeof(keys) / sizeof(keys[0]));
 }
 
 static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) {

@@ -183,13 +183,6 @@ static int uses_default(const struct sk_delivery *d) {
 static const char *const order_members[] = {"ReceiptEmail", "Name"};
 static const char *const customer_members[] = {"Email", "FirstName", "LastName", "AccountNumber"};
 
-static bool listed(const char *const *list, size_t n, const char *key, size_t len) {
-  for (size_t i = 0; i < n; i++)
-    if (strlen(list[i]) == len && memcmp(list[i], key, len) == 0)
-      return true;
-  return false;
-}
-
 /* Whether mapping source `source` reads member `key` of document `root`: its first step after
  * the root, or any member when it names the whole document (doc_path). */
 static bool source_reads(const char *source, const char *root, const char *key, size_t len) {
@@ -208,7 +201,8 @@ static bool reads_member(void *arg, enum sk_doc doc, const char *key, size_t len
   if (key == NULL && !event)
     return true; /* the email is in the order or the customer */
   if (key != NULL && !event &&
-      (order ? listed(order_members, 2, key, len) : listed(customer_members, 4, key, len)))
+      (order ? csr_json_key_in(key, len, order_members, 2)
+             : csr_json_key_in(key, len, customer_members, 4)))
     return true;
   const char *root = event ? "EventDetails" : order ? "OrderDetails" : "CustomerDetails";
   size_t n = uses_default(d) ? NDEFAULT : d->conf->n_fields;

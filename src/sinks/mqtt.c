@@ -400,19 +400,24 @@ static const char *field_text(yajl_val obj, const char *key) {
   return text ? text : csr_json_num_text(v);
 }
 
+/* The topic's placeholders; the first two come from the event's lane, the rest from its fields. */
+static const struct {
+  const char *name, *field;
+} PLACEHOLDERS[] = {{"csu", NULL},
+                    {"type", NULL},
+                    {"channel", "EventChannelId"},
+                    {"dataarea", "EventDataAreaId"},
+                    {"terminal", "EventTerminalId"}};
+#define N_PLACEHOLDERS (sizeof(PLACEHOLDERS) / sizeof(PLACEHOLDERS[0]))
+
 /* The value of placeholder `name` (n bytes), "" for a known one with no value, NULL if unknown. */
 static const char *placeholder(const struct sk_event *ev, const char *name, size_t n) {
-  static const struct {
-    const char *name, *field;
-  } map[] = {{"csu", NULL},
-             {"type", NULL},
-             {"channel", "EventChannelId"},
-             {"dataarea", "EventDataAreaId"},
-             {"terminal", "EventTerminalId"}};
-  for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-    if (strlen(map[i].name) != n || strncmp(map[i].name, name, n) != 0)
+  for (size_t i = 0; i < N_PLACEHOLDERS; i++) {
+    if (strlen(PLACEHOLDERS[i].name) != n || strncmp(PLACEHOLDERS[i].name, name, n) != 0)
       continue;
-    const char *v = i == 0 ? ev->csu : i == 1 ? ev->type : field_text(ev->event, map[i].field);
+    const char *v = i == 0   ? ev->csu
+                    : i == 1 ? ev->type
+                             : field_text(ev->event, PLACEHOLDERS[i].field);
     return v ? v : "";
   }
   return NULL;
@@ -444,7 +449,6 @@ static int topic_value(struct mq_sink *s, size_t *len, const char *v) {
   return rc;
 }
 
-/* Expands the template into s->topic: 0, CSR_ELIMIT when it would exceed MQTT's limit, -ENOMEM. */
 /* sk_reads_fn: the event's members a topic placeholder names (sink `arg`'s template). */
 static bool topic_reads(void *arg, enum sk_doc doc, const char *key, size_t len) {
   const struct mq_sink *s = arg;
@@ -452,13 +456,13 @@ static bool topic_reads(void *arg, enum sk_doc doc, const char *key, size_t len)
     return false;
   if (key == NULL)
     return strchr(s->base.conf->topic, '{') != NULL;
-  static const char *const fields[] = {"EventChannelId", "EventDataAreaId", "EventTerminalId"};
-  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-    if (strlen(fields[i]) == len && memcmp(fields[i], key, len) == 0)
+  for (size_t i = 0; i < N_PLACEHOLDERS; i++)
+    if (PLACEHOLDERS[i].field && csr_json_key_in(key, len, &PLACEHOLDERS[i].field, 1))
       return true;
   return false;
 }
 
+/* Expands the template into s->topic: 0, CSR_ELIMIT when it would exceed MQTT's limit, -ENOMEM. */
 static int build_topic(struct mq_sink *s, const struct sk_event *ev) {
   size_t len = 0;
   int rc = 0;

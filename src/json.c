@@ -73,6 +73,14 @@ int csr_json_stream(yajl_handle h, const char *text, size_t len, char *err, size
   return CSR_EPARSE;
 }
 
+/* Whether the first byte after leading white space opens an object. */
+static bool starts_object(const char *text, size_t len) {
+  size_t lead = 0;
+  while (lead < len && strchr(" \t\r\n", text[lead]) != NULL)
+    lead++;
+  return lead < len && text[lead] == '{';
+}
+
 int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen) {
   char dummy[1];
   if (err == NULL) {
@@ -83,9 +91,6 @@ int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen
     snprintf(err, errlen, "not strict JSON (comment or NUL byte)");
     return CSR_EPARSE;
   }
-  size_t lead = 0;
-  while (lead < len && strchr(" \t\r\n", text[lead]) != NULL)
-    lead++;
   /* yajl without callbacks only checks; comments are errors as it is configured by default */
   yajl_handle h = yajl_alloc(NULL, NULL, NULL);
   if (h == NULL) {
@@ -93,7 +98,7 @@ int csr_json_check_object(const char *text, size_t len, char *err, size_t errlen
     return UV_ENOMEM;
   }
   int rc = csr_json_stream(h, text, len, err, errlen);
-  if (rc == 0 && (lead == len || text[lead] != '{')) {
+  if (rc == 0 && !starts_object(text, len)) {
     snprintf(err, errlen, "another JSON value");
     rc = CSR_EPARSE;
   }
@@ -187,10 +192,7 @@ yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn k
     err = dummy;
     errlen = sizeof(dummy);
   }
-  size_t lead = 0;
-  while (text != NULL && lead < len && strchr(" \t\r\n", text[lead]) != NULL)
-    lead++;
-  if (text == NULL || lead == len || text[lead] != '{' || memchr(text, '\0', len) ||
+  if (text == NULL || !starts_object(text, len) || memchr(text, '\0', len) ||
       has_comment(text, len)) {
     snprintf(err, errlen, "not a strict JSON object");
     return NULL;

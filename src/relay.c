@@ -37,14 +37,6 @@ static void on_admitted(void *arg, const char *id) {
     pl_route_on_admitted(r->route, id);
 }
 
-/* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
- * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
- * that malloc keeps would hold RSS up and admission off for good. glibc's reading (mallinfo2)
- * walks every free chunk, which takes milliseconds on a busy 80 MB heap, so the heap is read once a
- * second while it is under half the budget and every 100 ms above that: a burst of Search pages can
- * grow the heap by 70 MB in a second (measured at 4,000 ev/s), which a one-second reading lets
- * through. A reading also counts as over when the growth since the last one, repeated, would pass
- * the mark, or when the documents still to come for admitted events would (pending_growth). */
 /* What the events admitted but not yet enriched will still add to the heap: their documents, at
  * the mean bytes per enrichment so far. Admission stops on the heap in use, but an event's order
  * (10-20 KB) arrives after the event was admitted: without this charge the heap went on to 121 MB
@@ -58,6 +50,14 @@ static uint64_t pending_growth(struct csr_relay *r) {
   return rs.enriched == 0 ? 0 : rs.enriching * (es->doc_bytes / rs.enriched);
 }
 
+/* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
+ * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
+ * that malloc keeps would hold RSS up and admission off for good. glibc's reading (mallinfo2)
+ * walks every free chunk, which takes milliseconds on a busy 80 MB heap, so the heap is read once a
+ * second while it is under half the budget and every 100 ms above that: a burst of Search pages can
+ * grow the heap by 70 MB in a second (measured at 4,000 ev/s), which a one-second reading lets
+ * through. A reading also counts as over when the growth since the last one, repeated, would pass
+ * the mark, or when the documents still to come for admitted events would (pending_growth). */
 static bool over_budget(void *arg) {
   struct csr_relay *r = arg;
   uint64_t now = rx_now_ms(r->loop);

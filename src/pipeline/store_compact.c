@@ -250,6 +250,7 @@ int pl_store_compact(struct pl_store *s) {
   /* The header (which records the dump's length) is written last, over this placeholder. */
   uint8_t hdr[PL__AOF_HDR_BYTES] = {0};
   struct pl_store_emitter e = {.store = s, .buf = &c->dump, .fd = fd, .off = sizeof(hdr)};
+  const char *step = "dump the live state";
   int rc = pl__write_all(fd, hdr, sizeof(hdr), 0);
   if (rc == 0)
     rc = s->dump(s->arg, &e);
@@ -264,13 +265,14 @@ int pl_store_compact(struct pl_store *s) {
                               .dump_end = end,
                               .new_end = end,
                               .req.data = s};
+    step = "start the rewrite";
     rc = uv_queue_work(s->loop->uv, &c->req, on_rewrite_work, on_rewrite_done);
     if (rc == 0) {
       c->state = PL__CPT_REWRITE;
       return 0;
     }
   }
-  failed(s, c->fd == fd ? "start the rewrite" : "dump the live state", rc);
+  failed(s, step, rc);
   c->fd = fd;
   drop(s); /* closes and removes the temp file, frees the piece */
   return rc;

@@ -304,12 +304,16 @@ struct pl_fetch {
   enum pl_fetch_outcome outcome;
   int status;             /* HTTP status of the answer, 0 when none */
   int64_t retry_after_ms; /* from Retry-After, -1 when absent */
-  char reason[64];        /* "" on OK; "http_404", "http_429", "timeout", "malformed", ... */
-  char excerpt[256];      /* the start of the error body or message, valid UTF-8 */
+  /* "" on OK; "http_404", "http_429", "timeout", "malformed", ... Like excerpt, valid until the
+   * fetch is armed again or released (an event holds two fetches for as long as it lives: error
+   * texts are held only when there is an error) */
+  const char *reason;
+  const char *excerpt; /* the start of the error body or message, valid UTF-8; "" when none */
   /* private */
   void *_flight; /* the GET it waits on, NULL when not waiting */
   struct pl_fetch *_prev, *_next;
   struct pl__enrich_doc *_doc; /* the reference behind `doc` */
+  char *_texts;                /* reason and excerpt, NULL when both are "" */
 };
 
 /** Counters and gauges for /metrics (all CSUs). */
@@ -380,9 +384,9 @@ CSR_NODISCARD int pl_enrich_customer(struct pl_enrich *e, const struct csr_csu *
 void pl_fetch_cancel(struct pl_fetch *req);
 
 /**
- * Drops req's reference to its document (doc_json becomes NULL); the document is freed when nobody
- * else holds it and the cache does not. Safe on any completed req, any number of times, and
- * after pl_enrich_destroy().
+ * Drops req's reference to its document (doc_json becomes NULL), and its error texts (reason and
+ * excerpt become ""); the document is freed when nobody else holds it and the cache does not. Safe
+ * on any completed req, any number of times, and after pl_enrich_destroy().
  */
 void pl_fetch_release(struct pl_fetch *req);
 

@@ -379,13 +379,36 @@ static void waiter_link(struct flight *f, struct pl_fetch *w) {
   f->tail = w;
 }
 
+/* Drops req's error texts. */
+static void clear_texts(struct pl_fetch *req) {
+  free(req->_texts);
+  req->_texts = NULL;
+  req->reason = req->excerpt = "";
+}
+
+/* Gives req its own copy of an error's texts, in one block. Without memory for it the reason
+ * becomes "nomem": the outcome, which decides what happens, is kept either way. */
+static void set_texts(struct pl_fetch *req, const char *reason, const char *excerpt) {
+  clear_texts(req);
+  if (reason[0] == '\0' && excerpt[0] == '\0')
+    return;
+  size_t rn = strlen(reason) + 1, en = strlen(excerpt) + 1;
+  if ((req->_texts = malloc(rn + en)) == NULL) {
+    req->reason = "nomem";
+    return;
+  }
+  memcpy(req->_texts, reason, rn);
+  memcpy(req->_texts + rn, excerpt, en);
+  req->reason = req->_texts;
+  req->excerpt = req->_texts + rn;
+}
+
 /* Fills req from the verdict and resolves it (its callback runs later, from the loop). */
 static void complete(struct pl_enrich *e, struct pl_fetch *req, const struct verdict *v) {
   req->outcome = v->outcome;
   req->status = v->status;
   req->retry_after_ms = v->retry_after_ms;
-  memcpy(req->reason, v->reason, sizeof(req->reason));
-  memcpy(req->excerpt, v->excerpt, sizeof(req->excerpt));
+  set_texts(req, v->reason, v->excerpt);
   if (v->doc != NULL) {
     req->_doc = doc_ref(v->doc);
     req->doc_json = v->doc->json;
@@ -732,7 +755,6 @@ static int fetch(struct pl_enrich *e, const struct csr_csu *csu, enum pl_fetch_k
   req->outcome = PL_FETCH_RETRY;
   req->status = 0;
   req->retry_after_ms = -1;
-  req->reason[0] = req->excerpt[0] = '\0';
   if (kind == PL_FETCH_CUSTOMER && serve_cached(e, ci, id, req, cb))
     return 0;
   char *url = malloc(url_max(u->url, id) + 1);
@@ -785,6 +807,7 @@ void pl_fetch_release(struct pl_fetch *req) {
   req->_doc = NULL;
   req->doc_json = NULL;
   req->doc_json_len = 0;
+  clear_texts(req);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

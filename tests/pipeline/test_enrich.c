@@ -348,9 +348,13 @@ static void test_not_found(void **state) {
   assert_null(w.req.doc_json);
   assert_string_equal(w.req.reason, "http_404");
   assert_non_null(strstr(w.req.excerpt, "ObjectNotFound"));
+  pl_fetch_release(&w.req); /* drops the error texts too */
+  assert_string_equal(w.req.reason, "");
+  assert_string_equal(w.req.excerpt, "");
   /* An AddCartLines cart has no order (W-F10): not found, for the pipeline to judge. */
   fetch1(f, PL_FETCH_ORDER, CART_LINES, &w);
   assert_int_equal(w.req.outcome, PL_FETCH_NOT_FOUND);
+  pl_fetch_release(&w.req);
   fetch1(f, PL_FETCH_CUSTOMER, "999999", &w);
   assert_int_equal(w.req.outcome, PL_FETCH_NOT_FOUND);
   assert_non_null(strstr(w.req.excerpt, "CustomerNotFound"));
@@ -468,18 +472,23 @@ static void test_faults(void **state) {
   fault_case("endpoints:\n  order: {error_rate: 1.0, errors: [429], retry_after_s: 2}\n", NULL,
              PL_FETCH_ORDER, CART_CUST, PL_FETCH_RETRY, 429, "http_429", &w);
   assert_int_equal(w.req.retry_after_ms, 2000);
+  pl_fetch_release(&w.req);
   fault_case("endpoints:\n  order: {error_rate: 1.0, errors: [503]}\n", NULL, PL_FETCH_ORDER,
              CART_CUST, PL_FETCH_RETRY, 503, "http_503", &w);
   assert_int_equal(w.req.retry_after_ms, -1);
+  pl_fetch_release(&w.req);
   fault_case("endpoints:\n  customer_get: {malformed_rate: 1.0}\n", NULL, PL_FETCH_CUSTOMER, CUST_A,
              PL_FETCH_RETRY, 200, "malformed", &w);
   assert_non_null(strstr(w.req.excerpt, "not a JSON object"));
+  pl_fetch_release(&w.req);
   struct pl_enrich_opts quick = {.timeout_ms = 300};
   fault_case("endpoints:\n  order: {timeout_rate: 1.0}\n", &quick, PL_FETCH_ORDER, CART_CUST,
              PL_FETCH_RETRY, 0, "timeout", &w);
+  pl_fetch_release(&w.req);
   fault_case("endpoints:\n  customer_get: {error_rate: 1.0, errors: [400]}\n", NULL,
              PL_FETCH_CUSTOMER, CUST_A, PL_FETCH_DEAD, 400, "http_400", &w);
   assert_non_null(strstr(w.req.excerpt, "ErrorResourceId"));
+  pl_fetch_release(&w.req);
 }
 
 static void test_401_twice_retries(void **state) {
@@ -489,6 +498,7 @@ static void test_401_twice_retries(void **state) {
   assert_int_equal(w.req.outcome, PL_FETCH_RETRY);
   assert_int_equal(w.req.status, 401);
   assert_string_equal(w.req.reason, "http_401");
+  pl_fetch_release(&w.req);
   assert_int_equal(pl_enrich_stats(f->en)->requests, 2);
   assert_int_equal(pl_enrich_stats(f->en)->token_refreshes, 1);
   assert_int_equal(pl_tokens_stats(f->tk)->fetches, 2);
@@ -540,6 +550,7 @@ static void test_token_failures(void **state) {
   one_fetch_with(f, NULL, &w); /* no token cache for the identity: a configuration error */
   assert_int_equal(w.req.outcome, PL_FETCH_DEAD);
   assert_string_equal(w.req.reason, "no_identity");
+  pl_fetch_release(&w.req);
   struct csr_identity wrong = f->id;
   struct pl_tokens *tk;
   int done = 0;
@@ -550,6 +561,7 @@ static void test_token_failures(void **state) {
   assert_string_equal(w.req.reason, "token");
   assert_non_null(strstr(w.req.excerpt, "invalid_client"));
   assert_null(strstr(w.req.excerpt, "not-the-secret"));
+  pl_fetch_release(&w.req);
   pl_tokens_destroy(tk, on_flag, &done);
   run_until_flag(f, &done);
   assert_int_equal(sim_count(f, "order", 200) + sim_count(f, "order", 401), 0);

@@ -208,9 +208,6 @@ static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) 
   rev_view(v);
   rev_plan_enrichment(v);
   v->order.data = v->customer.data = v;
-  v->enrich.data = v;
-  v->enrich.d.event = &v->ske;
-  v->enrich.d.data = v;
   for (size_t i = 0; i < v->n; i++) {
     struct ritem *ri = &v->items[i];
     ri->v = v;
@@ -270,6 +267,29 @@ static bool needs_enrichment(const struct rev *v) {
   return !v->order_done || !v->customer_done;
 }
 
+/* The enrichment's scheduler item lives only while it is submitted: a live event mostly waits for
+ * its deliveries, and the item (with its error texts) is about 500 bytes. It holds the event
+ * (outstanding) until pl__route_end_enrichment. */
+static void submit_enrichment(struct rev *v) {
+  struct pl_sched_item *it = calloc(1, sizeof(*it));
+  if (it == NULL)
+    return; /* the next kick tries again */
+  it->data = it->d.data = v;
+  it->d.event = &v->ske;
+  v->enrich = it;
+  v->outstanding++;
+  v->r->st.enriching++;
+  if (pl_sched_submit(v->enricher->sched, it) < 0)
+    pl__route_end_enrichment(v);
+}
+
+void pl__route_end_enrichment(struct rev *v) {
+  free(v->enrich);
+  v->enrich = NULL;
+  v->r->st.enriching--;
+  v->outstanding--;
+}
+
 /* Moves the event on: enrichment first, then every delivery in work that is not submitted. */
 static void rev_kick(struct rev *v) {
   struct pl_route *r = v->r;
@@ -278,17 +298,12 @@ static void rev_kick(struct rev *v) {
   if (!v->enriched && !needs_enrichment(v))
     v->enriched = true;
   if (!v->enriched) {
-    if (v->enrich_submitted)
+    if (v->enrich != NULL)
       return;
-    if (v->enricher == NULL) {
+    if (v->enricher == NULL)
       rev_dead_letter_all(v, "no_csu", 0, "the configuration no longer has this event's CSU");
-      return;
-    }
-    if (pl_sched_submit(v->enricher->sched, &v->enrich) == 0) {
-      v->enrich_submitted = true;
-      v->outstanding++;
-      r->st.enriching++;
-    }
+    else
+      submit_enrichment(v);
     return;
   }
   const struct pl_state_event *ev;
@@ -342,8 +357,6 @@ void pl_route_resume(struct pl_route *r) {
 
 void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
   struct pl_route *r = v->r;
-  v->enrich_submitted = false;
-  r->st.enriching--;
   if (it->outcome == SK_DELIVERED) {
     v->enriched = true;
     r->st.enriched++;
@@ -356,7 +369,7 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
             CSR_KS("event_id", v->id), CSR_KS("reason", reason), CSR_KI("status", it->d.status));
     rev_dead_letter_all(v, reason, it->d.status, it->d.excerpt);
   }
-  v->outstanding--;
+  pl__route_end_enrichment(v); /* frees `it`; its hold on v kept it alive until here */
   pl__route_release(v);
 }
 

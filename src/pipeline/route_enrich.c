@@ -55,7 +55,7 @@ static void keep_document(struct rev *v, struct pl_fetch *f, bool is_order) {
 static void on_fetch(struct rx_fut *fut) {
   struct pl_fetch *f = RX_CONTAINER_OF(fut, struct pl_fetch, fut);
   struct rev *v = f->data;
-  struct sk_delivery *d = &v->enrich.d;
+  struct sk_delivery *d = &v->enrich->d;
   bool is_order = f == &v->order;
   const char *what = is_order ? "order" : "customer";
   if (fut->result < 0) {
@@ -151,9 +151,7 @@ static void on_enrich_final(void *arg, struct pl_sched_item *it) {
 static void on_enrich_cancelled(void *arg, struct pl_sched_item *it) {
   (void)arg;
   struct rev *v = it->data;
-  v->enrich_submitted = false;
-  v->r->st.enriching--;
-  v->outstanding--;
+  pl__route_end_enrichment(v);
   pl__route_release(v);
 }
 

@@ -48,12 +48,12 @@ struct rev {
   struct sk_event ske;           /* what sinks read: the row plus the fetched documents */
   const struct csr_route *route; /* NULL: no route for the type any more */
   struct rcsu *enricher;         /* the CSU's enrichment; NULL: the CSU is no longer configured */
-  struct pl_sched_item enrich;   /* enrich.data = enrich.d.data = this */
+  struct pl_sched_item *enrich;  /* while submitted for enrichment (rev_kick), else NULL */
   struct pl_fetch order, customer;
   unsigned fetching; /* fetches of the current enrichment attempt still out */
   unsigned order_404, customer_404;
   bool order_done, customer_done; /* fetched, or given up on after 404s, or not needed */
-  bool enriched, enrich_submitted;
+  bool enriched;
   unsigned outstanding; /* items submitted to a scheduler (plus holds while kicking) */
   size_t n;
   struct ritem items[];
@@ -94,6 +94,9 @@ struct pl_route {
 const struct pl_state_event *pl__route_live(const struct rev *v);
 /** Frees the event once nothing of it is submitted (see route.c). */
 void pl__route_release(struct rev *v);
+
+/** Frees the enrichment's scheduler item, which came back final or cancelled. */
+void pl__route_end_enrichment(struct rev *v);
 
 /* route_enrich.c */
 /** One enrichment scheduler per configured CSU. */

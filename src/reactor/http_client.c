@@ -398,6 +398,13 @@ static size_t on_curl_write(char *data, size_t size, size_t nmemb, void *userp) 
     size_t cap = req->_cap * 2;
     if (cap < need)
       cap = need;
+    /* The first piece of a body with a Content-Length sizes the buffer once: growing a 100 KB
+     * Search page by doubling copied it about twice over (1.5 % of the loop at 8,000 ev/s). */
+    curl_off_t length = -1;
+    if (req->resp_len == 0 &&
+        curl_easy_getinfo(req->_easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) == CURLE_OK &&
+        length > 0 && (uint64_t)length < max && (size_t)length + 1 > cap)
+      cap = (size_t)length + 1;
     if (cap > max + 1)
       cap = max + 1;
     char *p = realloc(req->resp_body, cap);

@@ -6,10 +6,15 @@
 #ifndef CSR_HEAP_H
 #define CSR_HEAP_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Bytes handed out by malloc and not yet freed (not what the allocator keeps cached). */
 uint64_t csr_heap_in_use(void);
+
+/* Whether csr_heap_in_use() is cheap enough to call at will (jemalloc: a merge of counters), or
+ * walks the heap (glibc: milliseconds on a busy heap). */
+bool csr_heap_reads_cheaply(void);
 
 /* Hands memory the allocator keeps but nobody uses back to the kernel. */
 void csr_heap_release(void);

@@ -43,9 +43,12 @@ struct csr_relay {
   struct rx_timer tick;
   bool tick_open;
   struct relay_metrics *m;
-  uint64_t mem_checked_ms; /* loop time of the last heap reading */
+  uint64_t mem_checked_ms; /* loop time of the last timed heap reading (over_budget) */
   uint64_t mem_used;       /* heap in use at that reading (bytes) */
-  bool mem_over;           /* over limits.memory_mb at that reading */
+  uint64_t mem_growth;     /* its growth since the reading before (bytes) */
+  uint64_t mem_read_ms;    /* loop time of the last reading, timed or not */
+  bool mem_over;           /* over limits.memory_mb at the last reading */
+  bool mem_logged_over;    /* what the log last said about it */
   /* stop */
   bool stopping;
   unsigned phase;

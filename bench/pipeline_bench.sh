@@ -8,7 +8,7 @@
 # Usage: bench/pipeline_bench.sh [rate] [secs] [csus]      (defaults 4000 40 16)
 # SINKS=cij+webhook (default) | mqtt | mqtt+cij: with mqtt, a real mosquitto and a QoS 1 subscriber
 # (mosquitto_sub, receipt timestamps) join; every routed event goes to the mqtt sink "stores".
-# Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60),
+# Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60), PAGE_SIZE (250),
 # WEBHOOK_WINDOW (the webhook sink's max_in_flight, 128),
 # MEMORY_MB (100), KEEP=1
 # keeps the work dir. settle 0: the overlap re-reads catch late commits, so latency is the poll
@@ -73,6 +73,7 @@ CSUSIM_CLIENT_SECRET=csusim-secret build/csusim --listen "$hostport" --csus "$cs
     -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: ${WEBHOOK_WINDOW:-128}}|" \
     -e "s/overlap_s: 10, settle_ms: 2000/overlap_s: $overlap, settle_ms: ${SETTLE_MS:-0}/" \
     -e "s/poll_interval_ms: 1000/poll_interval_ms: $poll_ms/" \
+    -e "s/page_size: 250/page_size: ${PAGE_SIZE:-250}/" \
     -e "s/sweep_s: 900, sweep_every_s: 300/sweep_s: ${SWEEP_S:-60}, sweep_every_s: 20/" \
     -e 's/start_from: -1h/start_from: -1s/' >"$work/relay.yaml"
 printf 'limits: {max_live_events: 20000, memory_mb: %s, http_timeout_ms: 10000}\n' "$memory_mb" \

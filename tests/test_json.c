@@ -228,9 +228,11 @@ static void test_parse_members(void **state) {
   assert_true(YAJL_IS_OBJECT(v) && v->u.object.len == 0);
   csr_json_free(v);
   csr_json_free(whole);
-  static const char *const bad[] = {"",          "  ",      "[]",       "\"s\"",
-                                    "3",         "{",       "{} {}",    "{}x",
-                                    "{\"a\":1,}", "{/*c*/}", "{\"a\":\"\xff\"}"};
+  static const char *const bad[] = {"", "  ", "[]", "\"s\"", "3", "{", "{} {}", "{}x", "{\"a\":1,}",
+                                    "{/*c*/}", "{\"a\":\"\xff\"}",
+                                    /* comments in a kept value, after one, in a skipped one */
+                                    "{\"Name\":/*c*/1}", "{\"Name\":1 // c\n}",
+                                    "{\"Skipped\":[1,/*c*/2]}"};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     err[0] = '\0';
     if (csr_json_parse_members(bad[i], strlen(bad[i]), keep_listed, (void *)kept, err, 160))

@@ -59,7 +59,7 @@ static uint64_t pending_growth(struct csr_relay *r) {
  * past half the budget (a burst of Search pages can grow it by 70 MB in a second, measured at
  * 4,000 ev/s), else every second. Between them, jemalloc's reading (a merge of counters, ~5 us) is
  * taken once per loop millisecond: after a 60 s outage the catch-up admitted faster than a 100 ms
- * reading could stop it (bench/run outage: peak RSS 158 -> 132 MB with this). glibc's reading
+ * reading could stop it (bench/run outage: peak RSS 158 -> 132-142 MB with this). glibc's reading
  * (mallinfo2) walks every free chunk, milliseconds on a busy 80 MB heap, so with it the answer
  * between timed readings is the last one. */
 static bool over_budget(void *arg) {

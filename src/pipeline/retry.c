@@ -144,15 +144,23 @@ static void sift_down(struct heap *h, size_t i) {
   heap_set(h, i, it);
 }
 
+static int heap_reserve(struct heap *h, size_t n) {
+  if (n <= h->cap)
+    return 0;
+  size_t cap = h->cap ? h->cap : 64;
+  while (cap < n)
+    cap *= 2;
+  struct pl_sched_item **v = realloc(h->v, cap * sizeof(*v));
+  if (v == NULL)
+    return -ENOMEM;
+  h->v = v;
+  h->cap = cap;
+  return 0;
+}
+
 static int heap_push(struct heap *h, struct pl_sched_item *it) {
-  if (h->len == h->cap) {
-    size_t cap = h->cap ? h->cap * 2 : 64;
-    struct pl_sched_item **v = realloc(h->v, cap * sizeof(*v));
-    if (v == NULL)
-      return -ENOMEM;
-    h->v = v;
-    h->cap = cap;
-  }
+  if (heap_reserve(h, h->len + 1) < 0)
+    return -ENOMEM;
   heap_set(h, h->len++, it);
   sift_up(h, h->len - 1);
   return 0;
@@ -170,20 +178,6 @@ static void heap_remove(struct heap *h, struct pl_sched_item *it) {
 
 static struct pl_sched_item *heap_top(const struct heap *h) {
   return h->len > 0 ? h->v[0] : NULL;
-}
-
-static int heap_reserve(struct heap *h, size_t n) {
-  if (n <= h->cap)
-    return 0;
-  size_t cap = h->cap ? h->cap : 64;
-  while (cap < n)
-    cap *= 2;
-  struct pl_sched_item **v = realloc(h->v, cap * sizeof(*v));
-  if (v == NULL)
-    return -ENOMEM;
-  h->v = v;
-  h->cap = cap;
-  return 0;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -449,15 +449,25 @@ static int topic_value(struct mq_sink *s, size_t *len, const char *v) {
   return rc;
 }
 
-/* sk_reads_fn: the event's members a topic placeholder names (sink `arg`'s template). */
+/* Whether `topic` names placeholder i ("{name}"). */
+static bool names_placeholder(const char *topic, size_t i) {
+  size_t n = strlen(PLACEHOLDERS[i].name);
+  for (const char *p = strchr(topic, '{'); p != NULL; p = strchr(p + 1, '{'))
+    if (strncmp(p + 1, PLACEHOLDERS[i].name, n) == 0 && p[1 + n] == '}')
+      return true;
+  return false;
+}
+
+/* sk_reads_fn: the event's members that sink `arg`'s template names; with key NULL, whether it
+ * names any (a template of {csu} and {type} alone needs no pass over the row). */
 static bool topic_reads(void *arg, enum sk_doc doc, const char *key, size_t len) {
   const struct mq_sink *s = arg;
   if (doc != SK_DOC_EVENT)
     return false;
-  if (key == NULL)
-    return strchr(s->base.conf->topic, '{') != NULL;
   for (size_t i = 0; i < N_PLACEHOLDERS; i++)
-    if (PLACEHOLDERS[i].field && csr_json_key_in(key, len, &PLACEHOLDERS[i].field, 1))
+    if (PLACEHOLDERS[i].field != NULL &&
+        (key == NULL || csr_json_key_in(key, len, &PLACEHOLDERS[i].field, 1)) &&
+        names_placeholder(s->base.conf->topic, i))
       return true;
   return false;
 }

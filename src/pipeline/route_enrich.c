@@ -14,7 +14,13 @@
 
 struct esink {
   struct sk_sink base;
-  struct csr_sink_conf conf; /* unlimited in flight: pl_enrich bounds the GETs per CSU */
+  /* max_in_flight: the events enriching at once, as many as pl_enrich lets GETs run per CSU. An
+   * event asks for at most two documents, so the scheduler's order (oldest event first) is about
+   * the order its GETs go out. Unbounded, every admitted event queued its GETs at once, in the
+   * order the pages came, and each second's oldest events waited behind the newer ones of the
+   * lanes answered first. At 5,000 ev/s (with new rows polled first) the webhook delivered the
+   * events of a second's first 50 ms at p50 ~85 instead of ~100 ms after the second ended. */
+  struct csr_sink_conf conf;
   struct pl_route *r;
   struct rcsu *rc;
   char name[96];
@@ -169,6 +175,7 @@ int pl__route_enrich_create(struct pl_route *r, uint64_t seed) {
       return UV_ENOMEM;
     snprintf(es->name, sizeof(es->name), "enrich:%s", rc->csu->name);
     es->conf.name = es->name;
+    es->conf.max_in_flight = pl_enrich_max_in_flight(r->enrich);
     es->base.ops = &esink_ops;
     es->base.conf = &es->conf;
     es->r = r;

@@ -37,57 +37,67 @@ static void on_admitted(void *arg, const char *id) {
     pl_route_on_admitted(r->route, id);
 }
 
-/* What the events admitted but not yet enriched will still add to the heap: their documents, at
- * the mean bytes per enrichment so far. Admission stops on the heap in use, but an event's order
- * (10-20 KB) arrives after the event was admitted: without this charge the heap went on to 121 MB
- * under memory_mb 100 at 10,000 ev/s. */
-static uint64_t pending_growth(struct csr_relay *r) {
+/* What the events admitted but not yet enriched, and `events_coming` more, will still add to the
+ * heap: their documents, at the mean bytes per enrichment so far. Admission stops on the heap in
+ * use, but an event's order (10-20 KB) arrives after the event was admitted: without this charge
+ * the heap went on to 121 MB under memory_mb 100 at 10,000 ev/s. */
+static uint64_t pending_growth(struct csr_relay *r, uint64_t events_coming) {
   if (r->route == NULL || r->enrich == NULL)
     return 0;
   struct pl_route_stats rs;
   pl_route_stats(r->route, &rs);
   const struct pl_enrich_stats *es = pl_enrich_stats(r->enrich);
-  return rs.enriched == 0 ? 0 : rs.enriching * (es->doc_bytes / rs.enriched);
+  return rs.enriched == 0 ? 0 : (rs.enriching + events_coming) * (es->doc_bytes / rs.enriched);
 }
 
-/* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
- * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
- * that malloc keeps would hold RSS up and admission off for good. Asked before every Search and as
- * events finish. A reading counts as over when the heap, plus its growth over the last timed
- * interval (what Searches in flight may still add), plus the documents still to come for admitted
- * events (pending_growth), would pass the mark. Timed readings come every 100 ms once the heap is
- * past half the budget (a burst of Search pages can grow it by 70 MB in a second, measured at
- * 4,000 ev/s), else every second. Between them, jemalloc's reading (a merge of counters, ~5 us) is
- * taken once per loop millisecond: after a 60 s outage the catch-up admitted faster than a 100 ms
- * reading could stop it (bench/run outage: peak RSS 158 -> 132-142 MB with this). glibc's reading
- * (mallinfo2) walks every free chunk, milliseconds on a busy 80 MB heap, so with it the answer
- * between timed readings is the last one. */
-static bool over_budget(void *arg) {
-  struct csr_relay *r = arg;
-  uint64_t budget = r->cfg->limits.memory_mb << 20;
-  if (budget == 0)
-    return false;
-  uint64_t now = rx_now_ms(r->loop);
-  uint64_t every = r->mem_used > budget / 2 ? MEMORY_CHECK_MS : MEMORY_CHECK_IDLE_MS;
-  bool timed = now - r->mem_checked_ms >= every;
-  if (!timed && (!csr_heap_reads_cheaply() || now == r->mem_read_ms))
-    return r->mem_over;
+/* Reads the heap: mem_last always, mem_used and mem_growth on a timed reading; mem_over answers
+ * for what is admitted. */
+static void read_heap(struct csr_relay *r, uint64_t now, bool timed, uint64_t mark) {
   r->mem_read_ms = now;
-  uint64_t used = csr_heap_in_use();
+  r->mem_last = csr_heap_in_use();
   if (timed) {
     r->mem_checked_ms = now;
-    r->mem_growth = used > r->mem_used ? used - r->mem_used : 0;
-    r->mem_used = used;
+    r->mem_growth = r->mem_last > r->mem_used ? r->mem_last - r->mem_used : 0;
+    r->mem_used = r->mem_last;
   }
-  r->mem_over = used + r->mem_growth + pending_growth(r) > budget / 10 * 8;
+  r->mem_over = r->mem_last + r->mem_growth + pending_growth(r, 0) > mark;
   if (timed && r->mem_over != r->mem_logged_over) { /* a change per timed reading, not per page */
     r->mem_logged_over = r->mem_over;
     CSR_LOG(r->mem_over ? CSR_WARN : CSR_INFO,
             r->mem_over ? "memory budget reached: admission waits" : "memory back under budget",
-            CSR_KI("heap_mb", (int64_t)(used >> 20)),
+            CSR_KI("heap_mb", (int64_t)(r->mem_last >> 20)),
             CSR_KI("memory_mb", (int64_t)r->cfg->limits.memory_mb));
   }
-  return r->mem_over;
+}
+
+/* limits.memory_mb: admission waits while the heap in use passes 80% of it, leaving the rest for
+ * what is already admitted (enrichment documents, HTTP buffers). The heap, not RSS: freed memory
+ * that malloc keeps would hold RSS up and admission off for good. Asked before every Search (with
+ * the rows it and the Searches in flight may bring) and as events finish. A reading counts as over
+ * when the heap, plus its growth over the last timed interval, plus the documents still to come
+ * for admitted events and the events coming (pending_growth), would pass the mark. Charging the
+ * events coming keeps a second's Searches, started together, from overshooting: at 10,000 ev/s
+ * with the new rows read first, the heap reached 127 MB under a mark of 80 without it. Timed
+ * readings come every 100 ms once the heap is past half the budget (a burst of Search pages can
+ * grow it by 70 MB in a second, measured at 4,000 ev/s), else every second. Between them,
+ * jemalloc's reading (a merge of counters, ~5 us) is taken once per loop millisecond: after a 60 s
+ * outage the catch-up admitted faster than a 100 ms reading could stop it (bench/run outage: peak
+ * RSS 158 -> 132-142 MB with this). glibc's reading (mallinfo2) walks every free chunk,
+ * milliseconds on a busy 80 MB heap, so with it the heap between timed readings is the last one. */
+static bool over_budget(void *arg, uint64_t events_coming) {
+  struct csr_relay *r = arg;
+  uint64_t budget = r->cfg->limits.memory_mb << 20;
+  if (budget == 0)
+    return false;
+  uint64_t mark = budget / 10 * 8;
+  uint64_t now = rx_now_ms(r->loop);
+  uint64_t every = r->mem_used > budget / 2 ? MEMORY_CHECK_MS : MEMORY_CHECK_IDLE_MS;
+  bool timed = now - r->mem_checked_ms >= every;
+  if (timed || (csr_heap_reads_cheaply() && now != r->mem_read_ms))
+    read_heap(r, now, timed, mark);
+  if (r->mem_over || events_coming == 0)
+    return r->mem_over;
+  return r->mem_last + r->mem_growth + pending_growth(r, events_coming) > mark;
 }
 
 /* ---------------------------------------------------------------------------------------------- */

@@ -434,21 +434,34 @@ void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
  *
  * Windows (SPEC §3):
  *  - Every poll_interval_ms a lane searches From = cursor - overlap_s, To = now - settle_ms, both
- *    rounded down to whole seconds. The ticks are aligned just past the whole seconds of
- *    now - settle_ms (a tick moves back to the boundary it would pass), since a window can only
- *    hold an event once its second has ended: an event waits at most about poll_interval_ms. A lane with no cursor from pl_poll_set_cursor() starts at
- *    csu.start_from without the overlap. A regular window starts only when its To is past the
- *    cursor, and any window only when its To is past every earlier window's To on the lane, so
- *    To <= From never happens.
- *  - The cursor moves only over rows on pages the admitter answered with 0. It moves to To when a
- *    window completes. Inside a long window it also moves each time the paging passes a whole
- *    second, so a backlog moves it as it goes. ops->on_cursor reports every move.
+ *    rounded down to whole seconds, in two windows: the regular window (cursor, To] and the
+ *    overlap window (cursor - overlap_s, cursor], which re-reads what earlier windows read, for
+ *    late commits. Each cursor gets one overlap window, begun once with the regular window; one
+ *    that fails is not redone (the next re-reads all but its oldest second), and while one still
+ *    pages the next regular window starts without another. The ticks are aligned just past the
+ *    whole seconds of now - settle_ms (a tick moves back to the boundary it would pass), since a
+ *    window can only hold an event once its second has ended: an event waits at most about
+ *    poll_interval_ms. A lane with no cursor from pl_poll_set_cursor() starts at csu.start_from
+ *    without the overlap. A regular window starts only when its To is past the cursor and past
+ *    every earlier window's To on the lane, so To <= From never happens.
+ *  - New rows first. A lane has one page outstanding at a time. A regular window's pages go first;
+ *    the re-reads (overlap, sweep) hold theirs back until half a poll interval after the regular
+ *    window began, when that second's rows are mostly admitted and delivered. At 5,000 ev/s on 32
+ *    lanes (overlap_s 3, sweep_s 60) the re-read rows were seven times the new ones, and each new
+ *    second's rows waited behind them.
+ *  - The cursor moves only over rows on regular windows' pages the admitter answered with 0. It
+ *    moves to To when a window completes. Inside a long window it also moves each time the paging
+ *    passes a whole second, so a backlog moves it as it goes. ops->on_cursor reports every move;
+ *    while an overlap window still reads behind the cursor it reports that window's To instead,
+ *    and nothing while a sweep runs (see report_cursor in poll.c).
  *  - The sweep (csu.sweep_s > 0) runs every sweep_every_s as one window over
- *    (now - sweep_s, To]. It is paged the same way and leaves the cursor alone. It is skipped when
- *    the next regular window starts before it anyway, as during a backlog. A due sweep takes the
- *    next new To, so the regular window after it waits for the following second (every window has
- *    a To of its own, see the stale cache below). A lane has one page outstanding at a time: while
- *    a sweep runs, a due regular window's pages go first and the sweep's go in between.
+ *    (now - sweep_s, To of the lane's last regular window]: what came after, the regular windows
+ *    read. It is paged the same way and leaves the cursor alone. Each sweep needs a To it has not
+ *    swept to before, so one begun again after a failed page waits for the next regular window.
+ *    Lane i of n sweeps first (i + 1) / n of sweep_every_s after the start, so the lanes' sweeps
+ *    are spread over the period instead of reading sweep_s of rows each at the same moment.
+ *  - ops->full() is asked before each Search with the rows the Searches in flight and this one may
+ *    bring: a page is admitted whole, so the room must be there before its Search starts.
  *
  * Paging without loss. ORDER BY EventDateTime has no tiebreaker, so $skip paging can skip or
  * repeat rows of equal time across a page boundary (W-C4). Instead:
@@ -470,10 +483,14 @@ void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
  *    ceil(rows of the second / $top) Searches. If each query orders the ties afresh at random, one
  *    pass misses a given row with a probability below 1/e, so 32 passes miss it below 1e-13.
  *  - Stale cache. The CSU caches non-empty pages for 1 h under (From, To, $top, $skip) (W-C3).
- *    Every window of a lane, regular or sweep, gets a To later than all its earlier windows, From
- *    only grows within a window, and each dense pass has its own $top. So the lane never sends
- *    the same query twice, and a cached answer is always the first answer to that query. A restart
- *    within the same second as the last window could repeat one query; the overlap absorbs that.
+ *    Every regular window of a lane gets a To later than all its earlier windows, and From only
+ *    grows within a window. The re-reads take an earlier window's To: an overlap window's From
+ *    (cursor - overlap_s) is new with each cursor, a sweep's To is new with each sweep, and each
+ *    kind pages with a keyset $top of its own (page_size, page_size - 1, page_size - 2; above it
+ *    when page_size is under 3). Dense passes count down from the wide top, each kind of window
+ *    taking every third $top, and skip the three keyset ones. So the lane never sends the same
+ *    query twice, and a cached answer is always the first answer to that query. A restart within
+ *    the same second as the last window could repeat one query; the overlap absorbs that.
  *
  * Errors. A Search fails on a 429, a 5xx or any other non-2xx, a timeout or transport error, a
  * token that cannot be had, or a page that does not parse. A page does not parse when it is not
@@ -534,8 +551,10 @@ struct pl_poll_ops {
    * fine. The lane's next page waits for the answer.
    */
   void (*on_page)(void *arg, struct pl_poll_page *page);
-  /** Non-zero when downstream is full: no new Search starts. May be NULL (never full). */
-  int (*full)(void *arg);
+  /** Non-zero when downstream is full: no new Search starts. Asked before each Search with the
+   * rows it and the Searches still in flight may bring at most (the sum of their $top): a page
+   * is admitted whole, so room is needed before its Search starts. May be NULL (never full). */
+  int (*full)(void *arg, uint64_t rows_coming);
   /**
    * Every event of (csu, type) up to cursor_ms has been admitted: write the cursor record. It
    * only ever grows, and may be written lazily, because the overlap covers a cursor lost in a
@@ -559,6 +578,7 @@ struct pl_poll_stats {
   uint64_t admit_failures;  /* pages answered < 0 */
   uint64_t windows;         /* regular windows completed */
   uint64_t sweeps;          /* sweep windows completed */
+  uint64_t overlaps;        /* overlap re-reads completed (see the window rules above) */
   uint64_t dense_seconds;   /* seconds that needed $skip passes */
   uint64_t dense_passes;    /* those passes */
   int64_t cursor_ms;        /* the cursor (start_from until the first window completes) */
@@ -1095,9 +1115,10 @@ struct pl_admit_ops {
   /** A new event is live and durably admitted (its entry is pl_state_event(state, id)). May be
    * NULL. Called right before its page is answered; `id` is valid during the call only. */
   void (*on_admitted)(void *arg, const char *id);
-  /** True while the process is over its memory budget (limits.memory_mb): admission then waits
-   * like it does at max_live_events, and pl_admit_has_room() says no. May be NULL. */
-  bool (*over_budget)(void *arg);
+  /** True while the process is over its memory budget (limits.memory_mb), counting `events_coming`
+   * more live events (rows of Searches in flight): admission then waits like it does at
+   * max_live_events, and pl_admit_has_room() says no. May be NULL. */
+  bool (*over_budget)(void *arg, uint64_t events_coming);
 };
 
 struct pl_admit_stats {

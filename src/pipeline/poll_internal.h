@@ -40,9 +40,14 @@ struct pl__query {
 
 /** Paging knobs, from the CSU's config and the stage's options. */
 struct pl__paging {
-  unsigned page_size;
-  unsigned wide_top; /* at least page_size */
+  unsigned page_size; /* the window's keyset $top */
+  unsigned wide_top;  /* at least page_size */
   unsigned max_passes;
+  /* The keyset $tops of every kind of window (page_size among them): dense passes use none. */
+  unsigned keyset_lo, keyset_hi;
+  /* Windows of different kinds can share a To: each kind's dense passes take every `kinds`-th
+   * $top, starting `kind` below the wide top, so no two kinds send the same pass. */
+  unsigned kind, kinds;
 };
 
 /** A window being read: a keyset walk, with $skip passes over a dense second when it must. */

@@ -79,16 +79,21 @@ void pl__win_end(struct pl__win *w) {
   memset(w, 0, sizeof(*w));
 }
 
-/* $top of dense pass `pass`: counting down from the wide top, never page_size (the keyset's own
- * query of the same second, which the CSU may have cached), so no two passes of a window ever
- * send the same (From, To, $top, $skip). 0 when the tops run out. */
+/* $top of dense pass `pass`: counting down from the wide top in steps of pg->kinds, never a keyset
+ * $top of any window (a keyset query of the same second, which the CSU may have cached), so no two
+ * queries of the lane ever send the same (From, To, $top, $skip). 0 when the tops run out. */
 static unsigned pass_top(const struct pl__paging *pg, unsigned pass) {
-  unsigned wide = pg->wide_top > pg->page_size ? pg->wide_top : pg->page_size;
-  if (pass >= wide)
+  unsigned lo = pg->keyset_lo ? pg->keyset_lo : pg->page_size;
+  unsigned hi = pg->keyset_hi > pg->page_size ? pg->keyset_hi : pg->page_size;
+  unsigned wide = pg->wide_top > hi ? pg->wide_top : hi;
+  uint64_t step = (uint64_t)pass * (pg->kinds ? pg->kinds : 1) + pg->kind;
+  if (step >= wide)
     return 0;
-  unsigned top = wide - pass;
-  if (top <= pg->page_size)
-    top--;
+  unsigned top = wide - (unsigned)step;
+  if (top <= hi) {
+    unsigned band = hi - lo + 1;
+    top = top > band ? top - band : 0;
+  }
   return top;
 }
 

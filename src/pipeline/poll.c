@@ -103,6 +103,15 @@ static void finish_stop(struct pl_poll *p);
 /* Small helpers */
 /* ---------------------------------------------------------------------------------------------- */
 
+/* The CSU's poll_interval_ms and sweep_every_s (in ms), with their defaults for 0. */
+static uint64_t interval_ms(const struct csr_csu *cf) {
+  return cf->poll_interval_ms ? cf->poll_interval_ms : 1000;
+}
+
+static uint64_t sweep_every_ms(const struct csr_csu *cf) {
+  return (cf->sweep_every_s ? cf->sweep_every_s : 1) * 1000;
+}
+
 static uint64_t max_u64(uint64_t a, uint64_t b) {
   return a > b ? a : b;
 }
@@ -512,7 +521,7 @@ static void on_search_done(struct rx_fut *fut) {
  */
 static uint64_t next_regular(const struct csr_csu *cf, uint64_t now, int64_t wall) {
   enum { PAST_BOUNDARY_MS = 5 };
-  uint64_t iv = cf->poll_interval_ms ? cf->poll_interval_ms : 1000;
+  uint64_t iv = interval_ms(cf);
   int64_t settled = wall - (int64_t)cf->settle_ms;
   uint64_t into = (uint64_t)(settled - pl__floor_s(settled)); /* ms past the last boundary */
   uint64_t period = iv < 1000 ? iv : 1000;
@@ -548,7 +557,7 @@ static bool sweep_ready(const struct lane *l) {
 static void begin_sweep(struct lane *l, uint64_t now, int64_t wall) {
   const struct csr_csu *cf = l->c->conf;
   int64_t from = pl__floor_s(wall - (int64_t)cf->sweep_s * 1000);
-  l->next_sweep = now + (cf->sweep_every_s ? cf->sweep_every_s : 1) * 1000;
+  l->next_sweep = now + sweep_every_ms(cf);
   if (from < reread_from(l) && from < l->last_to_ms) {
     pl__win_begin(&l->win[WIN_SWEEP], true, from, l->last_to_ms);
     l->sweep_to = l->last_to_ms;
@@ -573,12 +582,11 @@ static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
     return WIN_REGULAR;
   int64_t to = settled_to(l, wall);
   if (now >= l->next_poll && to > l->cursor_ms && to > l->last_to_ms) {
-    uint64_t iv = cf->poll_interval_ms ? cf->poll_interval_ms : 1000;
     begin_overlap(l);
     pl__win_begin(&l->win[WIN_REGULAR], false, regular_from(l), to);
     l->last_to_ms = to;
     l->next_poll = next_regular(cf, now, wall);
-    l->quiet_at = now + iv / 2;
+    l->quiet_at = now + interval_ms(cf) / 2;
     return WIN_REGULAR;
   }
   if (now < l->quiet_at)
@@ -756,7 +764,7 @@ static int make_lanes(struct pl_poll *p, const struct csr_csu *csus, pl_poll_tok
       return UV_EINVAL;
     c->lanes = l;
     c->n_lanes = csus[i].n_event_types;
-    uint64_t iv = csus[i].poll_interval_ms ? csus[i].poll_interval_ms : 1000;
+    uint64_t iv = interval_ms(&csus[i]);
     p->min_interval = iv < p->min_interval ? iv : p->min_interval;
     for (size_t j = 0; j < c->n_lanes; j++, l++) {
       l->p = p;
@@ -847,8 +855,7 @@ int pl_poll_set_cursor(struct pl_poll *p, const char *csu_name, const char *type
  * lanes that all swept at once read sweep_s of rows each at the same moment (at 5,000 ev/s on 32
  * lanes with sweep_s 60, 300,000 rows), from every CSU at once. */
 static uint64_t first_sweep_ms(const struct csr_csu *cf, size_t i, size_t n) {
-  uint64_t every = (cf->sweep_every_s ? cf->sweep_every_s : 1) * 1000;
-  return every * (i + 1) / n;
+  return sweep_every_ms(cf) * (i + 1) / n;
 }
 
 int pl_poll_start(struct pl_poll *p) {

@@ -43,7 +43,8 @@ struct pl__paging {
   unsigned page_size; /* the window's keyset $top */
   unsigned wide_top;  /* at least page_size */
   unsigned max_passes;
-  /* The keyset $tops of every kind of window (page_size among them): dense passes use none. */
+  /* The keyset $tops of every kind of window (page_size among them): dense passes use none.
+   * paging() in poll.c fills these four for every window. */
   unsigned keyset_lo, keyset_hi;
   /* Windows of different kinds can share a To: each kind's dense passes take every `kinds`-th
    * $top, starting `kind` below the wide top, so no two kinds send the same pass. */

@@ -83,15 +83,13 @@ void pl__win_end(struct pl__win *w) {
  * $top of any window (a keyset query of the same second, which the CSU may have cached), so no two
  * queries of the lane ever send the same (From, To, $top, $skip). 0 when the tops run out. */
 static unsigned pass_top(const struct pl__paging *pg, unsigned pass) {
-  unsigned lo = pg->keyset_lo ? pg->keyset_lo : pg->page_size;
-  unsigned hi = pg->keyset_hi > pg->page_size ? pg->keyset_hi : pg->page_size;
-  unsigned wide = pg->wide_top > hi ? pg->wide_top : hi;
-  uint64_t step = (uint64_t)pass * (pg->kinds ? pg->kinds : 1) + pg->kind;
+  unsigned wide = pg->wide_top > pg->keyset_hi ? pg->wide_top : pg->keyset_hi;
+  uint64_t step = (uint64_t)pass * pg->kinds + pg->kind;
   if (step >= wide)
     return 0;
   unsigned top = wide - (unsigned)step;
-  if (top <= hi) {
-    unsigned band = hi - lo + 1;
+  if (top <= pg->keyset_hi) {
+    unsigned band = pg->keyset_hi - pg->keyset_lo + 1;
     top = top > band ? top - band : 0;
   }
   return top;

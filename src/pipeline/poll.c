@@ -51,7 +51,9 @@ struct lane {
   int64_t overlap_to; /* the To of the last overlap window begun (each cursor gets one) */
   uint64_t next_poll; /* monotonic ms */
   uint64_t quiet_at;  /* monotonic ms: re-reads (overlap, sweep) wait until then (lane_pick) */
-  uint64_t next_sweep;
+  uint64_t next_sweep;   /* monotonic ms the next sweep is due */
+  uint64_t sweep_due_ms; /* the due time the running sweep serves (begin_sweep) */
+  bool sweep_turn;       /* overlap and sweep both running: the sweep pages next (lane_pick) */
   int64_t sweep_to;  /* the To of the last sweep begun: the next needs a later one (sweep_ready) */
   uint64_t retry_at; /* the lane's own backoff after a failed page */
   unsigned failures;
@@ -183,11 +185,12 @@ static int64_t max_i64(int64_t a, int64_t b) {
 
 static void report_cursor(struct lane *l);
 
-/* Drops the lane's current window (it starts over later); a sweep becomes due again. The caller
- * reports the cursor last (report_cursor), which a dropped sweep may have held back. */
+/* Drops the lane's current window (it starts over later); a sweep is begun again for the same due
+ * time. The caller reports the cursor last (report_cursor), which a dropped sweep may have held
+ * back. */
 static void abandon_window(struct lane *l) {
   if (l->cur == WIN_SWEEP) /* a dropped overlap window is not redone: the next one covers it */
-    l->next_sweep = 0;
+    l->next_sweep = l->sweep_due_ms;
   pl__win_end(&l->win[l->cur]);
 }
 
@@ -551,13 +554,23 @@ static bool sweep_ready(const struct lane *l) {
   return l->c->conf->sweep_s > 0 && !l->win[WIN_SWEEP].active && l->last_to_ms > l->sweep_to;
 }
 
-/* A due sweep reads (now - sweep_s, To of the last window]: what the regular windows read since,
+/*
+ * A due sweep reads (due - sweep_s, To of the last window]: what the regular windows read since,
  * it leaves to them, and its $top is its own (keyset_top). Skipped when the next overlap window
- * reads all of it anyway. */
+ * reads all of it anyway. Sweeps are due every sweep_every_s from the last due time, not from
+ * when the last one began, and each reads sweep_s back from its due time: a sweep begins later
+ * than due (re-reads wait for the quiet half, a dropped sweep starts over), and counted from the
+ * begin those delays added up, leaving rows committed up to sweep_s - sweep_every_s late unread.
+ * Never below the reported cursor - sweep_s: the admitter may have expired those ids (see
+ * report_cursor).
+ */
 static void begin_sweep(struct lane *l, uint64_t now, int64_t wall) {
   const struct csr_csu *cf = l->c->conf;
-  int64_t from = pl__floor_s(wall - (int64_t)cf->sweep_s * 1000);
-  l->next_sweep = now + sweep_every_ms(cf);
+  uint64_t due = l->next_sweep, every = sweep_every_ms(cf);
+  int64_t back = (int64_t)cf->sweep_s * 1000;
+  int64_t from = pl__floor_s(max_i64(wall - (int64_t)(now - due) - back, l->reported_ms - back));
+  l->sweep_due_ms = due;
+  l->next_sweep = due + every > now ? due + every : now + every;
   if (from < reread_from(l) && from < l->last_to_ms) {
     pl__win_begin(&l->win[WIN_SWEEP], true, from, l->last_to_ms);
     l->sweep_to = l->last_to_ms;
@@ -591,11 +604,14 @@ static int lane_pick(struct lane *l, uint64_t now, int64_t wall) {
   }
   if (now < l->quiet_at)
     return -1;
-  if (l->win[WIN_OVERLAP].active)
-    return WIN_OVERLAP;
   if (now >= l->next_sweep && sweep_ready(l))
     begin_sweep(l, now, wall);
-  return l->win[WIN_SWEEP].active ? WIN_SWEEP : -1;
+  bool overlap = l->win[WIN_OVERLAP].active, sweep = l->win[WIN_SWEEP].active;
+  if (overlap && sweep) { /* in turn: an overlap window begins with every regular one */
+    l->sweep_turn = !l->sweep_turn;
+    return l->sweep_turn ? WIN_SWEEP : WIN_OVERLAP;
+  }
+  return overlap ? WIN_OVERLAP : sweep ? WIN_SWEEP : -1;
 }
 
 /* The earliest monotonic time the idle lane could start a Search, or NEVER. */

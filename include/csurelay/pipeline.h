@@ -454,10 +454,13 @@ void pl_enrich_destroy(struct pl_enrich *e, void (*cb)(void *arg), void *arg);
  *    passes a whole second, so a backlog moves it as it goes. ops->on_cursor reports every move;
  *    while an overlap window still reads behind the cursor it reports that window's To instead,
  *    and nothing while a sweep runs (see report_cursor in poll.c).
- *  - The sweep (csu.sweep_s > 0) runs every sweep_every_s as one window over
- *    (now - sweep_s, To of the lane's last regular window]: what came after, the regular windows
- *    read. It is paged the same way and leaves the cursor alone. Each sweep needs a To it has not
- *    swept to before, so one begun again after a failed page waits for the next regular window.
+ *  - The sweep (csu.sweep_s > 0) is due every sweep_every_s (counted from the last due time, not
+ *    from when the last sweep began) as one window over (due - sweep_s, To of the lane's last
+ *    regular window]: what came after, the regular windows read. From is never below the reported
+ *    cursor - sweep_s. It is paged the same way and leaves the cursor alone; while an overlap
+ *    window also runs, the two take pages in turn. Each sweep needs a To it has not swept to
+ *    before, so one begun again (for the same due time) after a failed page waits for the next
+ *    regular window.
  *    Lane i of n sweeps first (i + 1) / n of sweep_every_s after the start, so the lanes' sweeps
  *    are spread over the period instead of reading sweep_s of rows each at the same moment.
  *  - ops->full() is asked before each Search with the rows the Searches in flight and this one may

@@ -9,7 +9,7 @@
 # SINKS=cij+webhook (default) | mqtt | mqtt+cij: with mqtt, a real mosquitto and a QoS 1 subscriber
 # (mosquitto_sub, receipt timestamps) join; every routed event goes to the mqtt sink "stores".
 # Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60), PAGE_SIZE (250),
-# WEBHOOK_WINDOW (the webhook sink's max_in_flight, 128),
+# WEBHOOK_WINDOW (the webhook sink's max_in_flight, 32: the sink's default),
 # MEMORY_MB (100), KEEP=1
 # keeps the work dir. settle 0: the overlap re-reads catch late commits, so latency is the poll
 # interval plus the pipeline, which is what the target measures.
@@ -51,10 +51,12 @@ base=$(sed -n "s/^csusim listening on //p" "$work/sim.out")
 hostport=${base#http://}
 
 # The emulator's own config, tuned as an operator would for this load: Dataverse's per-sink limits
-# lifted (csusim's are lifted above), a wider webhook window, a shorter overlap and no settle delay
-# (the overlap re-reads catch late commits, the sweep later ones), a sweep of 60 s rather than 900
-# (the dedupe set holds every id of the horizon: about 240 bytes x rate x max(overlap, sweep)), and
-# the memory budget of the target.
+# lifted (csusim's are lifted above), a shorter overlap and no settle delay (the overlap re-reads
+# catch late commits, the sweep later ones), a sweep of 60 s rather than 900 (the dedupe set holds
+# every id of the horizon: about 240 bytes x rate x max(overlap, sweep)), and the memory budget of
+# the target. The webhook keeps its default window of 32: csusim answers the webhook, Dataverse and
+# the CSUs on one thread in arrival order, so a wider window (128 until 2026-11-23) only queued the
+# webhook's POSTs ahead of the trigger's and the enrichment's, and every sink got slower.
 mqtt_args=()
 if [[ $sinks == *mqtt* ]]; then
   mqtt_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -70,7 +72,7 @@ fi
 CSUSIM_CLIENT_SECRET=csusim-secret build/csusim --listen "$hostport" --csus "$csus" --print-config \
   --state-dir "$work/var" --admin-listen 127.0.0.1:0 "${mqtt_args[@]}" |
   sed -e 's/max_in_flight: 16, rate_per_s: 40/max_in_flight: 52, rate_per_s: 0/' \
-    -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: ${WEBHOOK_WINDOW:-128}}|" \
+    -e "s|/hooks/audit\"}|/hooks/audit\", max_in_flight: ${WEBHOOK_WINDOW:-32}}|" \
     -e "s/overlap_s: 10, settle_ms: 2000/overlap_s: $overlap, settle_ms: ${SETTLE_MS:-0}/" \
     -e "s/poll_interval_ms: 1000/poll_interval_ms: $poll_ms/" \
     -e "s/page_size: 250/page_size: ${PAGE_SIZE:-250}/" \

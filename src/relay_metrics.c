@@ -1,6 +1,6 @@
 /* The relay's numbers: Prometheus series for /metrics (SPEC §6: per CSU and per sink counters,
- * in-flight and queue gauges, cursor lag, AOF bytes and fsync latency; the delivery latency
- * histogram is the route stage's) and the JSON of GET /v1/status.
+ * in-flight and queue gauges, cursor lag, AOF bytes and fsync latency; the latency histograms,
+ * per sink and per stage, are the route stage's) and the JSON of GET /v1/status.
  *
  * The stages keep plain counters; the series are looked up once at open and refreshed from them
  * before each render. A relay lives from one reload to the next, so a counter series remembers its

@@ -336,9 +336,17 @@ static void take(struct pl_route *r, const struct pl_state_event *ev) {
   pl__route_release(v);
 }
 
+static void observe_since(struct csr_series *s, int64_t event_ms) {
+  if (s != NULL)
+    csr_series_observe(s, (double)(rx_wall_ms() - event_ms) / 1000.0);
+}
+
 void pl_route_on_admitted(void *arg, const char *id) {
   struct pl_route *r = arg;
-  take(r, pl_state_event(r->state, id));
+  const struct pl_state_event *ev = pl_state_event(r->state, id);
+  if (ev != NULL)
+    observe_since(r->durable_latency, ev->time_ms);
+  take(r, ev);
 }
 
 void pl_route_resume(struct pl_route *r) {
@@ -360,6 +368,7 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
   if (it->outcome == SK_DELIVERED) {
     v->enriched = true;
     r->st.enriched++;
+    observe_since(r->enriched_latency, v->time_ms);
     rev_kick(v);
   } else if (it->outcome == SK_DEAD) {
     char reason[96];
@@ -377,18 +386,13 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
 /* Delivery results                                                                               */
 /* ---------------------------------------------------------------------------------------------- */
 
-static void observe_latency(struct rsink *rs, const struct rev *v) {
-  if (rs->latency != NULL)
-    csr_series_observe(rs->latency, (double)(rx_wall_ms() - v->time_ms) / 1000.0);
-}
-
 static void on_deliver_final(void *arg, struct pl_sched_item *it) {
   (void)arg;
   struct ritem *ri = it->data;
   struct rev *v = ri->v;
   ri->submitted = false;
   if (it->outcome == SK_DELIVERED)
-    observe_latency(ri->rs, v);
+    observe_since(ri->rs->latency, v->time_ms);
   if (it->outcome == SK_DEAD)
     CSR_LOG(CSR_WARN, "route: delivery dead-lettered", CSR_KS("event_id", v->id),
             CSR_KS("sink", ri->sink_name), CSR_KS("reason", it->d.reason),
@@ -513,6 +517,23 @@ int pl_route_dlq_delete(struct pl_route *r, const char *id, const char *sink, si
 
 static const double latency_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60, 300};
 
+static struct csr_family *latency_family(struct pl_route *r, const char *name, const char *help) {
+  if (r->metrics == NULL)
+    return NULL;
+  return csr_metrics_family(r->metrics, name, help, CSR_HISTOGRAM, latency_bounds,
+                            sizeof(latency_bounds) / sizeof(latency_bounds[0]));
+}
+
+static void stages_create(struct pl_route *r) {
+  struct csr_family *fam = latency_family(r, "csurelay_stage_latency_seconds",
+                                          "From EventDateTime to the stage: durable (admitted into "
+                                          "the AOF) or enriched (routes with enrich).");
+  if (fam == NULL)
+    return;
+  r->durable_latency = csr_metrics_series(fam, "stage", "durable", NULL);
+  r->enriched_latency = csr_metrics_series(fam, "stage", "enriched", NULL);
+}
+
 static int sinks_create(struct pl_route *r, struct sk_sink *const *sinks, uint64_t seed) {
   static const struct pl_sched_ops ops = {.on_final = on_deliver_final,
                                           .on_attempt = on_deliver_attempt,
@@ -520,12 +541,8 @@ static int sinks_create(struct pl_route *r, struct sk_sink *const *sinks, uint64
   struct pl_sched_opts so = {.base_ms = r->cfg->retry.base_ms,
                              .cap_ms = r->cfg->retry.cap_ms,
                              .max_attempts = r->cfg->retry.max_attempts};
-  struct csr_family *fam =
-      r->metrics
-          ? csr_metrics_family(r->metrics, "csurelay_delivery_latency_seconds",
-                               "From EventDateTime to the sink's acknowledgement.", CSR_HISTOGRAM,
-                               latency_bounds, sizeof(latency_bounds) / sizeof(latency_bounds[0]))
-          : NULL;
+  struct csr_family *fam = latency_family(r, "csurelay_delivery_latency_seconds",
+                                          "From EventDateTime to the sink's acknowledgement.");
   for (size_t i = 0; i < r->n_sinks; i++) {
     struct rsink *rs = &r->sinks[i];
     rs->conf = &r->cfg->sinks[i];
@@ -568,8 +585,10 @@ int pl_route_create(struct rx_loop *loop, const struct csr_config *cfg, struct p
   int rc = r->sinks && r->csus ? csr_jw_init(&r->jw) : UV_ENOMEM;
   if (rc == 0)
     r->jw_ok = true;
-  if (rc == 0)
+  if (rc == 0) {
+    stages_create(r);
     rc = sinks_create(r, sinks, seed);
+  }
   if (rc == 0)
     rc = pl__route_enrich_create(r, seed);
   if (rc == 0)

@@ -67,6 +67,9 @@ struct pl_route {
   struct pl_enrich *enrich;
   struct pl_poll *poll;
   struct csr_metrics *metrics;
+  /* EventDateTime → durable admission and → enrichment done; NULL without metrics. With the
+   * sinks' latency they tell which stage a late event waited in. */
+  struct csr_series *durable_latency, *enriched_latency;
   unsigned enrich_tries;
   struct rsink *sinks;
   size_t n_sinks;

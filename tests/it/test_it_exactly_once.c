@@ -124,6 +124,12 @@ static void test_exactly_once(void **state) {
   double m_hook = it_metric(t, "csurelay_delivered_total{sink=\"audit\"}");
   double m_trigger = it_metric(t, "csurelay_delivered_total{sink=\"journeys\"}");
   double m_skipped = it_metric(t, "csurelay_skipped_total{sink=\"journeys\"}");
+  /* Each stage's histogram counts every event that reached it. Read after the sinks' counters,
+   * so the ongoing generation can only add to them: an event is enriched before any trigger
+   * delivery or no_email skip, and durable before it is enriched or delivered anywhere. */
+  double m_enriched = it_metric(t, "csurelay_stage_latency_seconds_count{stage=\"enriched\"}");
+  double m_durable = it_metric(t, "csurelay_stage_latency_seconds_count{stage=\"durable\"}");
+  double m_hook_seen = it_metric(t, "csurelay_delivery_latency_seconds_count{sink=\"audit\"}");
   assert_int_equal(it_relay_stop(t, 15000, NULL), 0);
 
   struct walk *w = calloc(1, sizeof(*w));
@@ -142,6 +148,10 @@ static void test_exactly_once(void **state) {
   assert_true(w->checkout >= 100 && w->addcartlines >= 200);
   assert_true(multi >= 20); /* the case the issue names: several AddCartLines per cart id */
   assert_true(w->checkout_email < w->checkout); /* some without an email were not triggered */
+
+  assert_true(m_enriched >= m_trigger + m_skipped);
+  assert_true(m_durable >= m_enriched && m_durable >= m_hook);
+  assert_true(m_hook_seen >= m_hook);
 
   expect_exact(t, "trigger", NULL, cutoff, w->checkout_email);
   expect_exact(t, "webhook:audit", "Checkout", cutoff, w->checkout);

@@ -1,19 +1,17 @@
 /* The poll stage (SPEC §3; the design is in pipeline.h, "Poll stage"): one lane per (CSU, event
- * type), Searches started round-robin under one bound, the token per CSU identity, the page handed
- * to the admitter and its answer, backoff, sweeps, stats and stop. What the next Search of a window
- * is comes from poll_window.c.
+ * type), Searches started round-robin under one bound, the page handed to the admitter and its
+ * answer, backoff, sweeps, stats and stop. What the next Search of a window is comes from
+ * poll_window.c; sending it (token, request, answer) from poll_search.c.
  *
  * A lane is IDLE (maybe with a window under way), TOKEN (waiting for its token), SEARCH (the
  * request in flight) or PAGE (the admitter holds its page). One timer wakes the dispatcher at the
  * earliest moment any idle lane could start; completions dispatch directly. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "csurelay/log.h"
-#include "csurelay/timefmt.h"
-#include "poll_internal.h"
+#include "poll_lane.h"
 
 #define DEFAULT_MAX_SEARCHES 4
 #define DEFAULT_WIDE_TOP     1000
@@ -23,82 +21,6 @@
 #define MAX_BACKOFF_EXP      20 /* base * 2^20 is past any sane cap already */
 #define NEVER                UINT64_MAX
 
-enum lane_state { L_IDLE, L_TOKEN, L_SEARCH, L_PAGE };
-enum { WIN_REGULAR, WIN_SWEEP, WIN_OVERLAP, N_WINDOWS };
-
-struct csu {
-  const struct csr_csu *conf;
-  struct pl_tokens *tokens;
-  struct lane *lanes;
-  size_t n_lanes;
-  size_t rr;              /* the lane to try first next time */
-  uint64_t backoff_until; /* monotonic ms */
-  unsigned failures;      /* failed Searches in a row */
-};
-
-struct lane {
-  struct pl_poll *p;
-  struct csu *c;
-  const char *type;
-  enum lane_state state;
-  struct pl__win win[N_WINDOWS];
-  int cur;               /* the window of the Search or page outstanding */
-  int64_t cursor_ms;
-  int64_t reported_ms; /* the cursor last given to ops.on_cursor (see report_cursor) */
-  bool cursor_set;     /* by pl_poll_set_cursor */
-  bool fresh;         /* the cursor is still start_from: no overlap before it */
-  int64_t last_to_ms; /* the latest To of any window of this lane */
-  int64_t overlap_to; /* the To of the last overlap window begun (each cursor gets one) */
-  uint64_t next_poll; /* monotonic ms */
-  uint64_t quiet_at;  /* monotonic ms: re-reads (overlap, sweep) wait until then (lane_pick) */
-  uint64_t next_sweep;   /* monotonic ms the next sweep is due */
-  uint64_t sweep_due_ms; /* the due time the running sweep serves (begin_sweep) */
-  bool sweep_turn;       /* overlap and sweep both running: the sweep pages next (lane_pick) */
-  int64_t sweep_to;  /* the To of the last sweep begun: the next needs a later one (sweep_ready) */
-  uint64_t retry_at; /* the lane's own backoff after a failed page */
-  unsigned failures;
-  /* the Search */
-  struct pl__query q;
-  struct pl_token_req treq;
-  struct rx_http_req req;
-  bool req_live; /* req holds a response or headers to clean up */
-  bool retried;  /* this Search already got a fresh token after a 401 */
-  char *token;
-  char *url;
-  char *body;
-  /* the page */
-  struct pl_poll_page page;
-  struct pl__rows rows;
-  struct rx_fut done;
-  struct pl_poll_stats st;
-};
-
-struct pl_poll {
-  struct rx_loop *loop;
-  struct rx_http *http;
-  struct pl_poll_ops ops;
-  void *arg;
-  struct pl_poll_opts opts;
-  struct csu *csus;
-  size_t n_csus;
-  struct lane *lanes;
-  size_t n_lanes;
-  struct rx_timer wake;
-  struct csr_jw jw;
-  unsigned inflight; /* lanes in TOKEN or SEARCH */
-  size_t rr;         /* the CSU to try first next round */
-  uint64_t rng;
-  uint64_t min_interval;
-  bool held_full; /* the last dispatch stopped at ops->full(): pl_poll_resume() has work to do */
-  bool started;
-  bool stopping;
-  unsigned pending; /* stop: callbacks still to come */
-  void (*stop_cb)(void *arg);
-  void *stop_arg;
-};
-
-static void schedule(struct pl_poll *p);
-static void stop_step(struct pl_poll *p);
 static void finish_stop(struct pl_poll *p);
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -195,7 +117,7 @@ static void abandon_window(struct lane *l) {
 }
 
 /* A Search failed: the CSU backs off, the window starts over. */
-static void search_failed(struct lane *l, const char *why, long retry_after_ms) {
+void pl__lane_search_failed(struct lane *l, const char *why, long retry_after_ms) {
   struct pl_poll *p = l->p;
   struct csu *c = l->c;
   uint64_t delay = backoff(p, c->failures);
@@ -317,11 +239,11 @@ static void on_page_done(struct rx_fut *fut) {
   if (p->stopping) {
     drop_page(l);
     l->state = L_IDLE;
-    stop_step(p);
+    pl__poll_stop_step(p);
     return;
   }
   after_page(l, fut->result);
-  schedule(p);
+  pl__poll_schedule(p);
 }
 
 void pl_poll_page_done(struct pl_poll_page *page, int result) {
@@ -333,7 +255,7 @@ void pl_poll_page_done(struct pl_poll_page *page, int result) {
 }
 
 /* Hands a parsed page over, or steps past an empty one. */
-static void deliver(struct lane *l) {
+void pl__lane_deliver(struct lane *l) {
   struct pl_poll *p = l->p;
   l->page = (struct pl_poll_page){.csu = l->c->conf,
                                   .type = l->type,
@@ -351,164 +273,6 @@ static void deliver(struct lane *l) {
   l->st.pages++;
   l->st.events += l->page.n;
   p->ops.on_page(p->arg, &l->page);
-}
-
-/* ---------------------------------------------------------------------------------------------- */
-/* The Search */
-/* ---------------------------------------------------------------------------------------------- */
-
-static void release_req(struct lane *l) {
-  if (l->req_live)
-    rx_http_req_cleanup(&l->req);
-  l->req_live = false;
-}
-
-static void on_search_done(struct rx_fut *fut);
-
-/* "name: prefix value" (a token can be long: no fixed buffer) */
-static int add_header(struct rx_http_req *req, const char *name, const char *prefix,
-                      const char *value) {
-  size_t cap = strlen(name) + strlen(prefix) + strlen(value) + 3;
-  char *line = malloc(cap);
-  if (line == NULL)
-    return UV_ENOMEM;
-  snprintf(line, cap, "%s: %s%s", name, prefix, value);
-  int rc = rx_http_req_header(req, line);
-  free(line);
-  return rc;
-}
-
-static void log_search(const struct lane *l) {
-  char from[CSR_TIME_BUF], to[CSR_TIME_BUF];
-  csr_time_format_seconds(l->q.from_ms, from, sizeof(from));
-  csr_time_format_seconds(l->q.to_ms, to, sizeof(to));
-  CSR_LOG(CSR_DEBUG, "poll: search", CSR_KS("csu", l->c->conf->name), CSR_KS("type", l->type),
-          CSR_KS("from", from), CSR_KS("to", to), CSR_KI("top", l->q.top),
-          CSR_KI("skip", l->q.skip), CSR_KI("sweep", l->cur == WIN_SWEEP));
-}
-
-static int send_search(struct lane *l) {
-  struct pl_poll *p = l->p;
-  int rc = pl__search_body(&p->jw, l->type, &l->q, &l->body);
-  if (rc == 0)
-    rc = pl__search_url(l->c->conf->url, &l->q, &l->url);
-  if (rc < 0)
-    return rc;
-  if (csr_log_threshold <= CSR_DEBUG)
-    log_search(l);
-  rx_http_req_init(&l->req);
-  l->req_live = true;
-  l->req.method = "POST";
-  l->req.url = l->url;
-  l->req.body = l->body;
-  l->req.body_len = strlen(l->body);
-  l->req.timeout_ms = p->opts.timeout_ms;
-  if ((rc = add_header(&l->req, "OUN", "", l->c->conf->oun)) < 0 ||
-      (rc = add_header(&l->req, "Authorization", "Bearer ", l->token)) < 0 ||
-      (rc = rx_http_req_header(&l->req, "Content-Type: application/json")) < 0 ||
-      (rc = rx_http_req_header(&l->req, "Accept: application/json")) < 0)
-    return rc;
-  return rx_http_start(p->http, &l->req, on_search_done);
-}
-
-static void on_token(struct rx_fut *fut) {
-  struct lane *l = RX_CONTAINER_OF(fut, struct lane, treq.fut);
-  struct pl_poll *p = l->p;
-  char why[300];
-  if (p->stopping) {
-    p->inflight--;
-    l->state = L_IDLE;
-    stop_step(p);
-    return;
-  }
-  int rc = fut->result;
-  if (rc == 0) {
-    free(l->token);
-    l->token = strdup(l->treq.token);
-    rc = l->token == NULL ? UV_ENOMEM : send_search(l);
-    if (rc == 0) {
-      l->state = L_SEARCH;
-      return;
-    }
-    release_req(l);
-    snprintf(why, sizeof(why), "request: %s", csr_strerror(rc));
-  } else {
-    const char *detail = pl_tokens_stats(l->c->tokens)->last_error;
-    snprintf(why, sizeof(why), "token: %s%s%s", csr_strerror(rc), detail[0] ? ": " : "", detail);
-  }
-  p->inflight--;
-  search_failed(l, why, -1);
-  schedule(p);
-}
-
-static void start_token(struct lane *l) {
-  struct pl_poll *p = l->p;
-  l->state = L_TOKEN;
-  p->inflight++;
-  int rc = pl_tokens_get(l->c->tokens, &l->treq, on_token);
-  if (rc < 0) {
-    char why[128];
-    snprintf(why, sizeof(why), "token: %s", csr_strerror(rc));
-    p->inflight--;
-    search_failed(l, why, -1);
-  }
-}
-
-/* Why a Search failed, from its answer; "" when it did not. */
-static long classify(struct lane *l, char *why, size_t len) {
-  const struct rx_http_req *r = &l->req;
-  why[0] = '\0';
-  if (r->fut.result < 0)
-    snprintf(why, len, "%s",
-             r->fut.result == UV_ETIMEDOUT ? "timeout" : csr_strerror(r->fut.result));
-  else if (r->status < 200 || r->status > 299)
-    snprintf(why, len, "status %ld", r->status);
-  else
-    return -1;
-  return r->fut.result < 0 ? -1 : r->retry_after_ms;
-}
-
-static void on_search_done(struct rx_fut *fut) {
-  struct lane *l = RX_CONTAINER_OF(fut, struct lane, req.fut);
-  struct pl_poll *p = l->p;
-  char why[200];
-  p->inflight--;
-  l->st.searches++;
-  if (p->stopping) {
-    release_req(l);
-    l->state = L_IDLE;
-    stop_step(p);
-    return;
-  }
-  if (fut->result == 0 && l->req.status == 401) {
-    l->st.unauthorized++;
-    pl_tokens_invalidate(l->c->tokens, l->token);
-    release_req(l);
-    if (!l->retried) {
-      l->retried = true;
-      start_token(l);
-      schedule(p);
-      return;
-    }
-    search_failed(l, "status 401 with a fresh token", -1);
-    schedule(p);
-    return;
-  }
-  long retry_after = classify(l, why, sizeof(why));
-  size_t len = 0;
-  char *page = why[0] == '\0' ? rx_http_take_body(&l->req, &len) : NULL;
-  if (page == NULL && why[0] == '\0')
-    snprintf(why, sizeof(why), "no answer body");
-  if (page != NULL &&
-      pl__rows_parse(&l->rows, l->c->conf->name, &l->q, page, len, why, sizeof(why)) == 0) {
-    release_req(l);
-    l->c->failures = 0;
-    deliver(l);
-  } else {
-    release_req(l);
-    search_failed(l, why, retry_after);
-  }
-  schedule(p);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -641,7 +405,7 @@ static void aim(struct lane *l, int win) {
 /* Sends the query aim() set up. */
 static void start_search(struct lane *l) {
   l->retried = false;
-  start_token(l);
+  pl__lane_start_token(l);
 }
 
 /* The rows the Searches in flight may still bring: a page is admitted whole when it comes. */
@@ -721,11 +485,11 @@ static uint64_t dispatch(struct pl_poll *p) {
 }
 
 static uint64_t on_wake(struct rx_timer *timer) {
-  schedule(timer->data);
+  pl__poll_schedule(timer->data);
   return RX_TIMER_STOP;
 }
 
-static void schedule(struct pl_poll *p) {
+void pl__poll_schedule(struct pl_poll *p) {
   if (p->stopping || !p->started)
     return;
   uint64_t delay = dispatch(p);
@@ -801,7 +565,7 @@ static void free_poll(struct pl_poll *p) {
     struct lane *l = &p->lanes[i];
     for (int w = 0; w < N_WINDOWS; w++)
       pl__win_end(&l->win[w]);
-    release_req(l);
+    pl__lane_release_req(l);
     pl__rows_free(&l->rows);
     free(l->token);
     free(l->url);
@@ -924,13 +688,13 @@ int pl_poll_stats(const struct pl_poll *p, size_t i, struct pl_poll_stats *out) 
   return 0;
 }
 
-static void stop_step(struct pl_poll *p) {
+void pl__poll_stop_step(struct pl_poll *p) {
   if (--p->pending == 0)
     finish_stop(p);
 }
 
 static void on_wake_closed(struct rx_timer *timer) {
-  stop_step(timer->data);
+  pl__poll_stop_step(timer->data);
 }
 
 static void finish_stop(struct pl_poll *p) {

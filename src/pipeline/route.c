@@ -515,7 +515,10 @@ int pl_route_dlq_delete(struct pl_route *r, const char *id, const char *sink, si
 /* Create                                                                                         */
 /* ---------------------------------------------------------------------------------------------- */
 
-static const double latency_bounds[] = {0.05, 0.1, 0.25, 0.5, 1, 2, 2.5, 5, 10, 30, 60, 300};
+/* Finer around one poll interval (the default 1 s): an event's wait for its window ends there, and
+ * the latency target (poll interval + 100 ms) sits there too. */
+static const double latency_bounds[] = {0.05, 0.1, 0.25, 0.5, 0.75, 1,  1.1, 1.25,
+                                        1.5,  2,   2.5,  5,   10,   30, 60,  300};
 
 static struct csr_family *latency_family(struct pl_route *r, const char *name, const char *help) {
   if (r->metrics == NULL)

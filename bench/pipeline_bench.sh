@@ -120,6 +120,8 @@ until_ms=$((end_ms - grace * 1000))
 diff() { curl -s "$base/ledger/diff?sink=$1&until_ms=$until_ms"; }
 diff trigger >"$work/trigger.json"
 diff webhook:audit >"$work/webhook.json"
+admin_port=$(sed -n 's/.*"admin_port":\([0-9]*\).*/\1/p' "$work/relay.log" | head -1)
+curl -s "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
 python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" "$sinks" "$until_ms" "$base" <<'PY'
 import json, sys, calendar, time, urllib.request
 work, rate, secs, csus, rss, ticks, hz, sinks, until_ms, base = sys.argv[1:]
@@ -167,4 +169,31 @@ for sink in ("trigger", "webhook"):
     print("%-8s expected %7d delivered %7d missing %5d duplicated %3d  latency ms p50 %d p90 %d p99 %d max %d"
           % (sink, d["expected"], d["delivered"], d["missing_count"], d["duplicated_count"],
              lat["p50"], lat["p90"], lat["p99"], lat["max"]))
+# The relay's own view, whole run (warm-up included): EventDateTime to each stage, from the
+# histograms of /metrics, interpolated within buckets as Prometheus's histogram_quantile() does.
+hist = {}
+for line in open("%s/metrics.txt" % work):
+    if "_latency_seconds_bucket{" not in line:
+        continue
+    name, _, rest = line.partition("{")
+    labels, _, value = rest.rpartition("} ")
+    kept = ",".join(p for p in labels.split(",") if not p.startswith("le="))
+    key = name[: -len("_bucket")] + "{" + kept + "}"
+    le = labels.rpartition('le="')[2].rstrip('"')
+    hist.setdefault(key, []).append((float("inf") if le == "+Inf" else float(le), float(value)))
+def quantile(q, buckets):
+    total = buckets[-1][1]
+    if total == 0:
+        return float("nan")
+    rank, lo, below = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            return lo if le == float("inf") else lo + (le - lo) * (rank - below) / max(n - below, 1e-9)
+        lo, below = le, n
+    return lo
+for key in sorted(hist):
+    b = sorted(hist[key])
+    print("relay %-32s n %7d  p50 %5.0f ms  p99 %5.0f ms"
+          % (key.replace("csurelay_", "").replace("_latency_seconds", ""), b[-1][1],
+             1000 * quantile(0.5, b), 1000 * quantile(0.99, b)))
 PY

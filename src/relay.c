@@ -50,6 +50,12 @@ static uint64_t pending_growth(struct csr_relay *r, uint64_t events_coming) {
   return rs.enriched == 0 ? 0 : (rs.enriching + events_coming) * (es->doc_bytes / rs.enriched);
 }
 
+/* Whether the last heap reading, plus its growth and the documents still to come for the admitted
+ * events and `events_coming` more (pending_growth), passes `mark`. */
+static bool passes_mark(struct csr_relay *r, uint64_t events_coming, uint64_t mark) {
+  return r->mem_last + r->mem_growth + pending_growth(r, events_coming) > mark;
+}
+
 /* Reads the heap: mem_last always, mem_used and mem_growth on a timed reading; mem_over answers
  * for what is admitted. */
 static void read_heap(struct csr_relay *r, uint64_t now, bool timed, uint64_t mark) {
@@ -60,7 +66,7 @@ static void read_heap(struct csr_relay *r, uint64_t now, bool timed, uint64_t ma
     r->mem_growth = r->mem_last > r->mem_used ? r->mem_last - r->mem_used : 0;
     r->mem_used = r->mem_last;
   }
-  r->mem_over = r->mem_last + r->mem_growth + pending_growth(r, 0) > mark;
+  r->mem_over = passes_mark(r, 0, mark);
   if (timed && r->mem_over != r->mem_logged_over) { /* a change per timed reading, not per page */
     r->mem_logged_over = r->mem_over;
     CSR_LOG(r->mem_over ? CSR_WARN : CSR_INFO,
@@ -97,7 +103,7 @@ static bool over_budget(void *arg, uint64_t events_coming) {
     read_heap(r, now, timed, mark);
   if (r->mem_over || events_coming == 0)
     return r->mem_over;
-  return r->mem_last + r->mem_growth + pending_growth(r, events_coming) > mark;
+  return passes_mark(r, events_coming, mark);
 }
 
 /* ---------------------------------------------------------------------------------------------- */

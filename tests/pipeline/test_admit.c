@@ -131,8 +131,10 @@ static void on_admitted(void *arg, const char *id) {
 
 static uint64_t stopped_logged;
 
+/* The writer's line is `len` bytes, not NUL-terminated. */
 static void capture(const char *line, size_t len, void *arg) {
-  stopped_logged += strstr(line, "admission stopped until restart") != NULL;
+  static const char stopped[] = "admission stopped until restart";
+  stopped_logged += memmem(line, len, stopped, sizeof(stopped) - 1) != NULL;
 }
 
 /* Everything but the sim and the directory: CSUs at base_url, routes, config, the ops wrapper. */

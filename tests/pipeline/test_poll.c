@@ -49,12 +49,18 @@ static void note_search(const char *line, size_t len) {
   csr_json_free(j);
 }
 
+/* The writer's line is `len` bytes, not NUL-terminated: strstr would read on into whatever an
+ * earlier, longer line left in the buffer. */
+static bool has(const char *line, size_t len, const char *s) {
+  return memmem(line, len, s, strlen(s)) != NULL;
+}
+
 static void capture(const char *line, size_t len, void *arg) {
-  if (strstr(line, "\"msg\":\"poll: search\"") != NULL) {
+  if (has(line, len, "\"msg\":\"poll: search\"")) {
     note_search(line, len);
     return;
   }
-  if (strstr(line, "\"level\":\"debug\"") != NULL)
+  if (has(line, len, "\"level\":\"debug\""))
     return;
   if (loglen + len + 1 < sizeof(logbuf)) {
     memcpy(logbuf + loglen, line, len);

@@ -69,6 +69,7 @@ struct pl_poll {
   struct rx_timer wake;
   struct csr_jw jw;
   unsigned inflight; /* lanes in TOKEN or SEARCH */
+  uint64_t rows_in_flight; /* the $top of their queries, summed */
   size_t rr;         /* the CSU to try first next round */
   uint64_t rng;
   uint64_t min_interval;

@@ -63,12 +63,24 @@ static int send_search(struct lane *l) {
   return rx_http_start(p->http, &l->req, on_search_done);
 }
 
+/* A Search of the lane starts (its token first) or ends: the stage's count of Searches in flight
+ * and of the rows they may bring (held() weighs those before each new Search). */
+static void search_begins(struct lane *l) {
+  l->p->inflight++;
+  l->p->rows_in_flight += l->q.top;
+}
+
+static void search_ends(struct lane *l) {
+  l->p->inflight--;
+  l->p->rows_in_flight -= l->q.top;
+}
+
 static void on_token(struct rx_fut *fut) {
   struct lane *l = RX_CONTAINER_OF(fut, struct lane, treq.fut);
   struct pl_poll *p = l->p;
   char why[300];
   if (p->stopping) {
-    p->inflight--;
+    search_ends(l);
     l->state = L_IDLE;
     pl__poll_stop_step(p);
     return;
@@ -88,20 +100,19 @@ static void on_token(struct rx_fut *fut) {
     const char *detail = pl_tokens_stats(l->c->tokens)->last_error;
     snprintf(why, sizeof(why), "token: %s%s%s", csr_strerror(rc), detail[0] ? ": " : "", detail);
   }
-  p->inflight--;
+  search_ends(l);
   pl__lane_search_failed(l, why, -1);
   pl__poll_schedule(p);
 }
 
 void pl__lane_start_token(struct lane *l) {
-  struct pl_poll *p = l->p;
   l->state = L_TOKEN;
-  p->inflight++;
+  search_begins(l);
   int rc = pl_tokens_get(l->c->tokens, &l->treq, on_token);
   if (rc < 0) {
     char why[128];
     snprintf(why, sizeof(why), "token: %s", csr_strerror(rc));
-    p->inflight--;
+    search_ends(l);
     pl__lane_search_failed(l, why, -1);
   }
 }
@@ -124,7 +135,7 @@ static void on_search_done(struct rx_fut *fut) {
   struct lane *l = RX_CONTAINER_OF(fut, struct lane, req.fut);
   struct pl_poll *p = l->p;
   char why[200];
-  p->inflight--;
+  search_ends(l);
   l->st.searches++;
   if (p->stopping) {
     pl__lane_release_req(l);

@@ -2,6 +2,7 @@
 #include "csurelay/json.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,6 +220,122 @@ yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn k
     yajl_free(m.h);
   csr_jw_free(&out);
   return v;
+}
+
+/* csr_json_top_strings: the wanted top-level strings copied out as the scan meets them. */
+struct top_strings {
+  const char *const *names;
+  size_t n;
+  const char **vals;
+  char *buf;
+  size_t cap, used;
+  int depth;    /* 1 inside the top-level object */
+  long pending; /* the index in names of the member whose value comes next, else -1 */
+  uint64_t met; /* bit i: names[i] was met (its first value is the one that counts) */
+  bool full;
+};
+
+static int ts_value(void *ctx) {
+  ((struct top_strings *)ctx)->pending = -1;
+  return 1;
+}
+static int ts_bool(void *ctx, int b) {
+  (void)b;
+  return ts_value(ctx);
+}
+static int ts_number(void *ctx, const char *s, size_t len) {
+  (void)s, (void)len;
+  return ts_value(ctx);
+}
+
+static int ts_string(void *ctx, const unsigned char *s, size_t len) {
+  struct top_strings *t = ctx;
+  if (t->pending < 0)
+    return 1;
+  if (len + 1 > t->cap - t->used) {
+    t->full = true;
+    return 0;
+  }
+  char *v = t->buf + t->used;
+  memcpy(v, s, len);
+  v[len] = '\0';
+  t->used += len + 1;
+  t->vals[t->pending] = v;
+  return ts_value(t);
+}
+
+static int ts_key(void *ctx, const unsigned char *key, size_t len) {
+  struct top_strings *t = ctx;
+  t->pending = -1;
+  for (size_t i = 0; t->depth == 1 && i < t->n; i++)
+    if (!(t->met & (1ull << i)) && strlen(t->names[i]) == len &&
+        memcmp(t->names[i], key, len) == 0) {
+      t->met |= 1ull << i;
+      t->pending = (long)i;
+    }
+  return 1;
+}
+
+static int ts_open(void *ctx) {
+  struct top_strings *t = ctx;
+  t->depth++;
+  t->pending = -1; /* an object or array value is not a string */
+  return 1;
+}
+
+static int ts_close(void *ctx) {
+  ((struct top_strings *)ctx)->depth--;
+  return 1;
+}
+
+static const yajl_callbacks TOP_STRING_CALLBACKS = {
+    .yajl_null = ts_value,
+    .yajl_boolean = ts_bool,
+    .yajl_number = ts_number,
+    .yajl_string = ts_string,
+    .yajl_start_map = ts_open,
+    .yajl_map_key = ts_key,
+    .yajl_end_map = ts_close,
+    .yajl_start_array = ts_open,
+    .yajl_end_array = ts_close,
+};
+
+int csr_json_top_strings(const char *text, size_t len, const char *const *names, size_t n,
+                         char *buf, size_t cap, const char **vals, char *err, size_t errlen) {
+  char dummy[1];
+  if (err == NULL) {
+    err = dummy;
+    errlen = sizeof(dummy);
+  }
+  for (size_t i = 0; i < n; i++)
+    vals[i] = NULL;
+  if (text == NULL || !starts_object(text, len) || memchr(text, '\0', len)) {
+    snprintf(err, errlen, "not a strict JSON object");
+    return CSR_EPARSE;
+  }
+  if (n > 64) {
+    snprintf(err, errlen, "more than 64 names");
+    return UV_EINVAL;
+  }
+  if (cap > INT_MAX)
+    cap = INT_MAX; /* the count of bytes used is the return value */
+  struct top_strings t = {
+      .names = names, .n = n, .vals = vals, .buf = buf, .cap = cap, .pending = -1};
+  yajl_handle h = yajl_alloc(&TOP_STRING_CALLBACKS, NULL, &t);
+  if (h == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return UV_ENOMEM;
+  }
+  int rc = csr_json_stream(h, text, len, err, errlen);
+  yajl_free(h);
+  if (rc == UV_ECANCELED && t.full) {
+    snprintf(err, errlen, "the values outgrow the buffer");
+    rc = UV_E2BIG;
+  }
+  if (rc < 0)
+    for (size_t i = 0; i < n; i++)
+      vals[i] = NULL;
+  return rc < 0 ? rc : (int)t.used;
 }
 
 void csr_json_free(yajl_val v) {

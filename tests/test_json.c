@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <uv.h>
 
 #include "csurelay/json.h"
 #include "jsontest.h"
@@ -241,11 +242,63 @@ static void test_parse_members(void **state) {
   }
 }
 
+/* csr_json_top_strings: top-level string members unescaped, NULL for other kinds of value, for a
+ * name met only deeper down and for an absent one; the first of repeated members counts even when
+ * it is not a string; a buffer too small is refused, not overrun; the same refusals as
+ * csr_json_check_object. */
+static void test_top_strings(void **state) {
+  (void)state;
+  static const char doc[] =
+      " { \"Id\" : \"a\\\"b\\u00e9\" ,\"Lines\":[{\"Name\":\"inner\"},2],\"Deep\":{\"Only\":\"x\"},"
+      "\"Amount\":184.5,\"Nothing\":null,\"Flag\":true,\"Name\":\"outer\",\"Empty\":\"\","
+      "\"Twice\":7,\"Twice\":\"late\",\"Name\":\"again\"}\n";
+  static const char *const names[] = {"Id",      "Name", "Amount", "Lines", "Only",
+                                      "Nothing", "Flag", "Empty",  "Twice", "Missing"};
+  enum { N = sizeof(names) / sizeof(names[0]) };
+  const char *vals[N];
+  char buf[sizeof(doc) + N], err[160] = "";
+  int used = csr_json_top_strings(doc, strlen(doc), names, N, buf, sizeof(buf), vals, err, 160);
+  assert_int_equal(used, (int)(strlen("a\"b\xc3\xa9") + 1 + strlen("outer") + 1 + 1));
+  assert_string_equal(vals[0], "a\"b\xc3\xa9");
+  assert_string_equal(vals[1], "outer");
+  assert_string_equal(vals[7], "");
+  for (size_t i = 2; i < N; i++)
+    if (i != 7 && vals[i] != NULL)
+      fail_msg("names[%zu] = \"%s\", not NULL", i, vals[i]);
+  for (size_t i = 0; i < N; i++)
+    assert_true(vals[i] == NULL || (vals[i] >= buf && vals[i] + strlen(vals[i]) < buf + used));
+  /* a buffer one byte short of the values */
+  memset(buf, 0, sizeof(buf));
+  assert_int_equal(
+      csr_json_top_strings(doc, strlen(doc), names, N, buf, (size_t)used - 1, vals, err, 160),
+      UV_E2BIG);
+  assert_null(vals[0]);
+  assert_int_equal(buf[used - 1], 0);
+  static const char *const bad[] = {"",
+                                    "[]",
+                                    "\"s\"",
+                                    "{",
+                                    "{} {}",
+                                    "{}x",
+                                    "{\"a\":1,}",
+                                    "{/*c*/}",
+                                    "{\"Id\":\"\xff\"}",
+                                    "{\"Id\":\"a\"/*c*/}"};
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    err[0] = '\0';
+    if (csr_json_top_strings(bad[i], strlen(bad[i]), names, N, buf, sizeof(buf), vals, err, 160) !=
+        CSR_EPARSE)
+      fail_msg("accepted bad[%zu]", i);
+    assert_true(err[0] != '\0' && strchr(err, '\n') == NULL && vals[0] == NULL);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lookup_and_types),
       cmocka_unit_test(test_check_object),
       cmocka_unit_test(test_parse_members),
+      cmocka_unit_test(test_top_strings),
       cmocka_unit_test(test_numbers_keep_their_digits),
       cmocka_unit_test(test_round_trip_whole_document),
       cmocka_unit_test(test_raw_values),

@@ -45,6 +45,17 @@ typedef bool (*csr_json_keep_fn)(void *arg, const char *key, size_t len);
 yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn keep, void *arg,
                                 char *err, size_t errlen);
 /**
+ * The string values of the top-level members `names[0..n)` of the JSON object `text`, in one scan
+ * that builds no tree: for a reader of a few short fields that keeps them, where a tree of even the
+ * kept members costs several allocations and a second parse. vals[i] points into `buf` (unescaped,
+ * NUL-terminated), or is NULL when the member is absent or not a string; of repeated members the
+ * first counts. `len + n` bytes of `buf` always suffice. The bytes of `buf` used (>= 0); CSR_EPARSE
+ * with a reason in `err` when the text is not one JSON object (as csr_json_parse_members);
+ * UV_E2BIG when `cap` is too small; UV_EINVAL for more than 64 names; UV_ENOMEM.
+ */
+int csr_json_top_strings(const char *text, size_t len, const char *const *names, size_t n,
+                         char *buf, size_t cap, const char **vals, char *err, size_t errlen);
+/**
  * Runs yajl event parser `h` over all `len` bytes and completes the parse: 0; CSR_EPARSE with the
  * first line of yajl's complaint in `err` when the text is not JSON; UV_ECANCELED when one of h's
  * callbacks stopped it (the callback keeps its own reason).

@@ -87,8 +87,7 @@ static void on_fetch(struct rx_fut *fut) {
     d->done(d);
 }
 
-static const char *row_str(const struct rev *v, const char *key) {
-  const char *s = csr_json_get_str(v->row, key);
+static const char *or_empty(const char *s) {
   return s ? s : "";
 }
 
@@ -97,14 +96,14 @@ static int start_fetches(struct esink *es, struct rev *v) {
   const struct csr_route *route = v->route;
   int rc = 0;
   if ((route->enrich & CSR_ENRICH_ORDER) && !v->order_done) {
-    const char *cart = row_str(v, "EventTransactionId");
+    const char *cart = or_empty(v->cart_id);
     if (*cart == '\0')
       v->order_done = true;
     else if ((rc = pl_enrich_order(es->r->enrich, es->rc->csu, cart, &v->order, on_fetch)) == 0)
       v->fetching++;
   }
   if (rc == 0 && (route->enrich & CSR_ENRICH_CUSTOMER) && !v->customer_done) {
-    const char *customer = row_str(v, "EventCustomerId");
+    const char *customer = or_empty(v->customer_id);
     if (*customer == '\0')
       v->customer_done = true; /* a guest: no customer to ask for */
     else if ((rc = pl_enrich_customer(es->r->enrich, es->rc->csu, customer, &v->customer,

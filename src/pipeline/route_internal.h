@@ -43,7 +43,9 @@ struct rev {
   const char *csu, *type; /* the state's lane strings (they live as long as the state) */
   int64_t time_ms;
   struct rev *prev, *next;
-  yajl_val row;                  /* the row's members the stage reads (route_reads) */
+  /* The row's members the stage reads (ROW_KEYS in route.c), NULL when absent or not strings;
+   * the texts ride after row_json. */
+  const char *cart_id, *customer_id, *time_text;
   char *row_json;                /* a copy of that text (after items[]): bodies splice it */
   struct sk_event ske;           /* what sinks read: the row plus the fetched documents */
   const struct csr_route *route; /* NULL: no route for the type any more */
@@ -78,6 +80,8 @@ struct pl_route {
   struct rev *revs;
   struct csr_jw jw;
   bool jw_ok;
+  char *scratch; /* rev_new reads a row's members into it, then copies out what they need */
+  size_t scratch_cap;
   int failed; /* an append or apply failed: nothing new starts */
   struct pl_route_stats st;
   /* drain and close (route_stop.c) */

@@ -68,6 +68,7 @@ static void free_stage(struct pl_route *r) {
   free(r->sinks);
   if (r->jw_ok)
     csr_jw_free(&r->jw);
+  free(r->scratch);
   free(r);
   if (cb != NULL)
     cb(arg);

@@ -647,6 +647,16 @@ static double stores_metric(struct it *t, const char *name) {
   return it_metric(t, series);
 }
 
+/* The subscriber may have a message before the relay has its PUBACK (mosquitto forwards, then
+ * acks; Paho hands the ack to the loop): waits up to timeout_ms for the sink to count `want`. */
+static void wait_stores_acked(struct it *t, size_t want, int64_t timeout_ms) {
+  int64_t until = it_mono_ms() + timeout_ms;
+  while (it_mono_ms() < until &&
+         (stores_metric(t, "acked_total") < (double)want ||
+          it_metric(t, "csurelay_delivered_total{sink=\"stores\"}") < (double)want))
+    it_sleep_ms(50);
+}
+
 static void print_stores_metrics(struct it *t) {
   fprintf(stderr,
           "[%s] /metrics stores: connected %.0f published %.0f acked %.0f in_flight %.0f "
@@ -752,6 +762,7 @@ static void test_fanout(void **state) {
   struct genv g = {0};
   size_t want = wait_received(t, &r, &g, cutoff, 40000);
   assert_true(want >= 400);
+  wait_stores_acked(t, want, 5000);
   print_stores_metrics(t);
   assert_int_equal(stores_metric(t, "connected"), 1);
   assert_int_equal(stores_metric(t, "reconnects_total"), 0);

@@ -120,6 +120,7 @@ until_ms=$((end_ms - grace * 1000))
 diff() { curl -s "$base/ledger/diff?sink=$1&until_ms=$until_ms"; }
 diff trigger >"$work/trigger.json"
 diff webhook:audit >"$work/webhook.json"
+[ "${KEEP:-0}" = 1 ] && curl -s "$base/ledger/receipts?sink=trigger&until_ms=$until_ms" >"$work/trigger.csv"
 admin_port=$(sed -n 's/.*"admin_port":\([0-9]*\).*/\1/p' "$work/relay.log" | head -1)
 curl -s "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
 python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" "$sinks" "$until_ms" "$base" <<'PY'

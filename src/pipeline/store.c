@@ -6,7 +6,8 @@
  * its record ends at. The prepare handle (Redis's beforeSleep) writes the whole buffer with one
  * pwrite before the loop blocks. A waiter resolves once the file is durable up to its offset:
  * right after the write (none), after the fsync that follows each write (always), or after the
- * fsync the batch timer starts (batch). At most one fsync runs; writes go on meanwhile, and an
+ * next batch fsync (batch: right after the write once fsync_interval_ms has passed since the last
+ * one started, else from the batch timer). At most one fsync runs; writes go on meanwhile, and an
  * fsync covers exactly the bytes written before it was queued (its target), so the waiters past
  * the target wait for the next one.
  */
@@ -265,9 +266,15 @@ void pl__store_kick_sync(struct pl_store *s) {
   if (s->q_len == 0 || rx_timer_active(&s->batch))
     return;
   /* Batch: the interval runs from the start of the last fsync, so a slow disk syncs back to back
-   * and a fast one at most once per interval. */
+   * and a fast one at most once per interval. When the interval is over and bytes are written,
+   * the fsync starts now: from a 0 ms timer it would wait for the loop's next turn, after the
+   * poll phase, which in a burst of Search pages parses and admits for 10-15 ms. */
   uint64_t since = rx_now_ms(s->loop) - s->last_sync_ms;
   uint64_t ivl = s->opts.fsync_interval_ms;
+  if (since >= ivl && s->written > s->synced) {
+    start_sync(s);
+    return;
+  }
   int rc = rx_timer_start(&s->batch, on_batch, since >= ivl ? 0 : ivl - since);
   if (rc < 0 && s->written > s->synced)
     start_sync(s);

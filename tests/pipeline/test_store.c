@@ -429,6 +429,41 @@ static void test_fsync_none(void **state) {
   run_policy(CSR_FSYNC_NONE);
 }
 
+/* Batch, with the interval over: the fsync starts in the loop turn that wrote the record, right
+ * after the write, so the append is durable within that one turn. From a 0 ms timer it started
+ * only in the next turn, after that turn's poll phase: in a burst of Search pages, 10-15 ms of
+ * parsing later. Then, within the interval, the next fsync waits for it. */
+static void test_fsync_batch_starts_after_write(void **state) {
+  struct env e;
+  env_setup(&e);
+  struct owner o = {.fail_at = -1};
+  struct pl_store_opts opts = opts_for(&e, CSR_FSYNC_BATCH);
+  opts.fsync_interval_ms = 50;
+  struct pl_store *s = open_ok(&e, &opts, &o, NULL);
+  uv_sleep(60); /* whatever open synced, the interval is over */
+  uv_update_time(&e.uv);
+  struct req a, b;
+  fired_total = 0;
+  append_seq(s, 0, &a);
+  uv_run(&e.uv, UV_RUN_ONCE);
+  assert_int_equal(a.fired, 1);
+  assert_int_equal(a.result, 0);
+  assert_int_equal(pl_store_stats(s)->fsyncs, 1);
+  /* within the interval: written in the next turn, synced only once the batch timer fires */
+  uint64_t t0 = uv_hrtime();
+  append_seq(s, 1, &b);
+  uv_run(&e.uv, UV_RUN_ONCE);
+  assert_int_equal(b.fired, 0);
+  while (!b.fired)
+    uv_run(&e.uv, UV_RUN_ONCE);
+  assert_int_equal(b.result, 0);
+  assert_true(uv_hrtime() - t0 >= 40 * 1000000ull);
+  assert_int_equal(pl_store_stats(s)->fsyncs, 2);
+  close_run(&e, s);
+  owner_reset(&o);
+  env_teardown(&e);
+}
+
 /* Batch under a steady trickle: one append per ms for 200 ms is coalesced into a few fsyncs. */
 static uint64_t on_trickle(struct rx_timer *timer) {
   struct chain *c = timer->data;
@@ -1562,6 +1597,7 @@ int main(void) {
       cmocka_unit_test(test_fsync_always),
       cmocka_unit_test(test_fsync_batch),
       cmocka_unit_test(test_fsync_none),
+      cmocka_unit_test(test_fsync_batch_starts_after_write),
       cmocka_unit_test(test_fsync_batch_trickle),
       cmocka_unit_test(test_close_completes_pending),
       cmocka_unit_test(test_open_creates_dirs_and_removes_leftover),

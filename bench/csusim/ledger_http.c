@@ -359,6 +359,12 @@ static void hook_error(struct sim_req *r, struct sim__sink *k, int status, const
   csr_jw_free(&jw);
 }
 
+static bool hook_reads(void *arg, const char *key, size_t len) {
+  (void)arg;
+  static const char *const keys[] = {"EventId", "EventDetails"};
+  return csr_json_key_in(key, len, keys, sizeof(keys) / sizeof(keys[0]));
+}
+
 /* Past the gate: a delivery as SPEC section 4 sends it, keyed by Idempotency-Key = event id. */
 static void on_hook(struct sim_req *r) {
   struct sim_ledger *l = r->sim->ledger;
@@ -374,7 +380,11 @@ static void on_hook(struct sim_req *r) {
   }
   const char *key = rx_http_header(r->http, "Idempotency-Key");
   char err[128] = "";
-  yajl_val body = csr_json_parse(r->http->body, r->http->body_len, err, sizeof(err));
+  /* The whole body is checked as JSON, but only these two become a tree: the order in it is ~15 KB,
+   * and a tree of all of it for every delivery was a quarter of the emulator's time at 5,000 ev/s,
+   * time the relay's other requests waited for in the same queue. */
+  yajl_val body =
+      csr_json_parse_members(r->http->body, r->http->body_len, hook_reads, NULL, err, sizeof(err));
   const char *eid = csr_json_get_str(body, "EventId");
   yajl_val det = csr_json_get(body, "EventDetails");
   if (key == NULL || key[0] == '\0')

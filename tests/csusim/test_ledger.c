@@ -310,7 +310,7 @@ static long post_hook(struct st *t, const char *name, const char *key, const cha
 }
 
 /* A sim with one AddCartLines (delivered twice to "audit") and one Checkout (never delivered),
- * one unknown delivery and three rejected ones. */
+ * one unknown delivery and four rejected ones. */
 static void webhook_fixture(struct st *t, char *id, char *co_id, size_t len) {
   st_start(t, 1, 0, NULL);
   struct sim_event ev = make_event(0, SIM_ADDCARTLINES, 1, 0, NULL);
@@ -331,6 +331,8 @@ static void webhook_fixture(struct st *t, char *id, char *co_id, size_t len) {
   assert_int_equal(post_hook(t, "audit", NULL, id, details), 400);    /* no key */
   assert_int_equal(post_hook(t, "audit", "other", id, details), 400); /* key != EventId */
   assert_int_equal(post_hook(t, "audit", id, id, "[]"), 400);         /* no EventDetails */
+  /* not JSON after the two members the receiver reads: the whole body is checked */
+  assert_int_equal(post_hook(t, "audit", id, id, "{}} x"), 400);
 }
 
 static void test_http_webhook_counts(void **state) {
@@ -348,12 +350,12 @@ static void test_http_webhook_counts(void **state) {
   assert_int_equal(get_int(audit, "duplicates"), 1);
   assert_int_equal(get_int(audit, "unknown"), 1);
   assert_int_equal(get_int(audit, "mismatched"), 0);
-  assert_int_equal(get_int(audit, "rejected"), 3);
+  assert_int_equal(get_int(audit, "rejected"), 4);
   assert_int_equal(get_int(r.json, "trigger.received"), 0);
   assert_int_equal(get_int(r.json, "contacts.duplicate_emails"), 0);
   assert_int_equal(get_int(r.json, "customers.created"), 0);
   assert_int_equal(get_int(r.json, "requests.webhook.200"), 3);
-  assert_int_equal(get_int(r.json, "requests.webhook.400"), 3);
+  assert_int_equal(get_int(r.json, "requests.webhook.400"), 4);
   st_resp_free(&r);
   st_stop(&t);
 }

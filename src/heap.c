@@ -39,6 +39,11 @@ void csr_heap_release(void) {
   mallctl(cmd, NULL, NULL, NULL, 0);
 }
 
+bool csr_heap_purge_in_background(void) {
+  bool on = true;
+  return mallctl("background_thread", NULL, NULL, &on, sizeof(on)) == 0;
+}
+
 const char *csr_heap_allocator(void) {
   return "jemalloc";
 }
@@ -57,6 +62,10 @@ bool csr_heap_reads_cheaply(void) {
 
 void csr_heap_release(void) {
   malloc_trim(0);
+}
+
+bool csr_heap_purge_in_background(void) {
+  return false;
 }
 
 const char *csr_heap_allocator(void) {

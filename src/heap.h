@@ -22,6 +22,12 @@ void csr_heap_release(void);
 /* Resident bytes of the whole process (/proc/self/statm); 0 when unknown. */
 uint64_t csr_resident_bytes(void);
 
+/* Moves the allocator's return of unused pages to the kernel off the calling thread (jemalloc's
+ * background_thread, which Redis turns on the same way). On the loop thread that purging came in
+ * bursts of madvise calls, each flushing the TLB of the other core, at the front of every second's
+ * burst of Search pages. Returns whether it is on (glibc: never). */
+bool csr_heap_purge_in_background(void);
+
 /* "jemalloc" or "glibc", for /v1/status and the start-up log. */
 const char *csr_heap_allocator(void);
 

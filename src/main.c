@@ -240,13 +240,14 @@ static int cmd_run(const char *path) {
     return EXIT_FAIL;
   }
   apply_log_level(app.cfg);
+  bool background_purge = csr_heap_purge_in_background();
   csr_metrics_init(&app.metrics);
   int rc = start(&app);
   if (rc == 0) {
     CSR_LOG(CSR_INFO, "csurelay running", CSR_KS("version", CSR_VERSION),
             CSR_KS("config", app.cfg->path), CSR_KS("admin_host", app.cfg->admin.listen.host),
-            CSR_KI("admin_port", app.admin.server.port),
-            CSR_KS("allocator", csr_heap_allocator()));
+            CSR_KI("admin_port", app.admin.server.port), CSR_KS("allocator", csr_heap_allocator()),
+            CSR_KS("heap_purge", background_purge ? "background thread" : "inline"));
     rx_loop_run(&app.loop);
     rc = rx_loop_close(&app.loop);
     if (rc < 0)

@@ -349,6 +349,10 @@ void it_relay_start(struct it *t) {
   const char *port = strstr(line, "\"admin_port\":");
   assert_non_null(port);
   t->admin_port = atoi(port + strlen("\"admin_port\":"));
+  /* jemalloc (release builds) purges on its own thread, off the loop; glibc (sanitizers) inline */
+  bool jemalloc = strstr(line, "\"allocator\":\"jemalloc\"") != NULL;
+  assert_non_null(strstr(line, jemalloc ? "\"heap_purge\":\"background thread\""
+                                        : "\"heap_purge\":\"inline\""));
   free(line);
   assert_true(t->admin_port > 0);
   snprintf(t->admin_url, sizeof(t->admin_url), "http://127.0.0.1:%d", t->admin_port);

@@ -29,6 +29,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "brokerport.h"
 #include "csurelay/sink.h"
 
 #define MOSQUITTO "/usr/sbin/mosquitto"
@@ -100,6 +101,10 @@ static int broker_spawn(struct broker *b) {
     if (waitpid(pid, &status, WNOHANG) == pid)
       return -1;
     if (port_open(b->port)) {
+      /* Ours, not another listener's: a mosquitto that cannot bind exits right after trying. */
+      usleep(50000);
+      if (waitpid(pid, &status, WNOHANG) == pid)
+        return -1;
       b->pid = pid;
       return 0;
     }
@@ -116,7 +121,7 @@ static void broker_start(struct broker *b, int persist) {
   snprintf(b->conf, sizeof(b->conf), "%s/mosquitto.conf", b->dir);
   b->persist = persist;
   for (int tries = 0; tries < 5; tries++) {
-    b->port = free_port();
+    b->port = tp_broker_port();
     broker_write_conf(b);
     if (broker_spawn(b) == 0)
       return;

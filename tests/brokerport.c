@@ -29,6 +29,21 @@ bool tp_port_free(int port) {
   return bound_port(port) == port;
 }
 
+bool tp_port_accepts(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  if (fd >= 0)
+    close(fd);
+  return ok;
+}
+
+int tp_free_port(void) {
+  return bound_port(0);
+}
+
 int tp_broker_port(void) {
   int lo = 0, hi = 0;
   FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
@@ -45,5 +60,5 @@ int tp_broker_port(void) {
     if (tp_port_free(port))
       return port;
   }
-  return bound_port(0);
+  return tp_free_port(); /* no room below the range */
 }

@@ -1,4 +1,5 @@
-/* A loopback port for a test's mosquitto, which the test may stop and start again on that port. */
+/* Loopback ports for the tests' mosquitto brokers, which a test may stop and start again on the
+ * same port, and for "nothing listens here". */
 #ifndef CSR_TESTS_BROKERPORT_H
 #define CSR_TESTS_BROKERPORT_H
 
@@ -6,6 +7,12 @@
 
 /* Whether 127.0.0.1:port can be bound now. */
 bool tp_port_free(int port);
+
+/* Whether something accepts connections on 127.0.0.1:port now. */
+bool tp_port_accepts(int port);
+
+/* A port the kernel hands out as free right now (bound to port 0, then closed); -1 on failure. */
+int tp_free_port(void);
 
 /*
  * A free port below the kernel's ephemeral range (ip_local_port_range), so that while the broker

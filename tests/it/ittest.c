@@ -717,17 +717,6 @@ void it_wait_delivered(struct it *t, int64_t n_trigger, int64_t n_hook, long dea
 
 #define MOSQUITTO "/usr/sbin/mosquitto"
 
-static bool port_accepts(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-  if (fd >= 0)
-    close(fd);
-  return ok;
-}
-
 /* Spawns mosquitto with dir/mosquitto.conf; true once its port accepts connections, false when it
  * exited first (the port was taken) or did not open it within 5 s (stretched). */
 static bool broker_spawn(struct it *t) {
@@ -745,7 +734,7 @@ static bool broker_spawn(struct it *t) {
       return false;
     }
     /* Ours, not another listener's: a mosquitto that cannot bind exits right after trying. */
-    if (port_accepts(t->mqtt_port)) {
+    if (tp_port_accepts(t->mqtt_port)) {
       it_sleep_ms(50);
       if (waitpid(t->broker.pid, &status, WNOHANG) != t->broker.pid)
         return true;

@@ -51,28 +51,6 @@ struct broker {
   char conf[128];
 };
 
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  assert_true(fd >= 0);
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-static int port_open(int port) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
-  if (fd >= 0)
-    close(fd);
-  return ok;
-}
-
 static void broker_write_conf(struct broker *b) {
   FILE *f = fopen(b->conf, "w");
   assert_non_null(f);
@@ -100,7 +78,7 @@ static int broker_spawn(struct broker *b) {
   for (int i = 0; i < 250; i++) {
     if (waitpid(pid, &status, WNOHANG) == pid)
       return -1;
-    if (port_open(b->port)) {
+    if (tp_port_accepts(b->port)) {
       /* Ours, not another listener's: a mosquitto that cannot bind exits right after trying. */
       usleep(50000);
       if (waitpid(pid, &status, WNOHANG) == pid)
@@ -774,7 +752,8 @@ static void test_topic_sanitising(void **state) {
  * without spending an attempt), nothing is published, close is prompt. */
 static void test_bad_broker(void **state) {
   struct fx *f = *state;
-  f->b.port = free_port();
+  f->b.port = tp_free_port();
+  assert_true(f->b.port > 0);
   make_conf(f, TEMPLATE, 10, 0);
   create_sink(f);
   run_ms(f, 300);
@@ -848,7 +827,8 @@ static void test_cancel_and_encode(void **state) {
 /* The body is the webhook's (sk_encode_message); the metric names are stable. */
 static void test_encode_and_metrics(void **state) {
   struct fx *f = *state;
-  f->b.port = free_port();
+  f->b.port = tp_free_port();
+  assert_true(f->b.port > 0);
   make_conf(f, TEMPLATE, 10, 0);
   create_sink(f);
   add_events(f, 2);
@@ -879,7 +859,8 @@ static void test_init_refusals(void **state) {
   struct fx *f = *state;
   struct csr_err err;
   struct sk_sink *sink = NULL;
-  f->b.port = free_port();
+  f->b.port = tp_free_port();
+  assert_true(f->b.port > 0);
   static const struct {
     const char *broker, *client_id, *topic, *key;
     int qos;

@@ -35,11 +35,18 @@ struct list {
   size_t n;
 };
 
-/* A binary min-heap of items; an item is in at most one, and knows its index there. */
+/* A binary min-heap of items by (key, seq); an item is in at most one, and knows its index there.
+ * The keys live in the array, so ordering reads only the array: comparing through the items and
+ * their events (the ready heap's key is the event's time) chased two pointers per side, 2.6 % of
+ * the loop at 10,000 ev/s with thousands of webhook deliveries ready. */
+struct heap_slot {
+  uint64_t key, seq;
+  struct pl_sched_item *it;
+};
+
 struct heap {
-  struct pl_sched_item **v;
+  struct heap_slot *v;
   size_t len, cap;
-  int (*before)(const struct pl_sched_item *a, const struct pl_sched_item *b);
 };
 
 struct pl_sched {
@@ -101,47 +108,44 @@ static void list_remove(struct list *l, struct pl_sched_item *it) {
   it->_prev = it->_next = NULL;
 }
 
-static int due_before(const struct pl_sched_item *a, const struct pl_sched_item *b) {
-  return a->_due_ms < b->_due_ms || (a->_due_ms == b->_due_ms && a->_seq < b->_seq);
+/* The ready heap's key: the event's time, oldest first (order-preserving for negative times). */
+static uint64_t age_key(const struct pl_sched_item *it) {
+  int64_t t = it->d.event ? it->d.event->time_ms : 0;
+  return (uint64_t)t ^ (UINT64_C(1) << 63);
 }
 
-static int64_t event_time(const struct pl_sched_item *it) {
-  return it->d.event ? it->d.event->time_ms : 0;
+static bool slot_before(const struct heap_slot *a, const struct heap_slot *b) {
+  return a->key < b->key || (a->key == b->key && a->seq < b->seq);
 }
 
-static int older(const struct pl_sched_item *a, const struct pl_sched_item *b) {
-  int64_t ta = event_time(a), tb = event_time(b);
-  return ta < tb || (ta == tb && a->_seq < b->_seq);
-}
-
-static void heap_set(struct heap *h, size_t i, struct pl_sched_item *it) {
-  h->v[i] = it;
-  it->_heap_idx = i;
+static void heap_set(struct heap *h, size_t i, struct heap_slot slot) {
+  h->v[i] = slot;
+  slot.it->_heap_idx = i;
 }
 
 static void sift_up(struct heap *h, size_t i) {
-  struct pl_sched_item *it = h->v[i];
-  while (i > 0 && h->before(it, h->v[(i - 1) / 2])) {
+  struct heap_slot slot = h->v[i];
+  while (i > 0 && slot_before(&slot, &h->v[(i - 1) / 2])) {
     heap_set(h, i, h->v[(i - 1) / 2]);
     i = (i - 1) / 2;
   }
-  heap_set(h, i, it);
+  heap_set(h, i, slot);
 }
 
 static void sift_down(struct heap *h, size_t i) {
-  struct pl_sched_item *it = h->v[i];
+  struct heap_slot slot = h->v[i];
   for (;;) {
     size_t c = 2 * i + 1;
     if (c >= h->len)
       break;
-    if (c + 1 < h->len && h->before(h->v[c + 1], h->v[c]))
+    if (c + 1 < h->len && slot_before(&h->v[c + 1], &h->v[c]))
       c++;
-    if (!h->before(h->v[c], it))
+    if (!slot_before(&h->v[c], &slot))
       break;
     heap_set(h, i, h->v[c]);
     i = c;
   }
-  heap_set(h, i, it);
+  heap_set(h, i, slot);
 }
 
 static int heap_reserve(struct heap *h, size_t n) {
@@ -150,7 +154,7 @@ static int heap_reserve(struct heap *h, size_t n) {
   size_t cap = h->cap ? h->cap : 64;
   while (cap < n)
     cap *= 2;
-  struct pl_sched_item **v = realloc(h->v, cap * sizeof(*v));
+  struct heap_slot *v = realloc(h->v, cap * sizeof(*v));
   if (v == NULL)
     return -ENOMEM;
   h->v = v;
@@ -158,26 +162,26 @@ static int heap_reserve(struct heap *h, size_t n) {
   return 0;
 }
 
-static int heap_push(struct heap *h, struct pl_sched_item *it) {
+static int heap_push(struct heap *h, struct pl_sched_item *it, uint64_t key) {
   if (heap_reserve(h, h->len + 1) < 0)
     return -ENOMEM;
-  heap_set(h, h->len++, it);
+  heap_set(h, h->len++, (struct heap_slot){.key = key, .seq = it->_seq, .it = it});
   sift_up(h, h->len - 1);
   return 0;
 }
 
 static void heap_remove(struct heap *h, struct pl_sched_item *it) {
   size_t i = it->_heap_idx;
-  struct pl_sched_item *last = h->v[--h->len];
+  struct heap_slot last = h->v[--h->len];
   if (i < h->len) {
     heap_set(h, i, last);
     sift_up(h, i);
-    sift_down(h, last->_heap_idx);
+    sift_down(h, last.it->_heap_idx);
   }
 }
 
 static struct pl_sched_item *heap_top(const struct heap *h) {
-  return h->len > 0 ? h->v[0] : NULL;
+  return h->len > 0 ? h->v[0].it : NULL;
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -213,7 +217,7 @@ static int wait_item(struct pl_sched *s, struct pl_sched_item *it, uint64_t dela
   it->_due_ms = delay > NEVER - now ? NEVER - 1 : now + delay;
   it->_seq = s->seq++;
   it->next_wall_ms = rx_wall_ms() + (int64_t)(delay > INT32_MAX ? INT32_MAX : delay);
-  int rc = heap_push(&s->waiting, it);
+  int rc = heap_push(&s->waiting, it, it->_due_ms);
   if (rc == 0)
     it->_state = ST_WAITING;
   return rc;
@@ -222,7 +226,7 @@ static int wait_item(struct pl_sched *s, struct pl_sched_item *it, uint64_t dela
 /* Never fails: submit reserved a ready slot for every item the scheduler holds. */
 static void ready_push(struct pl_sched *s, struct pl_sched_item *it) {
   it->_state = ST_QUEUED;
-  (void)heap_push(&s->ready, it);
+  (void)heap_push(&s->ready, it, age_key(it));
 }
 
 static void queue_item(struct pl_sched *s, struct pl_sched_item *it) {
@@ -508,8 +512,6 @@ int pl_sched_create(struct rx_loop *loop, struct sk_sink *sink, const struct pl_
   if (s == NULL)
     return UV_ENOMEM;
   s->loop = loop;
-  s->waiting.before = due_before;
-  s->ready.before = older;
   s->sink = sink;
   if (opts)
     s->opts = *opts;
@@ -638,8 +640,8 @@ void pl_sched_close(struct pl_sched *s, void (*cb)(void *arg), void *arg) {
   struct heap *held[] = {&s->ready, &s->waiting};
   for (size_t h = 0; h < 2; h++) {
     for (size_t i = 0; i < held[h]->len; i++) {
-      held[h]->v[i]->_state = ST_RELEASED;
-      list_push(&s->released, held[h]->v[i]);
+      held[h]->v[i].it->_state = ST_RELEASED;
+      list_push(&s->released, held[h]->v[i].it);
     }
     held[h]->len = 0;
   }

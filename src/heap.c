@@ -15,6 +15,34 @@ uint64_t csr_resident_bytes(void) {
   return n == 2 ? (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE) : 0;
 }
 
+/* One purge at a time for the whole process; only the loop thread that queued it reads these. */
+static uv_work_t release_work;
+static bool release_running;
+static uint64_t releases_done;
+
+static void on_release_work(uv_work_t *req) {
+  (void)req;
+  csr_heap_release();
+}
+
+static void on_release_done(uv_work_t *req, int status) {
+  (void)req, (void)status;
+  release_running = false;
+  releases_done++;
+}
+
+int csr_heap_release_async(uv_loop_t *loop) {
+  if (release_running)
+    return UV_EBUSY;
+  int rc = uv_queue_work(loop, &release_work, on_release_work, on_release_done);
+  release_running = rc == 0;
+  return rc;
+}
+
+uint64_t csr_heap_releases_done(void) {
+  return releases_done;
+}
+
 #ifdef CSR_JEMALLOC
 #include <jemalloc/jemalloc.h>
 

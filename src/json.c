@@ -124,7 +124,26 @@ struct members {
   int depth;       /* 1 inside the top-level object */
   bool keeping;    /* the current top-level member is kept */
   size_t value_at; /* for a kept member: where its key ended (then ':' and the value) */
+  size_t want;     /* distinct members to keep before the scan stops; SIZE_MAX: never stops */
+  size_t distinct; /* distinct members kept so far, their names in `names` */
+  bool stopped;    /* the scan stopped once it had `want` */
+  char names[512]; /* each: a length byte, then the name */
+  size_t names_len;
 };
+
+/* Notes a kept member's name; false when the names no longer fit (the scan then never stops). */
+static bool note_distinct(struct members *m, const char *key, size_t len) {
+  for (size_t at = 0; at < m->names_len; at += 1 + (uint8_t)m->names[at])
+    if ((uint8_t)m->names[at] == len && memcmp(m->names + at + 1, key, len) == 0)
+      return true;
+  if (len > UINT8_MAX || sizeof(m->names) - m->names_len < len + 1)
+    return false;
+  m->names[m->names_len] = (char)len;
+  memcpy(m->names + m->names_len + 1, key, len);
+  m->names_len += len + 1;
+  m->distinct++;
+  return true;
+}
 
 /* A kept member's value ends at `end` (yajl has consumed its last token): copy it over whole. */
 static int member_value_ends(struct members *m) {
@@ -135,7 +154,8 @@ static int member_value_ends(struct members *m) {
     from++;
   csr_jw_raw(m->out, m->text + from, end - from);
   m->keeping = false;
-  return 1;
+  m->stopped = m->distinct >= m->want;
+  return !m->stopped; /* 0 stops yajl: every wanted member is kept */
 }
 
 static int mb_scalar(void *ctx) {
@@ -157,6 +177,8 @@ static int mb_string(void *ctx, const unsigned char *s, size_t len) {
 static int mb_key(void *ctx, const unsigned char *key, size_t len) {
   struct members *m = ctx;
   if (m->depth == 1 && (m->keeping = m->keep(m->arg, (const char *)key, len))) {
+    if (m->want != SIZE_MAX && !note_distinct(m, (const char *)key, len))
+      m->want = SIZE_MAX;
     csr_jw_strn(m->out, (const char *)key, len);
     m->value_at = yajl_get_bytes_consumed(m->h);
   }
@@ -186,8 +208,8 @@ static const yajl_callbacks MEMBER_CALLBACKS = {
     .yajl_end_array = mb_close,
 };
 
-yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn keep, void *arg,
-                                char *err, size_t errlen) {
+static yajl_val parse_members(const char *text, size_t len, csr_json_keep_fn keep, void *arg,
+                              size_t want, char *err, size_t errlen) {
   char dummy[1];
   if (err == NULL) {
     err = dummy;
@@ -204,13 +226,15 @@ yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn k
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
-  struct members m = {.text = text, .out = &out, .keep = keep, .arg = arg};
+  struct members m = {.text = text, .out = &out, .keep = keep, .arg = arg, .want = want};
   m.h = yajl_alloc(&MEMBER_CALLBACKS, NULL, &m);
   yajl_val v = NULL;
   const char *kept;
   size_t kept_len;
   csr_jw_obj(&out);
   int rc = m.h ? csr_json_stream(m.h, text, len, err, errlen) : UV_ENOMEM;
+  if (rc == UV_ECANCELED && m.stopped)
+    rc = 0;
   csr_jw_obj_end(&out);
   if (rc == 0 && csr_jw_finish(&out, &kept, &kept_len) == 0)
     v = csr_json_parse(kept, kept_len, err, errlen);
@@ -220,6 +244,16 @@ yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn k
     yajl_free(m.h);
   csr_jw_free(&out);
   return v;
+}
+
+yajl_val csr_json_parse_members(const char *text, size_t len, csr_json_keep_fn keep, void *arg,
+                                char *err, size_t errlen) {
+  return parse_members(text, len, keep, arg, SIZE_MAX, err, errlen);
+}
+
+yajl_val csr_json_parse_checked_members(const char *text, size_t len, csr_json_keep_fn keep,
+                                        void *arg, size_t want, char *err, size_t errlen) {
+  return parse_members(text, len, keep, arg, want == 0 ? SIZE_MAX : want, err, errlen);
 }
 
 /* csr_json_top_strings: the wanted top-level strings copied out as the scan meets them. */

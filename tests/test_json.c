@@ -242,6 +242,57 @@ static void test_parse_members(void **state) {
   }
 }
 
+/* csr_json_parse_checked_members: the scan stops once it has kept `want` distinct members (what
+ * follows is not read: here it is not even JSON), a kept name repeated before the stop counts once
+ * and its first value is the one csr_json_get finds, a wanted member that never comes means a whole
+ * scan, and names that overflow the scan's record of them mean it never stops. */
+static void test_parse_checked_members(void **state) {
+  (void)state;
+  static const char *const ab[] = {"a", "b", NULL};
+  static const char stops[] = "{\"a\":1,\"x\":{\"b\":0},\"a\":2,\"b\":[3,{}],\"rest\":[1,,oops";
+  char err[160] = "";
+  yajl_val v = csr_json_parse_checked_members(stops, strlen(stops), keep_listed, (void *)ab, 2, err,
+                                              sizeof(err));
+  assert_non_null(v);
+  char *t = jt_text(v);
+  assert_string_equal(t, "{\"a\":1,\"a\":2,\"b\":[3,{}]}");
+  free(t);
+  assert_int_equal(csr_json_get(v, "a")->u.number.i, 1);
+  csr_json_free(v);
+  /* want 0, or the whole scan: the malformed rest is read and refused */
+  assert_null(csr_json_parse_checked_members(stops, strlen(stops), keep_listed, (void *)ab, 0, err,
+                                             sizeof(err)));
+  assert_null(csr_json_parse_members(stops, strlen(stops), keep_listed, (void *)ab, err, 160));
+  /* "b" never comes at the top: the scan reads to the end */
+  static const char no_b[] = "{\"a\":1,\"x\":{\"b\":0},\"c\":3}";
+  v = csr_json_parse_checked_members(no_b, strlen(no_b), keep_listed, (void *)ab, 2, err,
+                                     sizeof(err));
+  assert_non_null(v);
+  t = jt_text(v);
+  assert_string_equal(t, "{\"a\":1}");
+  free(t);
+  csr_json_free(v);
+  /* five kept names of 200 bytes each do not fit the record: no stop, the rest is refused */
+  char names[5][201], *list[6] = {0};
+  char doc[2048];
+  size_t at = (size_t)snprintf(doc, sizeof(doc), "{");
+  for (int i = 0; i < 5; i++) {
+    memset(names[i], 'a' + i, 200);
+    names[i][200] = '\0';
+    list[i] = names[i];
+    at += (size_t)snprintf(doc + at, sizeof(doc) - at, "\"%s\":%d,", names[i], i);
+  }
+  snprintf(doc + at, sizeof(doc) - at, "\"rest\":[1,,oops");
+  assert_null(csr_json_parse_checked_members(doc, strlen(doc), keep_listed, (void *)list, 5, err,
+                                             sizeof(err)));
+  doc[at - 1] = '}'; /* the same five, well formed: all kept */
+  doc[at] = '\0';
+  v = csr_json_parse_checked_members(doc, strlen(doc), keep_listed, (void *)list, 5, err,
+                                     sizeof(err));
+  assert_true(YAJL_IS_OBJECT(v) && v->u.object.len == 5);
+  csr_json_free(v);
+}
+
 /* csr_json_top_strings: top-level string members unescaped, NULL for other kinds of value, for a
  * name met only deeper down and for an absent one; the first of repeated members counts even when
  * it is not a string; a buffer too small is refused, not overrun; the same refusals as
@@ -298,6 +349,7 @@ int main(void) {
       cmocka_unit_test(test_lookup_and_types),
       cmocka_unit_test(test_check_object),
       cmocka_unit_test(test_parse_members),
+      cmocka_unit_test(test_parse_checked_members),
       cmocka_unit_test(test_top_strings),
       cmocka_unit_test(test_numbers_keep_their_digits),
       cmocka_unit_test(test_round_trip_whole_document),

@@ -176,9 +176,11 @@ CSR_NODISCARD int sk_encode_message(const struct sk_event *ev, struct csr_jw *jw
 
 /** The documents of an event, for sk_reads_fn. */
 enum sk_doc { SK_DOC_EVENT, SK_DOC_ORDER, SK_DOC_CUSTOMER };
-/** Says whether a sink reads the top-level member `key` (`len` bytes) of document `doc`; with
- * key NULL, whether it reads anything of that document at all (else no tree is built for it). */
-typedef bool (*sk_reads_fn)(void *arg, enum sk_doc doc, const char *key, size_t len);
+/** Says whether a sink reads the top-level member `key` (`len` bytes) of document `doc` (non-zero:
+ * yes). With key NULL: how many distinct members of it the sink reads at most, so the scan of the
+ * document stops once it has them all (SIZE_MAX: no bound); 0 when it reads nothing of it (no tree
+ * is built for it). */
+typedef size_t (*sk_reads_fn)(void *arg, enum sk_doc doc, const char *key, size_t len);
 
 /**
  * `ev` with trees for the documents it carries only as text (the event, order and customer), for

@@ -194,23 +194,62 @@ static bool source_reads(const char *source, const char *root, const char *key, 
   return key == NULL || step_len == 0 || (step_len == len && memcmp(step, key, len) == 0);
 }
 
+struct span {
+  const char *p;
+  size_t len;
+};
+
+/* Adds `name` (`len` bytes) to the distinct names in `seen` (`*n` of them, room for `max`);
+ * false when it does not fit. */
+static bool add_distinct(struct span *seen, size_t *n, size_t max, const char *name, size_t len) {
+  for (size_t i = 0; i < *n; i++)
+    if (seen[i].len == len && memcmp(seen[i].p, name, len) == 0)
+      return true;
+  if (*n == max)
+    return false;
+  seen[(*n)++] = (struct span){name, len};
+  return true;
+}
+
+/* How many distinct members of document `root` delivery d reads: cij's own (`own`) and its
+ * mapping's first steps; SIZE_MAX when a source reads the whole document (or too many to count). */
+static size_t members_read(const struct sk_delivery *d, const char *root, const char *const *own,
+                           size_t n_own) {
+  struct span seen[32];
+  size_t n = 0, rootlen = strlen(root);
+  for (size_t i = 0; i < n_own; i++)
+    if (!add_distinct(seen, &n, 32, own[i], strlen(own[i])))
+      return SIZE_MAX;
+  size_t fields = uses_default(d) ? NDEFAULT : d->conf->n_fields;
+  for (size_t i = 0; i < fields; i++) {
+    const char *src = uses_default(d) ? default_fields[i].source : d->conf->fields[i].source;
+    if (!source_reads(src, root, NULL, 0))
+      continue;
+    const char *step = src[rootlen] ? src + rootlen + 1 : src + rootlen;
+    size_t step_len = strcspn(step, ".");
+    if (step_len == 0 || !add_distinct(seen, &n, 32, step, step_len))
+      return SIZE_MAX;
+  }
+  return n;
+}
+
 /* sk_reads_fn for delivery `arg`: cij's own members and its mapping's. */
-static bool reads_member(void *arg, enum sk_doc doc, const char *key, size_t len) {
+static size_t reads_member(void *arg, enum sk_doc doc, const char *key, size_t len) {
   const struct sk_delivery *d = arg;
   bool order = doc == SK_DOC_ORDER, event = doc == SK_DOC_EVENT;
-  if (key == NULL && !event)
-    return true; /* the email is in the order or the customer */
-  if (key != NULL && !event &&
-      (order ? csr_json_key_in(key, len, order_members, 2)
-             : csr_json_key_in(key, len, customer_members, 4)))
-    return true;
   const char *root = event ? "EventDetails" : order ? "OrderDetails" : "CustomerDetails";
+  const char *const *own = event ? NULL : order ? order_members : customer_members;
+  size_t n_own = event ? 0 : order ? 2 : 4;
+  if (key == NULL)
+    return members_read(d, root, own, n_own);
+  if (csr_json_key_in(key, len, own, n_own))
+    return 1;
   size_t n = uses_default(d) ? NDEFAULT : d->conf->n_fields;
   for (size_t i = 0; i < n; i++)
     if (source_reads(uses_default(d) ? default_fields[i].source : d->conf->fields[i].source, root,
                      key, len))
-      return true;
-  return false;
+      return 1;
+  return 0;
 }
 
 /* An action name, possibly namespaced ("Microsoft.Dynamics.CRM.x"): it becomes a URL segment. */

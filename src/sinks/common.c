@@ -165,15 +165,17 @@ struct reads {
 
 static bool keep_member(void *arg, const char *key, size_t len) {
   const struct reads *r = arg;
-  return r->fn(r->arg, r->doc, key, len);
+  return r->fn(r->arg, r->doc, key, len) != 0;
 }
 
-/* A document's tree: the event's own, else one built from its text (which the enricher checked, so
- * only memory can fail); NULL when it has neither. */
+/* A document's tree: the event's own, else one built from its text (which the enricher or the
+ * poller checked whole, so only memory can fail, and a scan may stop once it has what the sink
+ * reads); NULL when it has neither. */
 static yajl_val tree_of(yajl_val tree, const char *json, size_t len, struct reads *r, int *rc) {
-  if (tree != NULL || json == NULL || len == 0 || (r->fn && !r->fn(r->arg, r->doc, NULL, 0)))
+  size_t want = r->fn ? r->fn(r->arg, r->doc, NULL, 0) : SIZE_MAX;
+  if (tree != NULL || json == NULL || len == 0 || want == 0)
     return tree;
-  yajl_val built = r->fn ? csr_json_parse_members(json, len, keep_member, r, NULL, 0)
+  yajl_val built = r->fn ? csr_json_parse_checked_members(json, len, keep_member, r, want, NULL, 0)
                          : csr_json_parse(json, len, NULL, 0);
   if (built == NULL)
     *rc = -ENOMEM;

@@ -458,18 +458,19 @@ static bool names_placeholder(const char *topic, size_t i) {
   return false;
 }
 
-/* sk_reads_fn: the event's members that sink `arg`'s template names; with key NULL, whether it
- * names any (a template of {csu} and {type} alone needs no pass over the row). */
-static bool topic_reads(void *arg, enum sk_doc doc, const char *key, size_t len) {
+/* sk_reads_fn: the event's members that sink `arg`'s template names; with key NULL, how many (a
+ * template of {csu} and {type} alone needs no pass over the row). */
+static size_t topic_reads(void *arg, enum sk_doc doc, const char *key, size_t len) {
   const struct mq_sink *s = arg;
+  size_t n = 0;
   if (doc != SK_DOC_EVENT)
-    return false;
+    return 0;
   for (size_t i = 0; i < N_PLACEHOLDERS; i++)
     if (PLACEHOLDERS[i].field != NULL &&
         (key == NULL || csr_json_key_in(key, len, &PLACEHOLDERS[i].field, 1)) &&
         names_placeholder(s->base.conf->topic, i))
-      return true;
-  return false;
+      n++;
+  return n;
 }
 
 /* Expands the template into s->topic: 0, CSR_ELIMIT when it would exceed MQTT's limit, -ENOMEM. */

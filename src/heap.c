@@ -61,6 +61,19 @@ bool csr_heap_reads_cheaply(void) {
   return true;
 }
 
+uint64_t csr_heap_thread_net(void) {
+  static __thread uint64_t *allocated, *deallocated;
+  if (allocated == NULL) {
+    size_t len = sizeof(allocated);
+    if (mallctl("thread.allocatedp", &allocated, &len, NULL, 0) != 0 ||
+        mallctl("thread.deallocatedp", &deallocated, &len, NULL, 0) != 0) {
+      allocated = NULL;
+      return 0;
+    }
+  }
+  return *allocated - *deallocated;
+}
+
 void csr_heap_release(void) {
   char cmd[64];
   snprintf(cmd, sizeof(cmd), "arena.%u.purge", (unsigned)MALLCTL_ARENAS_ALL);
@@ -86,6 +99,10 @@ uint64_t csr_heap_in_use(void) {
 
 bool csr_heap_reads_cheaply(void) {
   return false;
+}
+
+uint64_t csr_heap_thread_net(void) {
+  return 0;
 }
 
 void csr_heap_release(void) {

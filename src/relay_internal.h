@@ -48,6 +48,7 @@ struct csr_relay {
   uint64_t mem_growth;     /* its growth since the reading before (bytes) */
   uint64_t mem_read_ms;    /* loop time of the last reading, timed or not */
   uint64_t mem_last;       /* heap in use at that reading (bytes) */
+  uint64_t mem_thread_base; /* csr_heap_thread_net() at the last timed reading */
   bool mem_over;           /* over limits.memory_mb at the last reading */
   bool mem_logged_over;    /* what the log last said about it */
   /* stop */

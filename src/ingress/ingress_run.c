@@ -43,7 +43,7 @@ static void set_phase(struct cs_run *run, enum cs_run_phase phase) {
 }
 
 static uint64_t hash_key(const char *s) {
-  return csr_fnv1a(CSR_FNV1A_BASIS, s);
+  return csr_strhash(CSR_FNV1A_BASIS, s);
 }
 
 static int grow(struct cs_ingress *g) {

@@ -133,7 +133,7 @@ static void get_token(struct flight *f);
 /* ---------------------------------------------------------------------------------------------- */
 
 static uint64_t hash_key(size_t csu, const char *s) {
-  uint64_t h = csr_fnv1a(CSR_FNV1A_BASIS ^ (uint64_t)csu, s);
+  uint64_t h = csr_strhash(CSR_FNV1A_BASIS ^ (uint64_t)csu, s);
   return h ^ (h >> 29);
 }
 

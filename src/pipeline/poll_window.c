@@ -15,7 +15,7 @@
 /* ---------------------------------------------------------------------------------------------- */
 
 uint64_t pl__id_hash(const char *id) {
-  return csr_fnv1a(CSR_FNV1A_BASIS, id);
+  return csr_strhash(CSR_FNV1A_BASIS, id);
 }
 
 static int idset_grow(struct pl__idset *s) {
@@ -47,7 +47,7 @@ int pl__idset_add(struct pl__idset *s, uint64_t h) {
     if (rc < 0)
       return rc;
   }
-  /* the low bits of FNV-1a are poorly mixed for short keys that differ at the end: fold first */
+  /* fold the high bits in (csr_strhash mixes well; the fold dates from byte-wise FNV-1a) */
   size_t pos = (size_t)(h ^ (h >> 29) ^ (h >> 47)) & (s->cap - 1);
   while (s->slots[pos] != 0) {
     if (s->slots[pos] == h)

@@ -17,7 +17,7 @@
 /* ---------------------------------------------------------------------------------------------- */
 
 static uint64_t hash_str(const char *k) {
-  uint64_t h = csr_fnv1a(CSR_FNV1A_BASIS, k);
+  uint64_t h = csr_strhash(CSR_FNV1A_BASIS, k);
   return h ^ (h >> 29);
 }
 

@@ -55,7 +55,7 @@ struct sk__cij_cache {
 };
 
 static uint64_t hash_key(const char *s) {
-  return csr_fnv1a(CSR_FNV1A_BASIS, s);
+  return csr_strhash(CSR_FNV1A_BASIS, s);
 }
 
 int sk__cij_cache_create(size_t max, struct sk__cij_cache **out) {

@@ -438,11 +438,36 @@ yajl_val csr_json_at(yajl_val v, size_t i) {
   return YAJL_IS_ARRAY(v) && i < v->u.array.len ? v->u.array.values[i] : NULL;
 }
 
+enum { JW_MISUSE = 1, JW_NOMEM = 2, JW_MIN_CAP = 256 };
+
+/* yajl's print callback: the text goes into the writer's buffer, kept NUL-terminated. */
+static void jw_print(void *ctx, const char *s, size_t n) {
+  struct csr_jw *jw = ctx;
+  if (jw->_err)
+    return;
+  if (jw->_len + n + 1 > jw->_cap) {
+    size_t cap = jw->_cap ? jw->_cap : (jw->_hint > JW_MIN_CAP ? jw->_hint : JW_MIN_CAP);
+    while (cap < jw->_len + n + 1)
+      cap *= 2;
+    char *grown = realloc(jw->_buf, cap);
+    if (grown == NULL) {
+      jw->_err = JW_NOMEM;
+      return;
+    }
+    jw->_buf = grown;
+    jw->_cap = cap;
+  }
+  memcpy(jw->_buf + jw->_len, s, n);
+  jw->_len += n;
+  jw->_buf[jw->_len] = '\0';
+}
+
 int csr_jw_init(struct csr_jw *jw) {
-  jw->_err = 0;
+  memset(jw, 0, sizeof(*jw));
   jw->_g = yajl_gen_alloc(NULL);
   if (jw->_g == NULL)
     return UV_ENOMEM;
+  yajl_gen_config(jw->_g, yajl_gen_print_callback, jw_print, jw);
   /* Emit "/" as is: Dataverse and OData URLs in bodies stay readable and byte-identical. */
   yajl_gen_config(jw->_g, yajl_gen_escape_solidus, 0);
   yajl_gen_config(jw->_g, yajl_gen_validate_utf8, 1);
@@ -453,25 +478,55 @@ void csr_jw_free(struct csr_jw *jw) {
   if (jw->_g)
     yajl_gen_free(jw->_g);
   jw->_g = NULL;
+  free(jw->_buf);
+  jw->_buf = NULL;
+  jw->_len = jw->_cap = 0;
 }
 
 int csr_jw_finish(struct csr_jw *jw, const char **text, size_t *len) {
-  const unsigned char *buf = NULL;
-  if (jw->_err || yajl_gen_get_buf(jw->_g, &buf, len) != yajl_gen_status_ok)
-    return CSR_EPARSE;
-  *text = (const char *)buf;
+  if (jw->_err)
+    return jw->_err == JW_NOMEM ? UV_ENOMEM : CSR_EPARSE;
+  *text = jw->_buf ? jw->_buf : "";
+  *len = jw->_len;
+  return 0;
+}
+
+int csr_jw_take(struct csr_jw *jw, char **text, size_t *len) {
+  const char *done;
+  *text = NULL;
+  int rc = csr_jw_finish(jw, &done, len);
+  if (rc == 0 && jw->_buf == NULL) {
+    jw_print(jw, "", 0); /* an empty text still needs a buffer of its own */
+    rc = jw->_err ? UV_ENOMEM : 0;
+  }
+  if (rc != 0)
+    return rc;
+  *text = jw->_buf;
+  jw->_hint = jw->_len + 1;
+  jw->_buf = NULL;
+  jw->_len = jw->_cap = 0;
+  csr_jw_reset(jw);
   return 0;
 }
 
 void csr_jw_reset(struct csr_jw *jw) {
   yajl_gen_reset(jw->_g, NULL);
   yajl_gen_clear(jw->_g);
+  jw->_len = 0;
+  if (jw->_buf)
+    jw->_buf[0] = '\0';
   jw->_err = 0;
+}
+
+/* The first error sticks: running out of memory stays UV_ENOMEM, not a misuse. */
+static void misuse(struct csr_jw *jw) {
+  if (jw->_err == 0)
+    jw->_err = JW_MISUSE;
 }
 
 static void check(struct csr_jw *jw, yajl_gen_status st) {
   if (st != yajl_gen_status_ok)
-    jw->_err = 1;
+    misuse(jw);
 }
 
 void csr_jw_obj(struct csr_jw *jw) {
@@ -549,7 +604,7 @@ static int is_json_number(const char *s) {
 
 void csr_jw_num_text(struct csr_jw *jw, const char *text) {
   if (text == NULL || !is_json_number(text)) {
-    jw->_err = 1;
+    misuse(jw);
     return;
   }
   check(jw, yajl_gen_number(jw->_g, text, strlen(text)));
@@ -568,7 +623,7 @@ void csr_copy_utf8(char *dst, size_t size, const char *src) {
 
 void csr_jw_raw(struct csr_jw *jw, const char *json, size_t len) {
   if (json == NULL || len == 0) {
-    jw->_err = 1;
+    misuse(jw);
     return;
   }
   /* yajl_gen_number prints its text as is, with the separators and state of any value. */

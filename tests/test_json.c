@@ -98,6 +98,49 @@ static void test_raw_values(void **state) {
   csr_jw_free(&jw);
 }
 
+/* A taken text is the caller's: the writer starts afresh, and later documents leave it alone. */
+static void test_writer_take(void **state) {
+  (void)state;
+  struct csr_jw jw;
+  assert_int_equal(csr_jw_init(&jw), 0);
+  char *big = NULL, *next = NULL;
+  size_t len = 0;
+  csr_jw_arr(&jw);
+  for (int i = 0; i < 2000; i++) /* well past the first buffer: it grows while writing */
+    csr_jw_str(&jw, "abcdefgh");
+  csr_jw_arr_end(&jw);
+  assert_int_equal(csr_jw_take(&jw, &big, &len), 0);
+  assert_int_equal(len, 2 + 2000 * 11 - 1);
+  assert_int_equal(strlen(big), len); /* NUL-terminated */
+  assert_memory_equal(big, "[\"abcdefgh\",\"abcdefgh\",", 23);
+  assert_memory_equal(big + len - 11, "\"abcdefgh\"]", 11);
+  const char *text;
+  assert_int_equal(csr_jw_finish(&jw, &text, &len), 0); /* taking reset the writer */
+  assert_int_equal(len, 0);
+  assert_string_equal(text, "");
+  csr_jw_obj(&jw);
+  csr_jw_kint(&jw, "n", 7);
+  csr_jw_obj_end(&jw);
+  assert_int_equal(csr_jw_take(&jw, &next, &len), 0);
+  assert_string_equal(next, "{\"n\":7}");
+  assert_int_equal(len, 7);
+  assert_int_equal(big[0], '['); /* the first text is untouched by the second document */
+  assert_int_equal(big[2 + 2000 * 11 - 2], ']');
+  assert_ptr_not_equal(big, next);
+  free(big);
+  free(next);
+  char *none = (char *)"sentinel";
+  csr_jw_arr(&jw);
+  csr_jw_num_text(&jw, "x"); /* misuse: nothing is taken */
+  assert_int_equal(csr_jw_take(&jw, &none, &len), CSR_EPARSE);
+  assert_null(none);
+  csr_jw_reset(&jw);
+  assert_int_equal(csr_jw_take(&jw, &none, &len), 0); /* an empty text is still a buffer */
+  assert_string_equal(none, "");
+  free(none);
+  csr_jw_free(&jw);
+}
+
 /* A copy that does not fit is cut before a character, never inside one. */
 static void test_copy_utf8(void **state) {
   char out[6];
@@ -357,6 +400,7 @@ int main(void) {
       cmocka_unit_test(test_copy_utf8),
       cmocka_unit_test(test_rejects_non_strict_input),
       cmocka_unit_test(test_writer_escapes_and_validates),
+      cmocka_unit_test(test_writer_take),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,17 +91,26 @@ CSR_NODISCARD int csr_json_get_int(yajl_val obj, const char *key, int64_t *out);
 size_t csr_json_len(yajl_val v);
 yajl_val csr_json_at(yajl_val v, size_t i);
 
-/** A JSON writer. Errors are sticky: check once with csr_jw_finish(). */
+/** A JSON writer. Errors are sticky: check once with csr_jw_finish(). The text is written into
+ * the writer's own buffer (yajl's print callback), so a finished body can be taken rather than
+ * copied (csr_jw_take). */
 struct csr_jw {
   /* private */
   yajl_gen _g;
-  int _err;
+  int _err; /* 0, 1 (misuse: CSR_EPARSE) or 2 (out of memory) */
+  char *_buf;
+  size_t _len, _cap;
+  size_t _hint; /* the last taken text's size: the next buffer's first capacity */
 };
 
 CSR_NODISCARD int csr_jw_init(struct csr_jw *jw);
 void csr_jw_free(struct csr_jw *jw);
-/** The finished text (owned by jw, valid until csr_jw_free/reset); 0 or CSR_EPARSE on misuse. */
+/** The finished text, NUL-terminated (owned by jw, valid until csr_jw_free/reset/take); 0,
+ * CSR_EPARSE on misuse, or UV_ENOMEM. */
 CSR_NODISCARD int csr_jw_finish(struct csr_jw *jw, const char **text, size_t *len);
+/** As csr_jw_finish, but the caller owns the text (free() it) and jw is reset for the next
+ * document. On error nothing is taken and *text is NULL. */
+CSR_NODISCARD int csr_jw_take(struct csr_jw *jw, char **text, size_t *len);
 /** Clears the buffer for the next document. */
 void csr_jw_reset(struct csr_jw *jw);
 

@@ -2,10 +2,11 @@
  * Content-Type: application/json, Idempotency-Key: <event id> and, when configured,
  * Authorization: <auth_header>. The answer is classified by sk_classify_http; a 2xx delivers.
  *
- * Each delivery owns one allocation (struct wh_req with the body and the key header behind it),
- * linked into the sink's list of started deliveries so close can cancel them; it is freed on
- * completion, before done() runs. A body that cannot be built is SK_DEAD ("encode"), reported
- * through the delivery's own future so done() is never called from inside deliver().
+ * Each delivery owns a struct wh_req (the key header behind it) and its body, taken from the
+ * writer that built it rather than copied (17 KB at 10,000 deliveries a second), linked into the
+ * sink's list of started deliveries so close can cancel them; it is freed on completion, before
+ * done() runs. A body that cannot be built is SK_DEAD ("encode"), reported through the delivery's
+ * own future so done() is never called from inside deliver().
  *
  * Readiness: after READY_FAILURES transport failures in a row (no HTTP answer at all: refused,
  * reset, timeout) the sink reports not ready; any HTTP answer makes it ready again. Cancels do not
@@ -32,12 +33,13 @@ struct wh_req {
   struct wh_req *prev, *next;
   int started;   /* req is with the HTTP client */
   int cancelled; /* cancel() was called */
-  char text[];   /* the body, then the Idempotency-Key line */
+  char *body;    /* taken from the sink's writer (csr_jw_take) */
+  char key[];    /* the Idempotency-Key line */
 };
 
 struct wh_sink {
   struct sk_sink base;
-  struct csr_jw jw; /* scratch for encoding; copied into the wh_req */
+  struct csr_jw jw; /* encodes each body, which the wh_req then takes */
   char *auth_line;  /* "Authorization: ..." or NULL */
   struct wh_req *active;
   unsigned transport_failures; /* in a row */
@@ -91,6 +93,7 @@ static void finish(struct wh_sink *w, struct wh_req *r, struct sk_delivery *d) {
   unlink_req(w, r);
   if (r->started)
     rx_http_req_cleanup(&r->req);
+  free(r->body);
   free(r);
   d->_sink_state = NULL;
   d->done(d);
@@ -123,15 +126,15 @@ static void on_encode_failed(struct rx_fut *fut) {
   finish(r->w, r, d);
 }
 
-/* Builds the body into w->jw; CSR_EPARSE when it cannot be (or the id cannot be a header). */
-static int encode_body(struct wh_sink *w, const struct sk_delivery *d, const char **body,
-                       size_t *len) {
+/* Builds the body with w->jw and takes it; CSR_EPARSE when it cannot be built (or the id cannot
+ * be a header), -ENOMEM when memory ran out. */
+static int encode_body(struct wh_sink *w, const struct sk_delivery *d, char **body, size_t *len) {
   csr_jw_reset(&w->jw);
   int rc = sk_encode_message(d->event, &w->jw);
   if (rc == 0 && has_ctl(d->event->id))
     rc = CSR_EPARSE; /* a CR or LF in the id would split the header */
   if (rc == 0)
-    rc = csr_jw_finish(&w->jw, body, len);
+    rc = csr_jw_take(&w->jw, body, len);
   return rc < 0 && rc != -ENOMEM ? CSR_EPARSE : rc;
 }
 
@@ -142,13 +145,12 @@ static int start_post(struct wh_sink *w, struct wh_req *r, size_t body_len) {
   r->req.data = r;
   r->req.method = "POST";
   r->req.url = conf->url;
-  r->req.body = r->text;
+  r->req.body = r->body;
   r->req.body_len = body_len;
   r->req.timeout_ms = timeout > (uint64_t)LONG_MAX ? LONG_MAX : (long)timeout;
-  const char *key_line = r->text + body_len + 1;
   int rc = rx_http_req_header(&r->req, "Content-Type: application/json");
   if (rc == 0)
-    rc = rx_http_req_header(&r->req, key_line);
+    rc = rx_http_req_header(&r->req, r->key);
   if (rc == 0 && w->auth_line)
     rc = rx_http_req_header(&r->req, w->auth_line);
   if (rc == 0)
@@ -161,8 +163,8 @@ static int start_post(struct wh_sink *w, struct wh_req *r, size_t body_len) {
   return 0;
 }
 
-static struct wh_req *req_alloc(struct wh_sink *w, struct sk_delivery *d, size_t text_len) {
-  struct wh_req *r = calloc(1, sizeof(*r) + text_len);
+static struct wh_req *req_alloc(struct wh_sink *w, struct sk_delivery *d, size_t key_len) {
+  struct wh_req *r = calloc(1, sizeof(*r) + key_len);
   if (r == NULL)
     return NULL;
   r->w = w;
@@ -219,7 +221,7 @@ static int webhook_deliver(struct sk_sink *sink, struct sk_delivery *d) {
   struct wh_sink *w = (struct wh_sink *)sink;
   if (w->closing)
     return -ECANCELED;
-  const char *body;
+  char *body;
   size_t len;
   int rc = encode_body(w, d, &body, &len);
   if (rc == -ENOMEM)
@@ -227,13 +229,16 @@ static int webhook_deliver(struct sk_sink *sink, struct sk_delivery *d) {
   if (rc < 0)
     return deliver_encode_failed(w, d, rc);
   size_t key_len = strlen(KEY_HEADER) + strlen(d->event->id);
-  struct wh_req *r = req_alloc(w, d, len + 1 + key_len + 1);
-  if (r == NULL)
+  struct wh_req *r = req_alloc(w, d, key_len + 1);
+  if (r == NULL) {
+    free(body);
     return -ENOMEM;
-  memcpy(r->text, body, len);
-  snprintf(r->text + len + 1, key_len + 1, KEY_HEADER "%s", d->event->id);
+  }
+  r->body = body;
+  snprintf(r->key, key_len + 1, KEY_HEADER "%s", d->event->id);
   rc = start_post(w, r, len);
   if (rc < 0) {
+    free(r->body);
     free(r);
     return rc;
   }

@@ -42,6 +42,12 @@ trap cleanup EXIT
 cat >"$work/faults.yaml" <<'YAML'
 dataverse: {max_requests: 100000000, window_s: 300, max_concurrent: 100000}
 YAML
+# The host's own speed before the run (nothing else started yet): a fixed single-threaded loop,
+# in ms. This VM's speed drifts within an hour; a slow reading marks a run that measured the host.
+host_ms=$(python3 -c 'import time
+t = time.perf_counter(); s = 0
+for i in range(2000000): s += i * i
+print(int((time.perf_counter() - t) * 1000))')
 build/csusim --listen 127.0.0.1:0 --csus "$csus" --rate "$rate" --seed 11 \
   --faults "$work/faults.yaml" >"$work/sim.out" 2>"$work/sim.err" &
 sim_pid=$!
@@ -100,6 +106,9 @@ ledger() { curl -s "$base/ledger"; }
 peak_rss=0
 start=$(date +%s)
 t0_cpu=$(awk '{print $14+$15}' "/proc/$relay_pid/stat")
+t0_sim=$(awk '{print $14+$15}' "/proc/$sim_pid/stat")
+t0_idle=$(awk '/^cpu /{print $5+$6; exit}' /proc/stat)
+t0_all=$(awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print s; exit}' /proc/stat)
 while [ $(($(date +%s) - start)) -lt "$secs" ]; do
   sleep 5
   rss=$(awk '/VmRSS/{print $2}' "/proc/$relay_pid/status")
@@ -115,6 +124,9 @@ print("t=%3ss generated=%d trigger=%d webhook=%d mqtt=%d rss=%s MB" % (sys.argv[
 done
 end_ms=$(($(date +%s%3N)))
 cpu_ticks=$(($(awk '{print $14+$15}' "/proc/$relay_pid/stat") - t0_cpu))
+sim_ticks=$(($(awk '{print $14+$15}' "/proc/$sim_pid/stat") - t0_sim))
+idle_ticks=$(($(awk '/^cpu /{print $5+$6; exit}' /proc/stat) - t0_idle))
+all_ticks=$(($(awk '/^cpu /{s=0; for (i=2; i<=NF; i++) s+=$i; print s; exit}' /proc/stat) - t0_all))
 hz=$(getconf CLK_TCK)
 until_ms=$((end_ms - grace * 1000))
 diff() { curl -s "$base/ledger/diff?sink=$1&until_ms=$until_ms"; }
@@ -123,11 +135,16 @@ diff webhook:audit >"$work/webhook.json"
 [ "${KEEP:-0}" = 1 ] && curl -s "$base/ledger/receipts?sink=trigger&until_ms=$until_ms" >"$work/trigger.csv"
 admin_port=$(sed -n 's/.*"admin_port":\([0-9]*\).*/\1/p' "$work/relay.log" | head -1)
 curl -s "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
-python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" "$sinks" "$until_ms" "$base" <<'PY'
+python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" "$sinks" "$until_ms" "$base" \
+  "$sim_ticks" "$idle_ticks" "$all_ticks" "$host_ms" <<'PY'
 import json, sys, calendar, time, urllib.request
-work, rate, secs, csus, rss, ticks, hz, sinks, until_ms, base = sys.argv[1:]
+work, rate, secs, csus, rss, ticks, hz, sinks, until_ms, base = sys.argv[1:11]
+sim_ticks, idle_ticks, all_ticks, host_ms = sys.argv[11:]
 print("\nrate %s ev/s, %s CSUs, %s s, sinks %s; relay CPU %.0f%% of one core, peak RSS %d MB" %
       (rate, csus, secs, sinks, 100.0 * int(ticks) / int(hz) / int(secs), int(rss) // 1024))
+print("csusim CPU %.0f%%, machine idle %.0f%%; host loop %s ms (before the run)" %
+      (100.0 * int(sim_ticks) / int(hz) / int(secs), 100.0 * int(idle_ticks) / max(int(all_ticks), 1),
+       host_ms))
 def event_ms(text):
     base, _, frac = text.rstrip("Z").partition(".")
     return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) * 1000 + int((frac + "000")[:3])

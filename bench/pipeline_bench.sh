@@ -42,12 +42,24 @@ trap cleanup EXIT
 cat >"$work/faults.yaml" <<'YAML'
 dataverse: {max_requests: 100000000, window_s: 300, max_concurrent: 100000}
 YAML
-# The host's own speed before the run (nothing else started yet): a fixed single-threaded loop,
-# in ms. This VM's speed drifts within an hour; a slow reading marks a run that measured the host.
-host_ms=$(python3 -c 'import time
+# The host's own speed before the run (nothing else started yet), two fixed tasks in ms: a
+# Python loop (the CPU) and 10,000 one-byte round trips over loopback TCP (the kernel's path,
+# a third of the relay's time). This VM's speed drifts within an hour; the seventh session saw
+# the relay slow by ~20 % while a CPU loop did not, so the loopback figure is the one to read.
+host_ms=$(python3 - <<'HOST'
+import socket, time
 t = time.perf_counter(); s = 0
 for i in range(2000000): s += i * i
-print(int((time.perf_counter() - t) * 1000))')
+cpu = time.perf_counter() - t
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+c = socket.create_connection(srv.getsockname()); a, _ = srv.accept()
+for x in (c, a): x.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+t = time.perf_counter()
+for _ in range(10000):
+    c.send(b"x"); a.recv(1); a.send(b"y"); c.recv(1)
+print("loop %d ms, loopback %d ms" % (cpu * 1000, (time.perf_counter() - t) * 1000))
+HOST
+)
 build/csusim --listen 127.0.0.1:0 --csus "$csus" --rate "$rate" --seed 11 \
   --faults "$work/faults.yaml" >"$work/sim.out" 2>"$work/sim.err" &
 sim_pid=$!
@@ -142,7 +154,7 @@ work, rate, secs, csus, rss, ticks, hz, sinks, until_ms, base = sys.argv[1:11]
 sim_ticks, idle_ticks, all_ticks, host_ms = sys.argv[11:]
 print("\nrate %s ev/s, %s CSUs, %s s, sinks %s; relay CPU %.0f%% of one core, peak RSS %d MB" %
       (rate, csus, secs, sinks, 100.0 * int(ticks) / int(hz) / int(secs), int(rss) // 1024))
-print("csusim CPU %.0f%%, machine idle %.0f%%; host loop %s ms (before the run)" %
+print("csusim CPU %.0f%%, machine idle %.0f%%; host before the run: %s" %
       (100.0 * int(sim_ticks) / int(hz) / int(secs), 100.0 * int(idle_ticks) / max(int(all_ticks), 1),
        host_ms))
 def event_ms(text):

@@ -76,7 +76,7 @@ struct cs_run {
   struct cs_run *prev, *next; /* every run of the ingress */
   struct cs_waiter *waiters;
   struct rx_fut durable; /* the JOB's, then the JOB_END's */
-  /* scheduling: it.data = it.d.data = this, it.d.event = &ske (ske.id = id) */
+  /* scheduling: it.data = it.delivery_data = this, it.event = &ske (ske.id = id) */
   struct sk_event ske;
   struct pl_sched_item it;
   unsigned attempts; /* started so far */

@@ -184,8 +184,8 @@ struct cs_run *cs__run_create(struct cs_ingress *g, const char *id, const char *
   }
   run->ske.id = run->id;
   run->it.data = run;
-  run->it.d.data = run;
-  run->it.d.event = &run->ske;
+  run->it.delivery_data = run;
+  run->it.event = &run->ske;
   run->next = g->runs;
   if (g->runs)
     g->runs->prev = run;
@@ -374,7 +374,7 @@ static void failure_message(struct cs_run *run, const struct sk_delivery *d) {
 
 static void on_final(void *arg, struct pl_sched_item *it) {
   struct cs_run *run = it->data;
-  const struct sk_delivery *d = &it->d;
+  const struct sk_delivery *d = it->d;
   run->status = d->status;
   if (it->outcome == SK_DELIVERED) {
     run->outcome = CS_JOB_DONE;
@@ -399,7 +399,7 @@ static void on_attempt(void *arg, struct pl_sched_item *it) {
   if (g->m.retries != NULL)
     g->m.retries->value++;
   CSR_LOG(CSR_INFO, "ingress: attempt failed; retrying", CSR_KS("job_id", run->id),
-          CSR_KS("reason", it->d.reason), CSR_KI("status", it->d.status),
+          CSR_KS("reason", it->d->reason), CSR_KI("status", it->d->status),
           CSR_KI("next_attempt", it->attempt),
           CSR_KI("in_ms", it->next_wall_ms > 0 ? it->next_wall_ms - rx_wall_ms() : 0));
 }

@@ -44,7 +44,7 @@ static void finish(struct cs_run *run) {
   call_cleanup(a);
   free(a->token);
   a->token = NULL;
-  run->it.d.done(&run->it.d);
+  run->it.d->done(run->it.d); /* the scheduler takes its delivery back */
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -214,7 +214,7 @@ static void next_call(struct cs_run *run, enum cs_call call) {
   run->a.call = call;
   int rc = start_call(run);
   if (rc < 0) {
-    set_outcome(&run->it.d, SK_RETRY, "transport", csr_strerror(rc));
+    set_outcome(run->it.d, SK_RETRY, "transport", csr_strerror(rc));
     finish(run);
   }
 }
@@ -222,7 +222,7 @@ static void next_call(struct cs_run *run, enum cs_call call) {
 /* A 2xx: the search tells which call comes next; a PATCH or a POST ends the attempt. */
 static void on_success(struct cs_run *run) {
   struct cs_attempt *a = &run->a;
-  struct sk_delivery *d = &run->it.d;
+  struct sk_delivery *d = run->it.d;
   int rc;
   switch (a->call) {
     case CS_CALL_SEARCH:
@@ -254,7 +254,7 @@ static void on_success(struct cs_run *run) {
 static void on_answer(struct rx_fut *fut) {
   struct cs_run *run = RX_CONTAINER_OF(fut, struct cs_run, a.http.fut);
   struct cs_attempt *a = &run->a;
-  struct sk_delivery *d = &run->it.d;
+  struct sk_delivery *d = run->it.d;
   if (fut->result == 0 && a->http.status == 401 && !a->refreshed && !a->cancelled) {
     /* SPEC section 3: a 401 refreshes the token once; only the token this call sent is dropped. */
     a->refreshed = true;
@@ -295,7 +295,7 @@ static void on_token(struct rx_fut *fut) {
     char why[256];
     snprintf(why, sizeof(why), "%.60s%s%.180s", csr_strerror(rc), ts->last_error[0] ? ": " : "",
              rc == UV_ECANCELED ? "" : ts->last_error);
-    set_outcome(&run->it.d, SK_RETRY, rc == UV_ECANCELED ? "cancelled" : "token", why);
+    set_outcome(run->it.d, SK_RETRY, rc == UV_ECANCELED ? "cancelled" : "token", why);
     finish(run);
     return;
   }
@@ -303,7 +303,7 @@ static void on_token(struct rx_fut *fut) {
   a->token = strdup(a->tok.token); /* valid during this callback only */
   rc = a->token ? start_call(run) : UV_ENOMEM;
   if (rc < 0) {
-    set_outcome(&run->it.d, SK_RETRY, "transport", csr_strerror(rc));
+    set_outcome(run->it.d, SK_RETRY, "transport", csr_strerror(rc));
     finish(run);
   }
 }
@@ -314,7 +314,7 @@ static void get_token(struct cs_run *run) {
   int rc = pl_tokens_get(run->g->tokens, &a->tok, on_token);
   if (rc < 0) {
     a->in_token = false;
-    set_outcome(&run->it.d, SK_RETRY, "token", csr_strerror(rc));
+    set_outcome(run->it.d, SK_RETRY, "token", csr_strerror(rc));
     finish(run);
   }
 }

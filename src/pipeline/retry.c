@@ -12,6 +12,10 @@
  * a delivery's done), never inside a caller's call, and re-arms the one timer for whatever it is
  * blocked on next. close() frees the scheduler only from the kick future, after every item came
  * back, so a callback that closes the scheduler never pulls it out from under pump().
+ *
+ * Each attempt borrows a struct sk_delivery (with its 320 bytes of reason and excerpt) from the
+ * scheduler's pool and gives it back once the callback that reads its answer has returned; a
+ * waiting or queued item holds none.
  */
 #include <errno.h>
 #include <limits.h>
@@ -49,6 +53,13 @@ struct heap {
   size_t len, cap;
 };
 
+/* The delivery one attempt borrows; `next` links the pool's free ones. */
+struct loan {
+  struct sk_delivery d;
+  struct pl_sched_item *it;
+  struct loan *next;
+};
+
 struct pl_sched {
   struct rx_loop *loop;
   struct sk_sink *sink;
@@ -61,6 +72,8 @@ struct pl_sched {
   struct list flight;   /* in flight (close cancels them) */
   struct list released; /* cancelled, for on_cancelled from the kick */
   struct heap waiting; /* in backoff or submitted for later, soonest due first */
+  struct loan *free_loans;
+  uint64_t n_loans; /* allocated, lent or free */
   struct rx_timer timer;
   uint64_t timer_due; /* loop time the timer is armed for, NEVER when stopped */
   struct rx_fut kick;
@@ -110,7 +123,7 @@ static void list_remove(struct list *l, struct pl_sched_item *it) {
 
 /* The ready heap's key: the event's time, oldest first (order-preserving for negative times). */
 static uint64_t age_key(const struct pl_sched_item *it) {
-  int64_t t = it->d.event ? it->d.event->time_ms : 0;
+  int64_t t = it->event ? it->event->time_ms : 0;
   return (uint64_t)t ^ (UINT64_C(1) << 63);
 }
 
@@ -240,6 +253,45 @@ static void release(struct pl_sched *s, struct pl_sched_item *it) {
   kick(s);
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* Deliveries lent per attempt                                                                    */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void on_done(struct sk_delivery *d);
+
+/* Lends the item a cleared delivery for its next attempt; NULL when memory ran out. */
+static struct sk_delivery *lend(struct pl_sched *s, struct pl_sched_item *it) {
+  struct loan *l = s->free_loans;
+  if (l != NULL)
+    s->free_loans = l->next;
+  else if ((l = malloc(sizeof(*l))) == NULL)
+    return NULL;
+  else
+    s->n_loans++;
+  memset(&l->d, 0, sizeof(l->d));
+  l->it = it;
+  l->next = NULL;
+  l->d.data = it->delivery_data;
+  l->d.event = it->event;
+  l->d.conf = it->conf;
+  l->d.attempt = it->attempt;
+  l->d.done = on_done;
+  it->d = &l->d;
+  return &l->d;
+}
+
+/* Takes a delivery back. Only the loan is touched: after on_final or on_cancelled the item is the
+ * caller's and may be gone, its `d` stale until it is submitted again (check_submit clears it).
+ * Where the item stays the scheduler's, the caller clears item->d first. */
+static void give_back(struct pl_sched *s, struct sk_delivery *d) {
+  if (d == NULL)
+    return;
+  struct loan *l = RX_CONTAINER_OF(d, struct loan, d);
+  l->it = NULL;
+  l->next = s->free_loans;
+  s->free_loans = l;
+}
+
 static unsigned limit(const struct pl_sched *s) {
   unsigned max = s->sink->conf->max_in_flight ? s->sink->conf->max_in_flight : UINT_MAX;
   return s->window < max ? s->window : max;
@@ -265,18 +317,18 @@ static uint64_t token_wait(struct pl_sched *s, uint64_t now) {
   return ms;
 }
 
-static void on_done(struct sk_delivery *d);
 static void attempt_failed(struct pl_sched *s, struct pl_sched_item *it);
 
 /* Starts one attempt of the oldest ready item. Returns the loop time to look again when the sink
- * refused for its own limit (NEVER otherwise). */
+ * refused for its own limit, or no delivery could be lent (NEVER otherwise). */
 static uint64_t start_head(struct pl_sched *s, uint64_t now) {
   struct pl_sched_item *it = heap_top(&s->ready);
   heap_remove(&s->ready, it);
-  it->d.attempt = it->attempt;
-  it->d.done = on_done;
-  int rc = sk_deliver(s->sink, &it->d);
+  struct sk_delivery *d = lend(s, it);
+  int rc = d != NULL ? sk_deliver(s->sink, d) : CSR_ELIMIT;
   if (rc == CSR_ELIMIT) {
+    it->d = NULL;
+    give_back(s, d);
     ready_push(s, it); /* the same key: it is the oldest again */
     return now + ELIMIT_WAIT;
   }
@@ -291,11 +343,11 @@ static uint64_t start_head(struct pl_sched *s, uint64_t now) {
   } else if (rc == -ECANCELED) {
     release(s, it); /* the sink is closing: the owner is shutting down */
   } else {
-    it->d.outcome = SK_RETRY;
-    it->d.status = 0;
-    it->d.retry_after_ms = -1;
-    snprintf(it->d.reason, sizeof(it->d.reason), "start");
-    snprintf(it->d.excerpt, sizeof(it->d.excerpt), "%s", csr_strerror(rc));
+    d->outcome = SK_RETRY;
+    d->status = 0;
+    d->retry_after_ms = -1;
+    snprintf(d->reason, sizeof(d->reason), "start");
+    snprintf(d->excerpt, sizeof(d->excerpt), "%s", csr_strerror(rc));
     attempt_failed(s, it);
   }
   return NEVER;
@@ -345,8 +397,9 @@ static void pump(struct pl_sched *s) {
 /* ---------------------------------------------------------------------------------------------- */
 
 static void finish(struct pl_sched *s, struct pl_sched_item *it) {
+  struct sk_delivery *d = it->d;
   it->_state = ST_IDLE;
-  it->outcome = it->d.outcome;
+  it->outcome = d->outcome;
   it->next_wall_ms = 0;
   switch (it->outcome) {
     case SK_DELIVERED:
@@ -360,6 +413,7 @@ static void finish(struct pl_sched *s, struct pl_sched_item *it) {
       break;
   }
   s->ops.on_final(s->arg, it);
+  give_back(s, d);
 }
 
 /* "max_attempts: <reason>", cut to the field's size. */
@@ -377,24 +431,27 @@ static void max_attempts_reason(struct sk_delivery *d) {
 
 static void attempt_failed(struct pl_sched *s, struct pl_sched_item *it) {
   s->n_retried++;
+  struct sk_delivery *d = it->d;
   if (it->attempt >= s->opts.max_attempts) {
-    max_attempts_reason(&it->d);
-    it->d.outcome = SK_DEAD;
+    max_attempts_reason(d);
+    d->outcome = SK_DEAD;
     finish(s, it);
     return;
   }
   uint64_t delay = rx_backoff_ms(it->attempt - 1, s->opts.base_ms, s->opts.cap_ms, &s->rng);
-  if (it->d.retry_after_ms > 0 && (uint64_t)it->d.retry_after_ms > delay)
-    delay = (uint64_t)it->d.retry_after_ms;
+  if (d->retry_after_ms > 0 && (uint64_t)d->retry_after_ms > delay)
+    delay = (uint64_t)d->retry_after_ms;
   it->attempt++;
   if (wait_item(s, it, delay) < 0) {
     /* No room in the heap: the item stays admitted and replays after a restart. */
     it->attempt--;
-    release(s, it);
+    release(s, it); /* keeps the delivery until on_cancelled */
     return;
   }
   if (s->ops.on_attempt)
     s->ops.on_attempt(s->arg, it);
+  it->d = NULL; /* it waits, still the scheduler's */
+  give_back(s, d);
 }
 
 static int throttled(const struct sk_delivery *d) {
@@ -405,7 +462,7 @@ static int throttled(const struct sk_delivery *d) {
 /* Dataverse's rule: a sink that keeps pushing gets a longer Retry-After, so the whole sink waits,
  * and longer each time a request sent after a pause is throttled again. */
 static void note_answer(struct pl_sched *s, const struct pl_sched_item *it, uint64_t now) {
-  if (!throttled(&it->d)) {
+  if (!throttled(it->d)) {
     if (it->started_ms >= s->pause_set) {
       s->throttle_len = 0;
       unsigned max = s->sink->conf->max_in_flight ? s->sink->conf->max_in_flight : UINT_MAX;
@@ -414,7 +471,7 @@ static void note_answer(struct pl_sched *s, const struct pl_sched_item *it, uint
     }
     return;
   }
-  uint64_t ra = it->d.retry_after_ms > 0 ? (uint64_t)it->d.retry_after_ms : s->opts.base_ms;
+  uint64_t ra = it->d->retry_after_ms > 0 ? (uint64_t)it->d->retry_after_ms : s->opts.base_ms;
   uint64_t len = ra;
   if (s->throttle_len > 0 && it->started_ms >= s->pause_set) {
     uint64_t grown = s->throttle_len > s->opts.cap_ms / 2 ? s->opts.cap_ms : s->throttle_len * 2;
@@ -433,7 +490,7 @@ static void note_answer(struct pl_sched *s, const struct pl_sched_item *it, uint
 }
 
 static void on_done(struct sk_delivery *d) {
-  struct pl_sched_item *it = RX_CONTAINER_OF(d, struct pl_sched_item, d);
+  struct pl_sched_item *it = RX_CONTAINER_OF(d, struct loan, d)->it;
   struct pl_sched *s = it->_s;
   list_remove(&s->flight, it);
   s->n_flight--;
@@ -447,6 +504,7 @@ static void on_done(struct sk_delivery *d) {
     it->_state = ST_IDLE;
     if (s->ops.on_cancelled)
       s->ops.on_cancelled(s->arg, it);
+    give_back(s, d);
   } else {
     attempt_failed(s, it);
   }
@@ -464,6 +522,11 @@ static void on_timer_closed(struct rx_timer *timer) {
   struct pl_sched *s = timer->data;
   void (*cb)(void *) = s->close_cb;
   void *arg = s->close_arg;
+  while (s->free_loans != NULL) {
+    struct loan *l = s->free_loans;
+    s->free_loans = l->next;
+    free(l);
+  }
   free(s->waiting.v);
   free(s->ready.v);
   free(s);
@@ -476,10 +539,12 @@ static void on_kick(struct rx_fut *fut) {
   while (s->released.head != NULL) {
     struct pl_sched_item *it = s->released.head;
     list_remove(&s->released, it);
+    struct sk_delivery *d = it->d; /* lent when the attempt that released it had started */
     it->_state = ST_IDLE;
     s->n_cancelled++;
     if (s->ops.on_cancelled)
       s->ops.on_cancelled(s->arg, it);
+    give_back(s, d);
   }
   if (!s->closing) {
     pump(s);
@@ -541,7 +606,7 @@ int pl_sched_create(struct rx_loop *loop, struct sk_sink *sink, const struct pl_
 }
 
 static int check_submit(struct pl_sched *s, struct pl_sched_item *item) {
-  if (s == NULL || item == NULL || item->d.event == NULL)
+  if (s == NULL || item == NULL || item->event == NULL)
     return UV_EINVAL;
   if (s->closing)
     return UV_ECANCELED;
@@ -551,6 +616,7 @@ static int check_submit(struct pl_sched *s, struct pl_sched_item *item) {
   if (heap_reserve(&s->ready, s->ready.len + s->waiting.len + s->n_flight + 1) < 0)
     return UV_ENOMEM;
   item->_s = s;
+  item->d = NULL; /* a delivery lent for the last attempt goes back when its callback returns */
   item->_cancel = 0;
   item->started_ms = 0;
   item->next_wall_ms = 0;
@@ -605,7 +671,7 @@ void pl_sched_cancel(struct pl_sched_item *item) {
     case ST_FLIGHT:
       if (!item->_cancel) {
         item->_cancel = 1;
-        s->sink->ops->cancel(s->sink, &item->d);
+        s->sink->ops->cancel(s->sink, item->d);
       }
       break;
     default:
@@ -627,6 +693,7 @@ void pl_sched_stats(const struct pl_sched *s, struct pl_sched_stats *out) {
       .pauses = s->n_pauses,
       .paused_until_ms = s->pause_until > now ? rx_wall_ms() + (int64_t)(s->pause_until - now) : 0,
       .window = limit(s),
+      .loans = s->n_loans,
   };
 }
 
@@ -648,7 +715,7 @@ void pl_sched_close(struct pl_sched *s, void (*cb)(void *arg), void *arg) {
   for (struct pl_sched_item *it = s->flight.head; it; it = it->_next) {
     if (!it->_cancel) {
       it->_cancel = 1;
-      s->sink->ops->cancel(s->sink, &it->d);
+      s->sink->ops->cancel(s->sink, it->d);
     }
   }
   kick(s);

@@ -62,13 +62,13 @@ static int record_outcome(struct pl_route *r, const char *id, const char *sink,
 }
 
 static int record_attempt(struct pl_route *r, const struct pl_sched_item *it, const char *sink) {
-  struct pl_rec_delivery d = {.id = it->d.event->id,
+  struct pl_rec_delivery d = {.id = it->event->id,
                               .sink = sink,
                               .attempt = it->attempt,
                               .next_ms = it->next_wall_ms,
-                              .status = it->d.status,
-                              .reason = it->d.reason[0] ? it->d.reason : NULL,
-                              .excerpt = it->d.excerpt[0] ? it->d.excerpt : NULL};
+                              .status = it->d->status,
+                              .reason = it->d->reason[0] ? it->d->reason : NULL,
+                              .excerpt = it->d->excerpt[0] ? it->d->excerpt : NULL};
   int rc = pl_rec_attempt(&r->jw, &d);
   if (rc < 0) {
     csr_jw_reset(&r->jw);
@@ -233,9 +233,9 @@ static struct rev *rev_new(struct pl_route *r, const struct pl_state_event *ev) 
     ri->rs = find_sink(r, ri->sink_name);
     ri->conf = find_deliver(v->route, ri->sink_name);
     ri->it.data = ri;
-    ri->it.d.event = &v->ske;
-    ri->it.d.conf = ri->conf;
-    ri->it.d.data = v;
+    ri->it.event = &v->ske;
+    ri->it.conf = ri->conf;
+    ri->it.delivery_data = v;
   }
   v->next = r->revs;
   if (r->revs)
@@ -286,14 +286,14 @@ static bool needs_enrichment(const struct rev *v) {
 }
 
 /* The enrichment's scheduler item lives only while it is submitted: a live event mostly waits for
- * its deliveries, and the item (with its error texts) is about 500 bytes. It holds the event
+ * its deliveries. It holds the event
  * (outstanding) until pl__route_end_enrichment. */
 static void submit_enrichment(struct rev *v) {
   struct pl_sched_item *it = calloc(1, sizeof(*it));
   if (it == NULL)
     return; /* the next kick tries again */
-  it->data = it->d.data = v;
-  it->d.event = &v->ske;
+  it->data = it->delivery_data = v;
+  it->event = &v->ske;
   v->enrich = it;
   v->outstanding++;
   v->r->st.enriching++;
@@ -390,11 +390,11 @@ void pl__route_enriched(struct rev *v, const struct pl_sched_item *it) {
     rev_kick(v);
   } else if (it->outcome == SK_DEAD) {
     char reason[96];
-    snprintf(reason, sizeof(reason), "enrich: %s", it->d.reason);
+    snprintf(reason, sizeof(reason), "enrich: %s", it->d->reason);
     r->st.enrich_dead++;
     CSR_LOG(CSR_WARN, "route: enrichment failed for good; the event's deliveries are dead letters",
-            CSR_KS("event_id", v->id), CSR_KS("reason", reason), CSR_KI("status", it->d.status));
-    rev_dead_letter_all(v, reason, it->d.status, it->d.excerpt);
+            CSR_KS("event_id", v->id), CSR_KS("reason", reason), CSR_KI("status", it->d->status));
+    rev_dead_letter_all(v, reason, it->d->status, it->d->excerpt);
   }
   pl__route_end_enrichment(v); /* frees `it`; its hold on v kept it alive until here */
   pl__route_release(v);
@@ -413,10 +413,10 @@ static void on_deliver_final(void *arg, struct pl_sched_item *it) {
     observe_since(ri->rs->latency, v->time_ms);
   if (it->outcome == SK_DEAD)
     CSR_LOG(CSR_WARN, "route: delivery dead-lettered", CSR_KS("event_id", v->id),
-            CSR_KS("sink", ri->sink_name), CSR_KS("reason", it->d.reason),
-            CSR_KI("status", it->d.status), CSR_KI("attempts", it->attempt));
-  (void)record_outcome(v->r, v->id, ri->sink_name, it->outcome, it->attempt, it->d.status,
-                       it->d.reason, it->d.excerpt);
+            CSR_KS("sink", ri->sink_name), CSR_KS("reason", it->d->reason),
+            CSR_KI("status", it->d->status), CSR_KI("attempts", it->attempt));
+  (void)record_outcome(v->r, v->id, ri->sink_name, it->outcome, it->attempt, it->d->status,
+                       it->d->reason, it->d->excerpt);
   v->outstanding--;
   pl__route_release(v);
 }

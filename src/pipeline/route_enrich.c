@@ -61,7 +61,7 @@ static void keep_document(struct rev *v, struct pl_fetch *f, bool is_order) {
 static void on_fetch(struct rx_fut *fut) {
   struct pl_fetch *f = RX_CONTAINER_OF(fut, struct pl_fetch, fut);
   struct rev *v = f->data;
-  struct sk_delivery *d = &v->enrich->d;
+  struct sk_delivery *d = v->enrich->d; /* lent for the attempt these fetches belong to */
   bool is_order = f == &v->order;
   const char *what = is_order ? "order" : "customer";
   if (fut->result < 0) {

@@ -26,7 +26,7 @@ struct rcsu {
 
 /** One delivery of an event in the stage. */
 struct ritem {
-  struct pl_sched_item it; /* it.data = this, it.d.data = the rev */
+  struct pl_sched_item it; /* it.data = this, it.delivery_data = the rev */
   struct rev *v;
   const char *sink_name;                /* interned by the state */
   struct rsink *rs;                     /* NULL: the sink is no longer configured */

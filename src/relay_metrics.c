@@ -43,7 +43,8 @@ struct relay_metrics {
   struct csu_m *csus;
   struct sink_m *sinks;
   struct csr_series *live, *parked, *dead_letters, *dedupe_ids, *state_bytes, *heap_bytes,
-      *resident_bytes, *aof_bytes, *aof_healthy, *fsync_last, *fsync_max, *cache_entries;
+      *resident_bytes, *aof_bytes, *aof_healthy, *fsync_last, *fsync_max, *cache_entries,
+      *cache_bytes;
   struct ctr fsyncs, fsync_seconds, torn_tails, compactions, cache_hits, cache_misses, coalesced;
 };
 
@@ -177,6 +178,8 @@ static void open_globals(struct csr_relay *r, struct relay_metrics *m) {
       ctr_of(s0(fam(r, "csurelay_aof_torn_tails_total", "Torn AOF tails truncated at open.", 1)));
   m->compactions = ctr_of(s0(fam(r, "csurelay_aof_compactions_total", "AOF rewrites.", 1)));
   m->cache_entries = s0(fam(r, "csurelay_customer_cache_entries", "Customers cached.", 0));
+  m->cache_bytes = s0(fam(r, "csurelay_customer_cache_bytes",
+                          "Estimated size of the cached customers (documents and entries).", 0));
   m->cache_hits = ctr_of(s0(fam(r, "csurelay_customer_cache_hits_total", "Cache hits.", 1)));
   m->cache_misses = ctr_of(s0(fam(r, "csurelay_customer_cache_misses_total", "Cache misses.", 1)));
   m->coalesced = ctr_of(
@@ -297,6 +300,7 @@ static void collect_globals(struct csr_relay *r, struct relay_metrics *m) {
     return;
   const struct pl_enrich_stats *es = pl_enrich_stats(r->enrich);
   gauge_set(m->cache_entries, (double)es->cache_entries);
+  gauge_set(m->cache_bytes, (double)es->cache_bytes);
   ctr_set(&m->cache_hits, es->cache_hits);
   ctr_set(&m->cache_misses, es->cache_misses);
   ctr_set(&m->coalesced, es->coalesced);

@@ -130,6 +130,11 @@ static void test_exactly_once(void **state) {
   double m_enriched = it_metric(t, "csurelay_stage_latency_seconds_count{stage=\"enriched\"}");
   double m_durable = it_metric(t, "csurelay_stage_latency_seconds_count{stage=\"durable\"}");
   double m_hook_seen = it_metric(t, "csurelay_delivery_latency_seconds_count{sink=\"audit\"}");
+  /* Customers were fetched and cached; each cached one costs at least its entry and document. */
+  double m_cached = it_metric(t, "csurelay_customer_cache_entries");
+  double m_cache_bytes = it_metric(t, "csurelay_customer_cache_bytes");
+  assert_true(m_cached > 0);
+  assert_true(m_cache_bytes >= m_cached * 100);
   assert_int_equal(it_relay_stop(t, 15000, NULL), 0);
 
   struct walk *w = calloc(1, sizeof(*w));

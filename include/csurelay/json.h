@@ -93,7 +93,8 @@ yajl_val csr_json_at(yajl_val v, size_t i);
 
 /** A JSON writer. Errors are sticky: check once with csr_jw_finish(). The text is written into
  * the writer's own buffer (yajl's print callback), so a finished body can be taken rather than
- * copied (csr_jw_take). */
+ * copied (csr_jw_take). The generator keeps the writer's address: never copy or move an
+ * initialised writer. */
 struct csr_jw {
   /* private */
   yajl_gen _g;

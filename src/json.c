@@ -440,34 +440,45 @@ yajl_val csr_json_at(yajl_val v, size_t i) {
 
 enum { JW_MISUSE = 1, JW_NOMEM = 2, JW_MIN_CAP = 256 };
 
-/* yajl's print callback: the text goes into the writer's buffer, kept NUL-terminated. */
+/* What yajl prints into, NUL-terminated. */
+struct csr_jw_out {
+  char *buf;
+  size_t len, cap;
+  size_t hint; /* the last taken text's size: the next buffer's first capacity */
+  int err;     /* 0, JW_MISUSE (CSR_EPARSE) or JW_NOMEM (UV_ENOMEM); the first one sticks */
+};
+
+/* yajl's print callback. */
 static void jw_print(void *ctx, const char *s, size_t n) {
-  struct csr_jw *jw = ctx;
-  if (jw->_err)
+  struct csr_jw_out *o = ctx;
+  if (o->err)
     return;
-  if (jw->_len + n + 1 > jw->_cap) {
-    size_t cap = jw->_cap ? jw->_cap : (jw->_hint > JW_MIN_CAP ? jw->_hint : JW_MIN_CAP);
-    while (cap < jw->_len + n + 1)
+  if (o->len + n + 1 > o->cap) {
+    size_t cap = o->cap ? o->cap : (o->hint > JW_MIN_CAP ? o->hint : JW_MIN_CAP);
+    while (cap < o->len + n + 1)
       cap *= 2;
-    char *grown = realloc(jw->_buf, cap);
+    char *grown = realloc(o->buf, cap);
     if (grown == NULL) {
-      jw->_err = JW_NOMEM;
+      o->err = JW_NOMEM;
       return;
     }
-    jw->_buf = grown;
-    jw->_cap = cap;
+    o->buf = grown;
+    o->cap = cap;
   }
-  memcpy(jw->_buf + jw->_len, s, n);
-  jw->_len += n;
-  jw->_buf[jw->_len] = '\0';
+  memcpy(o->buf + o->len, s, n);
+  o->len += n;
+  o->buf[o->len] = '\0';
 }
 
 int csr_jw_init(struct csr_jw *jw) {
-  memset(jw, 0, sizeof(*jw));
-  jw->_g = yajl_gen_alloc(NULL);
-  if (jw->_g == NULL)
+  jw->_out = calloc(1, sizeof(*jw->_out));
+  jw->_g = jw->_out ? yajl_gen_alloc(NULL) : NULL;
+  if (jw->_g == NULL) {
+    free(jw->_out);
+    jw->_out = NULL;
     return UV_ENOMEM;
-  yajl_gen_config(jw->_g, yajl_gen_print_callback, jw_print, jw);
+  }
+  yajl_gen_config(jw->_g, yajl_gen_print_callback, jw_print, jw->_out);
   /* Emit "/" as is: Dataverse and OData URLs in bodies stay readable and byte-identical. */
   yajl_gen_config(jw->_g, yajl_gen_escape_solidus, 0);
   yajl_gen_config(jw->_g, yajl_gen_validate_utf8, 1);
@@ -478,50 +489,54 @@ void csr_jw_free(struct csr_jw *jw) {
   if (jw->_g)
     yajl_gen_free(jw->_g);
   jw->_g = NULL;
-  free(jw->_buf);
-  jw->_buf = NULL;
-  jw->_len = jw->_cap = 0;
+  if (jw->_out)
+    free(jw->_out->buf);
+  free(jw->_out);
+  jw->_out = NULL;
 }
 
 int csr_jw_finish(struct csr_jw *jw, const char **text, size_t *len) {
-  if (jw->_err)
-    return jw->_err == JW_NOMEM ? UV_ENOMEM : CSR_EPARSE;
-  *text = jw->_buf ? jw->_buf : "";
-  *len = jw->_len;
+  const struct csr_jw_out *o = jw->_out;
+  if (o->err)
+    return o->err == JW_NOMEM ? UV_ENOMEM : CSR_EPARSE;
+  *text = o->buf ? o->buf : "";
+  *len = o->len;
   return 0;
 }
 
 int csr_jw_take(struct csr_jw *jw, char **text, size_t *len) {
+  struct csr_jw_out *o = jw->_out;
   const char *done;
   *text = NULL;
   int rc = csr_jw_finish(jw, &done, len);
-  if (rc == 0 && jw->_buf == NULL) {
-    jw_print(jw, "", 0); /* an empty text still needs a buffer of its own */
-    rc = jw->_err ? UV_ENOMEM : 0;
+  if (rc == 0 && o->buf == NULL) {
+    jw_print(o, "", 0); /* an empty text still needs a buffer of its own */
+    rc = o->err ? UV_ENOMEM : 0;
   }
   if (rc != 0)
     return rc;
-  *text = jw->_buf;
-  jw->_hint = jw->_len + 1;
-  jw->_buf = NULL;
-  jw->_len = jw->_cap = 0;
+  *text = o->buf;
+  o->hint = o->len + 1;
+  o->buf = NULL;
+  o->len = o->cap = 0;
   csr_jw_reset(jw);
   return 0;
 }
 
 void csr_jw_reset(struct csr_jw *jw) {
+  struct csr_jw_out *o = jw->_out;
   yajl_gen_reset(jw->_g, NULL);
   yajl_gen_clear(jw->_g);
-  jw->_len = 0;
-  if (jw->_buf)
-    jw->_buf[0] = '\0';
-  jw->_err = 0;
+  o->len = 0;
+  if (o->buf)
+    o->buf[0] = '\0';
+  o->err = 0;
 }
 
 /* The first error sticks: running out of memory stays UV_ENOMEM, not a misuse. */
 static void misuse(struct csr_jw *jw) {
-  if (jw->_err == 0)
-    jw->_err = JW_MISUSE;
+  if (jw->_out->err == 0)
+    jw->_out->err = JW_MISUSE;
 }
 
 static void check(struct csr_jw *jw, yajl_gen_status st) {

@@ -141,6 +141,26 @@ static void test_writer_take(void **state) {
   csr_jw_free(&jw);
 }
 
+/* A writer may move (a struct holding it reallocated): yajl prints through the heap, not it. */
+static void test_writer_moves(void **state) {
+  (void)state;
+  struct csr_jw *a = malloc(sizeof(*a));
+  assert_non_null(a);
+  assert_int_equal(csr_jw_init(a), 0);
+  csr_jw_obj(a);
+  csr_jw_kstr(a, "k", "v");
+  struct csr_jw moved = *a;
+  memset(a, 0xa5, sizeof(*a));
+  free(a); /* under ASan, a write through the old address fails the test */
+  csr_jw_kint(&moved, "n", 1);
+  csr_jw_obj_end(&moved);
+  const char *text;
+  size_t len;
+  assert_int_equal(csr_jw_finish(&moved, &text, &len), 0);
+  assert_string_equal(text, "{\"k\":\"v\",\"n\":1}");
+  csr_jw_free(&moved);
+}
+
 /* A copy that does not fit is cut before a character, never inside one. */
 static void test_copy_utf8(void **state) {
   char out[6];
@@ -401,6 +421,7 @@ int main(void) {
       cmocka_unit_test(test_rejects_non_strict_input),
       cmocka_unit_test(test_writer_escapes_and_validates),
       cmocka_unit_test(test_writer_take),
+      cmocka_unit_test(test_writer_moves),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -91,17 +91,15 @@ CSR_NODISCARD int csr_json_get_int(yajl_val obj, const char *key, int64_t *out);
 size_t csr_json_len(yajl_val v);
 yajl_val csr_json_at(yajl_val v, size_t i);
 
+struct csr_jw_out;
+
 /** A JSON writer. Errors are sticky: check once with csr_jw_finish(). The text is written into
  * the writer's own buffer (yajl's print callback), so a finished body can be taken rather than
- * copied (csr_jw_take). The generator keeps the writer's address: never copy or move an
- * initialised writer. */
+ * copied (csr_jw_take). */
 struct csr_jw {
   /* private */
   yajl_gen _g;
-  int _err; /* 0, 1 (misuse: CSR_EPARSE) or 2 (out of memory) */
-  char *_buf;
-  size_t _len, _cap;
-  size_t _hint; /* the last taken text's size: the next buffer's first capacity */
+  struct csr_jw_out *_out; /* on the heap: yajl keeps its address, the writer may move */
 };
 
 CSR_NODISCARD int csr_jw_init(struct csr_jw *jw);

@@ -438,7 +438,9 @@ yajl_val csr_json_at(yajl_val v, size_t i) {
   return YAJL_IS_ARRAY(v) && i < v->u.array.len ? v->u.array.values[i] : NULL;
 }
 
-enum { JW_MISUSE = 1, JW_NOMEM = 2, JW_MIN_CAP = 256 };
+/* A fresh buffer starts at yajl's own first size (YAJL_BUF_INIT_SIZE): writers made per call
+ * (csr_json_parse_members, admin answers) would otherwise grow a 1-2 KB text in 3-4 reallocs. */
+enum { JW_MISUSE = 1, JW_NOMEM = 2, JW_MIN_CAP = 2048 };
 
 /* What yajl prints into, NUL-terminated. */
 struct csr_jw_out {

@@ -27,7 +27,7 @@ struct lane_m {
 
 struct csu_m {
   struct ctr admitted, duplicates, enrich_requests;
-  struct csr_series *enrich_in_flight, *enrich_queued;
+  struct csr_series *enrich_in_flight, *enrich_queued, *enrich_window;
 };
 
 struct sink_m {
@@ -108,6 +108,8 @@ static void open_csus(struct csr_relay *r, struct relay_metrics *m) {
   struct csr_family *req = fam(r, "csurelay_enrich_requests_total", "Enrichment GETs sent.", 1);
   struct csr_family *inf = fam(r, "csurelay_enrich_in_flight", "Enrichment GETs in flight.", 0);
   struct csr_family *q = fam(r, "csurelay_enrich_queued", "Enrichment GETs waiting for a slot.", 0);
+  struct csr_family *win =
+      fam(r, "csurelay_enrich_window", "Enrichment GETs the CSU may have in flight now.", 0);
   for (size_t i = 0; i < r->cfg->n_csus; i++) {
     const char *name = r->cfg->csus[i].name;
     struct csu_m *c = &m->csus[i];
@@ -116,6 +118,7 @@ static void open_csus(struct csr_relay *r, struct relay_metrics *m) {
     c->enrich_requests = ctr_of(s1(req, "csu", name));
     c->enrich_in_flight = s1(inf, "csu", name);
     c->enrich_queued = s1(q, "csu", name);
+    c->enrich_window = s1(win, "csu", name);
   }
 }
 
@@ -246,6 +249,7 @@ static void collect_csus(struct csr_relay *r, struct relay_metrics *m) {
       ctr_set(&c->enrich_requests, es->requests);
       gauge_set(c->enrich_in_flight, es->in_flight);
       gauge_set(c->enrich_queued, es->queued);
+      gauge_set(c->enrich_window, es->window);
     }
   }
 }

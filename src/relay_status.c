@@ -105,6 +105,7 @@ static void status_csus(struct csr_relay *r, struct csr_jw *jw) {
     kuint(jw, "requests", es ? es->requests : 0);
     kuint(jw, "in_flight", es ? es->in_flight : 0);
     kuint(jw, "queued", es ? es->queued : 0);
+    kuint(jw, "window", es ? es->window : 0);
     csr_jw_obj_end(jw);
     csr_jw_obj_end(jw);
   }

@@ -10,11 +10,21 @@
  * (a new fetch for the same URL starts a new flight) but keeps its slot until its own callback
  * runs. The per-CSU bound therefore counts real connections, never fewer.
  *
+ * Each CSU's slots are a window that adapts (TCP Vegas's rule, as Netflix's concurrency-limits
+ * applies it to requests): the GETs' round trips are compared with the shortest one seen lately.
+ * While they stay near it and the window is full, the CSU answers as fast as it is asked and the
+ * window grows, up to max_in_flight; once they grow by a queue's worth, requests are waiting
+ * somewhere (at the CSU, or in this relay's own loop, which is busy with every sink's traffic), and
+ * it shrinks, down to min_in_flight. A CSU 150 ms away that is asked for 300 documents a second
+ * needs ~45 GETs in flight; one on loopback, whose round trip is the loop's own turn, gains nothing
+ * beyond a few. 429 and 503 halve the window.
+ *
  * The cache holds documents, not flights: a customer that answered OK is cached with a reference
  * of its own, looked up before the flights table, and evicted least recently used first. Expiry
  * is checked at lookup; an entry nobody asks for again leaves by eviction.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +39,10 @@
 #define DEFAULT_TTL_MS      300000
 #define DEFAULT_MAX_ENTRIES 50000
 #define DEFAULT_MAX_BYTES   (32u << 20)
-#define DEFAULT_IN_FLIGHT   8
+#define DEFAULT_IN_FLIGHT   32 /* the window's ceiling */
+#define DEFAULT_MIN_FLIGHT  4
+#define START_WINDOW        8
+#define RTT_EPOCH_MS        30000 /* the shortest round trip is forgotten after two epochs */
 #define MAX_ID_BYTES        512
 
 #define ORDER_PATH                                                                                 \
@@ -57,10 +70,19 @@ struct htab {
   size_t n;
 };
 
+/* A CSU's adaptive window (see the file comment). Round trips in microseconds. */
+struct window {
+  double limit;
+  uint64_t rtt_min;   /* the shortest of this epoch and the last; 0 before the first answer */
+  uint64_t epoch_min; /* the shortest of this epoch so far */
+  uint64_t epoch_end; /* loop ms */
+};
+
 struct csu_state {
   char *name, *url, *oun, *identity;
   struct flight *qhead, *qtail;
   bool pumping;
+  struct window win;
   struct pl_enrich_csu_stats stats;
 };
 
@@ -71,6 +93,8 @@ struct flight {
   bool joinable;
   bool orphan;    /* nobody waits: finish quietly once the pending callback runs */
   bool refreshed; /* a 401 already dropped the token once */
+  bool saturated; /* its CSU's window was full when it took its slot */
+  uint64_t sent_us;
   enum fstate state;
   enum pl_fetch_kind kind;
   struct pl_enrich *e;
@@ -524,16 +548,67 @@ static void abandon(struct flight *f) {
   }
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* The adaptive window */
+/* ---------------------------------------------------------------------------------------------- */
+
+static void window_set(struct csu_state *u, const struct pl_enrich *e, double limit) {
+  double lo = e->opts.min_in_flight, hi = e->opts.max_in_flight;
+  u->win.limit = limit < lo ? lo : limit > hi ? hi : limit;
+  u->stats.window = (unsigned)u->win.limit;
+}
+
+static void window_init(struct csu_state *u, const struct pl_enrich *e) {
+  window_set(u, e, START_WINDOW);
+}
+
+static uint64_t shortest_rtt(struct window *w, uint64_t rtt, uint64_t now_ms) {
+  if (w->epoch_min == 0 || rtt < w->epoch_min)
+    w->epoch_min = rtt;
+  if (w->rtt_min == 0 || rtt < w->rtt_min)
+    w->rtt_min = rtt;
+  if (now_ms >= w->epoch_end) { /* a route that got slower for good is learnt within two epochs */
+    w->rtt_min = w->epoch_min;
+    w->epoch_min = 0;
+    w->epoch_end = now_ms + RTT_EPOCH_MS;
+  }
+  return w->rtt_min;
+}
+
+/* One answered GET: Vegas's estimate of the requests queued, limit * (1 - rtt_min / rtt), against
+ * thresholds that grow with log10 of the limit. Growing needs a full window (an idle CSU's short
+ * round trips say nothing about more load); shrinking does not. */
+static void window_sample(struct flight *f) {
+  struct csu_state *u = f->csu;
+  struct pl_enrich *e = f->e;
+  if (f->http.status == 429 || f->http.status == 503) {
+    window_set(u, e, u->win.limit / 2);
+    return;
+  }
+  uint64_t rtt = uv_hrtime() / 1000 - f->sent_us;
+  rtt = rtt ? rtt : 1;
+  uint64_t min = shortest_rtt(&u->win, rtt, rx_now_ms(e->loop));
+  double limit = u->win.limit, step = log10(limit);
+  double queued = limit * (1.0 - (double)min / (double)rtt);
+  double alpha = 3 * step > 2 ? 3 * step : 2, beta = 2 * alpha;
+  step = step > 1 ? step : 1;
+  if (queued > beta)
+    window_set(u, e, limit - step);
+  else if (queued < alpha && f->saturated)
+    window_set(u, e, limit + step);
+}
+
 /* Starts queued flights while the CSU has free slots. Never nested: a flight that ends at once
  * frees its slot inside this loop, and the loop picks the next one up. */
 static void pump(struct csu_state *u, struct pl_enrich *e) {
   if (u->pumping)
     return;
   u->pumping = true;
-  while (!e->closing && u->qhead && u->stats.in_flight < e->opts.max_in_flight) {
+  while (!e->closing && u->qhead && u->stats.in_flight < u->stats.window) {
     struct flight *f = u->qhead;
     queue_remove(u, f);
     f->state = F_TOKEN;
+    f->saturated = u->stats.in_flight + 1 >= u->stats.window;
     u->stats.in_flight++;
     e->stats.in_flight++;
     if (u->stats.in_flight > u->stats.in_flight_max)
@@ -598,6 +673,8 @@ static void on_http(struct rx_fut *fut) {
   }
   struct verdict v = {0};
   judge(f, &v);
+  if (fut->result == 0)
+    window_sample(f);
   finish(f, &v);
 }
 
@@ -629,6 +706,7 @@ static int start_http(struct flight *f, const char *token) {
   if (rc < 0)
     return rc;
   f->state = F_HTTP;
+  f->sent_us = uv_hrtime() / 1000;
   e->stats.requests++;
   f->csu->stats.requests++;
   return 0;
@@ -868,6 +946,12 @@ int pl_enrich_create(struct rx_loop *loop, struct rx_http *http, const struct cs
     e->opts.cache_max_bytes = DEFAULT_MAX_BYTES;
   if (e->opts.max_in_flight == 0)
     e->opts.max_in_flight = DEFAULT_IN_FLIGHT;
+  if (e->opts.min_in_flight == 0)
+    e->opts.min_in_flight = DEFAULT_MIN_FLIGHT;
+  if (e->opts.min_in_flight > e->opts.max_in_flight)
+    e->opts.min_in_flight = e->opts.max_in_flight;
+  for (size_t i = 0; i < n_csus; i++)
+    window_init(&u[i], e);
   *out = e;
   return 0;
 }

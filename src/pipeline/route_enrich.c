@@ -14,12 +14,13 @@
 
 struct esink {
   struct sk_sink base;
-  /* max_in_flight: the events enriching at once, as many as pl_enrich lets GETs run per CSU. An
-   * event asks for at most two documents, so the scheduler's order (oldest event first) is about
-   * the order its GETs go out. Unbounded, every admitted event queued its GETs at once, in the
-   * order the pages came, and each second's oldest events waited behind the newer ones of the
-   * lanes answered first. At 5,000 ev/s (with new rows polled first) the webhook delivered the
-   * events of a second's first 50 ms at p50 ~85 instead of ~100 ms after the second ended. */
+  /* max_in_flight: the events enriching at once, as many as pl_enrich lets GETs run per CSU now
+   * (follow_window). An event asks for at most two documents, so the scheduler's order (oldest
+   * event first) is about the order its GETs go out. Unbounded, every admitted event queued its
+   * GETs at once, in the order the pages came, and each second's oldest events waited behind the
+   * newer ones of the lanes answered first. At 5,000 ev/s (with new rows polled first) the webhook
+   * delivered the events of a second's first 50 ms at p50 ~85 instead of ~100 ms after the second
+   * ended. */
   struct csr_sink_conf conf;
   struct pl_route *r;
   struct rcsu *rc;
@@ -148,9 +149,19 @@ static const struct sk_ops esink_ops = {
     .close = esink_close,
 };
 
+/* The events enriching at once follow the CSU's GET window (pl_enrich adapts it): each asks for
+ * at most two documents, so that keeps about as many of them started as can be fetched. */
+static void follow_window(struct esink *es) {
+  const struct pl_enrich_csu_stats *st = pl_enrich_csu_stats(es->r->enrich, es->rc->csu);
+  if (st != NULL)
+    es->conf.max_in_flight = st->window;
+}
+
 static void on_enrich_final(void *arg, struct pl_sched_item *it) {
   (void)arg;
-  pl__route_enriched(it->data, it);
+  struct rev *v = it->data;
+  follow_window(RX_CONTAINER_OF(v->enricher->sink, struct esink, base));
+  pl__route_enriched(v, it);
 }
 
 static void on_enrich_cancelled(void *arg, struct pl_sched_item *it) {
@@ -174,11 +185,11 @@ int pl__route_enrich_create(struct pl_route *r, uint64_t seed) {
       return UV_ENOMEM;
     snprintf(es->name, sizeof(es->name), "enrich:%s", rc->csu->name);
     es->conf.name = es->name;
-    es->conf.max_in_flight = pl_enrich_max_in_flight(r->enrich);
     es->base.ops = &esink_ops;
     es->base.conf = &es->conf;
     es->r = r;
     es->rc = rc;
+    follow_window(es);
     rc->sink = &es->base;
     so.seed = seed ? seed + 1000 + i : 0;
     int err = pl_sched_create(r->loop, rc->sink, &so, &ops, r, &rc->sched);

@@ -3,8 +3,8 @@
  * the customer cache (hits from the loop, TTL, LRU by entries and by bytes), not-found orders and
  * customers (a guest never asks), faults classified (429 + Retry-After, 503, malformed, timeout,
  * 400, 401 twice), a token revoked mid-run, no token cache and a refused token, the per-CSU
- * in-flight bound seen from the sim, cancel inside a coalesced fetch, and destroy with fetches in
- * flight. */
+ * in-flight bound seen from the sim, the adaptive window (it grows, shrinks, halves on 429), cancel
+ * inside a coalesced fetch, and destroy with fetches in flight. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -588,12 +588,8 @@ static uint64_t on_sample(struct rx_timer *timer) {
   return 1;
 }
 
-static void test_in_flight_bound(void **state) {
-  struct pl_enrich_opts o = {.max_in_flight = 4};
-  struct fx *f = fx_start("endpoints:\n  order: {latency_ms: 30}\n", &o);
-  struct sampler smp = {.sim = &f->t.sim};
-  assert_int_equal(rx_timer_init(&smp.timer, &f->t.loop), 0);
-  assert_int_equal(rx_timer_start(&smp.timer, on_sample, 1), 0);
+/* Asks for every BULK order at once; the waiters are the caller's to free. */
+static struct w *start_bulk(struct fx *f) {
   struct w *w = calloc(BULK, sizeof(*w));
   assert_non_null(w);
   char cart[24];
@@ -601,6 +597,17 @@ static void test_in_flight_bound(void **state) {
     snprintf(cart, sizeof(cart), "BULK-%02d", i);
     assert_int_equal(pl_enrich_order(f->en, &f->csu, cart, &w[i].req, on_done), 0);
   }
+  return w;
+}
+
+static void test_in_flight_bound(void **state) {
+  struct pl_enrich_opts o = {.max_in_flight = 4};
+  struct fx *f = fx_start("endpoints:\n  order: {latency_ms: 30}\n", &o);
+  struct sampler smp = {.sim = &f->t.sim};
+  assert_int_equal(rx_timer_init(&smp.timer, &f->t.loop), 0);
+  assert_int_equal(rx_timer_start(&smp.timer, on_sample, 1), 0);
+  struct w *w = start_bulk(f);
+  char cart[24];
   const struct pl_enrich_csu_stats *cs = pl_enrich_csu_stats(f->en, &f->csu);
   assert_non_null(cs);
   assert_int_equal(cs->in_flight, 4);
@@ -620,6 +627,62 @@ static void test_in_flight_bound(void **state) {
   assert_int_equal(cs->requests, BULK);
   assert_int_equal(sim_count(f, "order", 200), BULK);
   free(w);
+  fx_stop(f);
+}
+
+/* Fetches every BULK order at once and waits for them; each must come back OK when `ok`. */
+static void fetch_bulk(struct fx *f, bool ok) {
+  struct w *w = start_bulk(f);
+  assert_true(wait_all(f, w, BULK, 30000));
+  for (int i = 0; i < BULK; i++) {
+    if (ok)
+      assert_int_equal(w[i].req.outcome, PL_FETCH_OK);
+    pl_fetch_release(&w[i].req);
+  }
+  free(w);
+}
+
+/* A CSU that answers as fast under load as without (a steady 20 ms) gets more GETs at once, up to
+ * the ceiling, seen at the sim; when its round trips grow ten times, the window falls back to its
+ * floor. */
+static void test_window_adapts(void **state) {
+  struct pl_enrich_opts o = {.max_in_flight = 16};
+  struct fx *f = fx_start("endpoints:\n  order: {latency_ms: 20}\n", &o);
+  const struct pl_enrich_csu_stats *cs = pl_enrich_csu_stats(f->en, &f->csu);
+  assert_non_null(cs);
+  assert_int_equal(cs->window, 8); /* where it starts */
+  struct sampler smp = {.sim = &f->t.sim};
+  assert_int_equal(rx_timer_init(&smp.timer, &f->t.loop), 0);
+  assert_int_equal(rx_timer_start(&smp.timer, on_sample, 1), 0);
+  fetch_bulk(f, true);
+  assert_int_equal(cs->window, 16);
+  assert_int_equal(cs->in_flight_max, 16);
+  assert_int_equal(smp.max_held, 16);
+
+  struct st_resp r;
+  assert_int_equal(st_call(&f->t, "POST", "/sim/faults", NULL,
+                           "endpoints:\n  order: {latency_ms: 200}\n", 0, &r),
+                   0);
+  assert_int_equal(r.status, 200);
+  st_resp_free(&r);
+  fetch_bulk(f, true);
+  assert_int_equal(cs->window, 4);
+  rx_timer_close(&smp.timer, NULL);
+  assert_int_equal(cs->in_flight, 0);
+  fx_stop(f);
+}
+
+/* 429s halve the window at once, whatever the round trips say. */
+static void test_window_halves_on_429(void **state) {
+  struct fx *f = fx_start("endpoints:\n  order: {error_rate: 1.0, errors: [429], retry_after_s: 0, "
+                          "latency_ms: 5}\n",
+                          NULL);
+  const struct pl_enrich_csu_stats *cs = pl_enrich_csu_stats(f->en, &f->csu);
+  assert_non_null(cs);
+  assert_int_equal(cs->window, 8);
+  fetch_bulk(f, false);
+  assert_int_equal(cs->window, 4);
+  assert_int_equal(sim_count(f, "order", 429), BULK);
   fx_stop(f);
 }
 
@@ -717,6 +780,8 @@ int main(void) {
       cmocka_unit_test(test_token_revoked),
       cmocka_unit_test(test_token_failures),
       cmocka_unit_test(test_in_flight_bound),
+      cmocka_unit_test(test_window_adapts),
+      cmocka_unit_test(test_window_halves_on_429),
       cmocka_unit_test(test_cancel_coalesced),
       cmocka_unit_test(test_destroy_in_flight),
   };

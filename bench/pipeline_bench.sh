@@ -9,7 +9,8 @@
 # SINKS=cij+webhook (default) | mqtt | mqtt+cij: with mqtt, a real mosquitto and a QoS 1 subscriber
 # (mosquitto_sub, receipt timestamps) join; every routed event goes to the mqtt sink "stores".
 # Env: GRACE (s, default 8), POLL_MS (1000), OVERLAP_S (3), SETTLE_MS (0), SWEEP_S (60), PAGE_SIZE (250),
-# WEBHOOK_WINDOW (the webhook sink's max_in_flight, 32: the sink's default),
+# WEBHOOK_WINDOW (the webhook sink's max_in_flight, 32: the sink's default), CSU_LATENCY_MS (added
+# to every order and customer GET),
 # MEMORY_MB (100), KEEP=1
 # keeps the work dir. settle 0: the overlap re-reads catch late commits, so latency is the poll
 # interval plus the pipeline, which is what the target measures.
@@ -42,6 +43,11 @@ trap cleanup EXIT
 cat >"$work/faults.yaml" <<'YAML'
 dataverse: {max_requests: 100000000, window_s: 300, max_concurrent: 100000}
 YAML
+# CSU_LATENCY_MS: the CSUs' order and customer GETs answer that much later (a CSU far away).
+if [ -n "${CSU_LATENCY_MS:-}" ]; then
+  printf 'endpoints:\n  order: {latency_ms: %d}\n  customer_get: {latency_ms: %d}\n' \
+    "$CSU_LATENCY_MS" "$CSU_LATENCY_MS" >>"$work/faults.yaml"
+fi
 # The host's own speed before the run (nothing else started yet), two fixed tasks in ms: a
 # Python loop (the CPU) and 10,000 one-byte round trips over loopback TCP (the kernel's path,
 # a third of the relay's time). This VM's speed drifts within an hour; the seventh session saw
@@ -147,16 +153,19 @@ diff webhook:audit >"$work/webhook.json"
 [ "${KEEP:-0}" = 1 ] && curl -s "$base/ledger/receipts?sink=trigger&until_ms=$until_ms" >"$work/trigger.csv"
 admin_port=$(sed -n 's/.*"admin_port":\([0-9]*\).*/\1/p' "$work/relay.log" | head -1)
 curl -s "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
+windows=$(sed -n 's/^csurelay_enrich_window{[^}]*} //p' "$work/metrics.txt" | sort -n | sed -n '1p;$p' | paste -sd-)
 python3 - "$work" "$rate" "$secs" "$csus" "$peak_rss" "$cpu_ticks" "$hz" "$sinks" "$until_ms" "$base" \
-  "$sim_ticks" "$idle_ticks" "$all_ticks" "$host_ms" <<'PY'
+  "$sim_ticks" "$idle_ticks" "$all_ticks" "$host_ms" "$windows" <<'PY'
 import json, sys, calendar, time, urllib.request
 work, rate, secs, csus, rss, ticks, hz, sinks, until_ms, base = sys.argv[1:11]
-sim_ticks, idle_ticks, all_ticks, host_ms = sys.argv[11:]
+sim_ticks, idle_ticks, all_ticks, host_ms, windows = sys.argv[11:]
 print("\nrate %s ev/s, %s CSUs, %s s, sinks %s; relay CPU %.0f%% of one core, peak RSS %d MB" %
       (rate, csus, secs, sinks, 100.0 * int(ticks) / int(hz) / int(secs), int(rss) // 1024))
 print("csusim CPU %.0f%%, machine idle %.0f%%; host before the run: %s" %
       (100.0 * int(sim_ticks) / int(hz) / int(secs), 100.0 * int(idle_ticks) / max(int(all_ticks), 1),
        host_ms))
+if windows:
+    print("enrichment GET window per CSU at the end: %s" % windows)
 def event_ms(text):
     base, _, frac = text.rstrip("Z").partition(".")
     return calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S")) * 1000 + int((frac + "000")[:3])

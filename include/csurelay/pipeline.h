@@ -252,10 +252,11 @@ void pl_tokens_destroy(struct pl_tokens *t, void (*cb)(void *arg), void *arg);
  *   Checkout, and coalescing covers concurrent duplicates.
  * - Per-CSU window: at most `window` GETs per CSU hold a slot (from the token request to the
  *   answer, a 401 retry included); further GETs wait in FIFO order. The window starts at 8 and
- *   adapts between min_in_flight and max_in_flight: it grows while a full window's round trips stay
- *   near the shortest seen lately, shrinks once they grow by a queue's worth (TCP Vegas's rule),
- * and halves on a 429 or 503. So a distant CSU gets the GETs its round trip needs, and one whose
- *   answers wait (at the CSU, or in this loop) gets fewer. The queue itself is not
+ *   adapts between min_in_flight and max_in_flight once per round (a window's worth of answers):
+ *   it grows by an eighth while a full window's shortest round trip stays near the shortest seen
+ *   lately, shrinks by an eighth once even that one is longer by a queue's worth (TCP Vegas's
+ *   rule), and halves on a 429 or 503. So a distant CSU gets the GETs its round trip needs, and
+ *   one whose answers wait (at the CSU, or in this loop) gets fewer. The queue itself is not
  *   bounded here: it is bounded by the pipeline's live-event budget (limits.max_live_events),
  *   since each live event has at most one order and one customer fetch outstanding.
  * - Outcomes (every waiter of a GET gets the same one):
@@ -284,7 +285,7 @@ struct pl_enrich_opts {
   uint64_t customer_ttl_ms; /* how long a customer stays cached; 0 = 300000 (5 min) */
   size_t cache_max_entries; /* customers cached at most; 0 = 50000 */
   size_t cache_max_bytes;   /* estimated bytes of the cached documents; 0 = 32 MiB */
-  unsigned max_in_flight;   /* per CSU: the adaptive window's ceiling; 0 = 32 */
+  unsigned max_in_flight;   /* per CSU: the adaptive window's ceiling; 0 = 64 */
   unsigned min_in_flight;   /* per CSU: its floor; 0 = 4 (never above max_in_flight) */
   long timeout_ms;          /* per GET; 0 = the HTTP client's default */
 };

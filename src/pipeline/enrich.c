@@ -10,14 +10,18 @@
  * (a new fetch for the same URL starts a new flight) but keeps its slot until its own callback
  * runs. The per-CSU bound therefore counts real connections, never fewer.
  *
- * Each CSU's slots are a window that adapts (TCP Vegas's rule, as Netflix's concurrency-limits
- * applies it to requests): the GETs' round trips are compared with the shortest one seen lately.
- * While they stay near it and the window is full, the CSU answers as fast as it is asked and the
- * window grows, up to max_in_flight; once they grow by a queue's worth, requests are waiting
- * somewhere (at the CSU, or in this relay's own loop, which is busy with every sink's traffic), and
- * it shrinks, down to min_in_flight. A CSU 150 ms away that is asked for 300 documents a second
- * needs ~45 GETs in flight; one on loopback, whose round trip is the loop's own turn, gains nothing
- * beyond a few. 429 and 503 halve the window.
+ * Each CSU's slots are a window that adapts (TCP Vegas's rule, applied to requests as Netflix's
+ * concurrency-limits does). The answers come in rounds, a window's worth each; a round's shortest
+ * round trip is compared with the shortest one seen lately. Taking the round's shortest, as TCP
+ * Vegas does, is what makes the rule usable here: single round trips jitter by this loop's own
+ * turn (tens of milliseconds under load), which would otherwise read as a queue at a distant CSU
+ * and keep its window small. While a round stays near the shortest and the window was full, the
+ * CSU answers as fast as it is asked and the window grows by an eighth, up to max_in_flight; once
+ * even the round's shortest is longer by a queue's worth, every request waited somewhere (at the
+ * CSU, or in this relay's loop, busy with every sink's traffic) and it shrinks by an eighth, down
+ * to min_in_flight. A CSU 250 ms away that is asked for 120 documents a second needs ~30 GETs in
+ * flight; one on loopback, whose round trip is the loop's own turn, gains nothing beyond a few.
+ * 429 and 503 halve the window at once.
  *
  * The cache holds documents, not flights: a customer that answered OK is cached with a reference
  * of its own, looked up before the flights table, and evicted least recently used first. Expiry
@@ -39,7 +43,7 @@
 #define DEFAULT_TTL_MS      300000
 #define DEFAULT_MAX_ENTRIES 50000
 #define DEFAULT_MAX_BYTES   (32u << 20)
-#define DEFAULT_IN_FLIGHT   32 /* the window's ceiling */
+#define DEFAULT_IN_FLIGHT   64 /* the window's ceiling */
 #define DEFAULT_MIN_FLIGHT  4
 #define START_WINDOW        8
 #define RTT_EPOCH_MS        30000 /* the shortest round trip is forgotten after two epochs */
@@ -76,6 +80,9 @@ struct window {
   uint64_t rtt_min;   /* the shortest of this epoch and the last; 0 before the first answer */
   uint64_t epoch_min; /* the shortest of this epoch so far */
   uint64_t epoch_end; /* loop ms */
+  uint64_t round_min; /* the shortest of this round so far */
+  unsigned round_n;   /* answers in this round */
+  unsigned round_full; /* of which sent while the window was full */
 };
 
 struct csu_state {
@@ -562,7 +569,7 @@ static void window_init(struct csu_state *u, const struct pl_enrich *e) {
   window_set(u, e, START_WINDOW);
 }
 
-static uint64_t shortest_rtt(struct window *w, uint64_t rtt, uint64_t now_ms) {
+static void shortest_rtt(struct window *w, uint64_t rtt, uint64_t now_ms) {
   if (w->epoch_min == 0 || rtt < w->epoch_min)
     w->epoch_min = rtt;
   if (w->rtt_min == 0 || rtt < w->rtt_min)
@@ -572,30 +579,48 @@ static uint64_t shortest_rtt(struct window *w, uint64_t rtt, uint64_t now_ms) {
     w->epoch_min = 0;
     w->epoch_end = now_ms + RTT_EPOCH_MS;
   }
-  return w->rtt_min;
 }
 
-/* One answered GET: Vegas's estimate of the requests queued, limit * (1 - rtt_min / rtt), against
- * thresholds that grow with log10 of the limit. Growing needs a full window (an idle CSU's short
- * round trips say nothing about more load); shrinking does not. */
+static void window_resize(struct csu_state *u, const struct pl_enrich *e, double limit) {
+  window_set(u, e, limit);
+  u->win.round_n = u->win.round_full = 0;
+  u->win.round_min = 0;
+}
+
+/* A round's end: Vegas's estimate of the requests queued, limit * (1 - rtt_min / round_min),
+ * against thresholds that grow with log10 of the limit. Growing needs a round sent mostly into a
+ * full window (an idle CSU's short round trips say nothing about more load); shrinking does not. */
+static void window_round(struct csu_state *u, const struct pl_enrich *e) {
+  const struct window *w = &u->win;
+  double limit = w->limit, step = limit / 8 > 1 ? limit / 8 : 1;
+  double queued = limit * (1.0 - (double)w->rtt_min / (double)w->round_min);
+  double alpha = 3 * log10(limit) > 2 ? 3 * log10(limit) : 2, beta = 2 * alpha;
+  if (queued > beta)
+    window_resize(u, e, limit - step);
+  else if (queued < alpha && 2 * w->round_full >= w->round_n)
+    window_resize(u, e, limit + step);
+  else
+    window_resize(u, e, limit);
+}
+
+/* One answered GET joins its CSU's round; a window's worth of answers ends the round. */
 static void window_sample(struct flight *f) {
   struct csu_state *u = f->csu;
   struct pl_enrich *e = f->e;
   if (f->http.status == 429 || f->http.status == 503) {
-    window_set(u, e, u->win.limit / 2);
+    window_resize(u, e, u->win.limit / 2);
     return;
   }
   uint64_t rtt = uv_hrtime() / 1000 - f->sent_us;
   rtt = rtt ? rtt : 1;
-  uint64_t min = shortest_rtt(&u->win, rtt, rx_now_ms(e->loop));
-  double limit = u->win.limit, step = log10(limit);
-  double queued = limit * (1.0 - (double)min / (double)rtt);
-  double alpha = 3 * step > 2 ? 3 * step : 2, beta = 2 * alpha;
-  step = step > 1 ? step : 1;
-  if (queued > beta)
-    window_set(u, e, limit - step);
-  else if (queued < alpha && f->saturated)
-    window_set(u, e, limit + step);
+  struct window *w = &u->win;
+  shortest_rtt(w, rtt, rx_now_ms(e->loop));
+  if (w->round_min == 0 || rtt < w->round_min)
+    w->round_min = rtt;
+  w->round_n++;
+  w->round_full += f->saturated;
+  if (w->round_n >= (unsigned)w->limit)
+    window_round(u, e);
 }
 
 /* Starts queued flights while the CSU has free slots. Never nested: a flight that ends at once

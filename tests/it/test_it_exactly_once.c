@@ -135,9 +135,9 @@ static void test_exactly_once(void **state) {
   double m_cache_bytes = it_metric(t, "csurelay_customer_cache_bytes");
   assert_true(m_cached > 0);
   assert_true(m_cache_bytes >= m_cached * 100);
-  /* Each CSU's enrichment window is reported, within its floor and ceiling (4 and 32). */
+  /* Each CSU's enrichment window is reported, within its floor and ceiling (4 and 64). */
   double m_window = it_metric(t, "csurelay_enrich_window{csu=\"csu0\"}");
-  assert_true(m_window >= 4 && m_window <= 32);
+  assert_true(m_window >= 4 && m_window <= 64);
   assert_int_equal(it_relay_stop(t, 15000, NULL), 0);
 
   struct walk *w = calloc(1, sizeof(*w));

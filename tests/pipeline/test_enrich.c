@@ -642,9 +642,18 @@ static void fetch_bulk(struct fx *f, bool ok) {
   free(w);
 }
 
+/* Fetches bulks until the CSU's window is `want`; false when four bulks (~200 answers, a dozen
+ * rounds of adjustment) have not got it there. */
+static bool bulk_until_window(struct fx *f, const struct pl_enrich_csu_stats *cs, unsigned want) {
+  for (int i = 0; i < 4 && cs->window != want; i++)
+    fetch_bulk(f, true);
+  return cs->window == want;
+}
+
 /* A CSU that answers as fast under load as without (a steady 20 ms) gets more GETs at once, up to
  * the ceiling, seen at the sim; when its round trips grow ten times, the window falls back to its
- * floor. */
+ * floor. The window moves by an eighth per round (a window's worth of answers), so one bulk of 50
+ * is not enough to go from 8 to 16. */
 static void test_window_adapts(void **state) {
   struct pl_enrich_opts o = {.max_in_flight = 16};
   struct fx *f = fx_start("endpoints:\n  order: {latency_ms: 20}\n", &o);
@@ -655,6 +664,9 @@ static void test_window_adapts(void **state) {
   assert_int_equal(rx_timer_init(&smp.timer, &f->t.loop), 0);
   assert_int_equal(rx_timer_start(&smp.timer, on_sample, 1), 0);
   fetch_bulk(f, true);
+  assert_in_range(cs->window, 9, 15); /* grew, by rounds */
+  assert_true(bulk_until_window(f, cs, 16));
+  fetch_bulk(f, true); /* a bulk with the full window */
   assert_int_equal(cs->window, 16);
   assert_int_equal(cs->in_flight_max, 16);
   assert_int_equal(smp.max_held, 16);
@@ -665,10 +677,21 @@ static void test_window_adapts(void **state) {
                    0);
   assert_int_equal(r.status, 200);
   st_resp_free(&r);
-  fetch_bulk(f, true);
-  assert_int_equal(cs->window, 4);
+  assert_true(bulk_until_window(f, cs, 4));
   rx_timer_close(&smp.timer, NULL);
   assert_int_equal(cs->in_flight, 0);
+  fx_stop(f);
+}
+
+/* Round trips that jitter (30-90 ms, uniform) but do not queue still grow the window: a round's
+ * shortest is near the floor of the jitter. Judged per answer instead, more than a third of them
+ * would read as a queue at 12 in flight and the window would shrink. */
+static void test_window_grows_through_jitter(void **state) {
+  struct pl_enrich_opts o = {.max_in_flight = 16};
+  struct fx *f = fx_start("endpoints:\n  order: {latency_ms: 30, latency_jitter_ms: 60}\n", &o);
+  const struct pl_enrich_csu_stats *cs = pl_enrich_csu_stats(f->en, &f->csu);
+  assert_non_null(cs);
+  assert_true(bulk_until_window(f, cs, 16));
   fx_stop(f);
 }
 
@@ -781,6 +804,7 @@ int main(void) {
       cmocka_unit_test(test_token_failures),
       cmocka_unit_test(test_in_flight_bound),
       cmocka_unit_test(test_window_adapts),
+      cmocka_unit_test(test_window_grows_through_jitter),
       cmocka_unit_test(test_window_halves_on_429),
       cmocka_unit_test(test_cancel_coalesced),
       cmocka_unit_test(test_destroy_in_flight),

@@ -6,11 +6,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "csurelay/log.h"
 #include "heap.h"
 #include "relay_internal.h"
+
+#define ENRICH_WINDOW_MAX 64  /* GETs in flight per CSU at most (the adaptive window's ceiling) */
+#define MAX_SEARCHES      32  /* Searches in flight over every CSU */
+#define SPARE_FDS         256 /* files, listeners, the broker, the admin API's clients */
 
 enum { TICK_MS = 1000, SINK_DOWN_MS = 30000, MEMORY_CHECK_MS = 100, MEMORY_CHECK_IDLE_MS = 1000 };
 
@@ -235,7 +240,8 @@ static int open_stages(struct csr_relay *r, struct csr_err *err) {
   memset(err, 0, sizeof(*err));
   /* With no CSU there is nothing to poll or enrich: the relay still serves its admin API and
    * delivers what the AOF holds (a CSU may be removed while its events wait in retry). */
-  struct pl_enrich_opts eo = {.timeout_ms = (long)cfg->limits.http_timeout_ms};
+  struct pl_enrich_opts eo = {.max_in_flight = ENRICH_WINDOW_MAX,
+                              .timeout_ms = (long)cfg->limits.http_timeout_ms};
   if (cfg->n_csus > 0)
     rc = pl_enrich_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_by_name, r, &eo,
                           &r->enrich);
@@ -246,7 +252,8 @@ static int open_stages(struct csr_relay *r, struct csr_err *err) {
   struct pl_route_opts ro = {.metrics = r->metrics};
   if (rc == 0)
     rc = pl_route_create(r->loop, cfg, r->admit, r->enrich, r->sinks, &ro, &r->route);
-  struct pl_poll_opts po = {.max_searches = 32, .timeout_ms = (long)cfg->limits.http_timeout_ms};
+  struct pl_poll_opts po = {.max_searches = MAX_SEARCHES,
+                            .timeout_ms = (long)cfg->limits.http_timeout_ms};
   if (rc == 0 && cfg->n_csus > 0)
     rc = pl_poll_create(r->loop, &r->http, cfg->csus, cfg->n_csus, tokens_of_csu, r, &po,
                         pl_admit_poll_ops(r->admit), r->admit, &r->poll);
@@ -282,6 +289,39 @@ static void log_replay(struct csr_relay *r) {
           CSR_KI("torn_tails", (int64_t)st->torn_tails), CSR_KI("cursors", (int64_t)ss.cursors));
 }
 
+/* The connections the stages may hold at once, each stage bounded by its own window: enrichment
+ * per CSU, the Searches, every HTTP sink, a token request per identity, the ingress. The HTTP
+ * client gets exactly this as its bound, per host too: every CSU, Dataverse and a webhook may sit
+ * behind one host (a gateway, or csusim), and a lower bound there would queue a sink's requests
+ * in libcurl behind a distant CSU's GETs. */
+static unsigned http_connections(const struct csr_config *cfg) {
+  size_t n = cfg->n_csus * ENRICH_WINDOW_MAX + MAX_SEARCHES + cfg->n_identities;
+  for (size_t i = 0; i < cfg->n_sinks; i++)
+    if (cfg->sinks[i].type != CSR_SINK_MQTT) /* Paho's own connection */
+      n += cfg->sinks[i].max_in_flight;
+  if (cfg->ingress.present)
+    n += CS_INGRESS_MAX_IN_FLIGHT;
+  return (unsigned)n;
+}
+
+/* Raises the soft limit on open files to `need` when it is lower (as Redis does at start): a
+ * service manager's default of 1024 is below what 16 CSUs' windows may hold. Past the hard
+ * limit the relay still runs; a connect that finds no descriptor fails and is retried. */
+static void fit_open_files(unsigned need) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+    return;
+  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+  if (want > rl.rlim_cur) {
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+      want = 0;
+  }
+  if (want < need)
+    CSR_LOG(CSR_WARN, "open files: the hard limit is below what the configuration may hold",
+            CSR_KI("limit", (int64_t)rl.rlim_max), CSR_KI("wanted", (int64_t)need));
+}
+
 int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct csr_metrics *metrics,
                    struct csr_relay **out, struct csr_err *err) {
   memset(err, 0, sizeof(*err));
@@ -292,10 +332,10 @@ int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct cs
   r->loop = loop;
   r->cfg = cfg;
   r->metrics = metrics;
-  /* Every CSU and Dataverse may sit behind one host (a gateway, or csusim): the per-host bound
-   * must not be the pipeline's bound. The stages bound themselves (max_in_flight, max_searches). */
+  unsigned conns = http_connections(cfg);
+  fit_open_files(conns + SPARE_FDS);
   struct rx_http_opts ho = {
-      .max_per_host = 256, .max_total = 1024, .timeout_ms = (long)cfg->limits.http_timeout_ms};
+      .max_per_host = conns, .max_total = conns, .timeout_ms = (long)cfg->limits.http_timeout_ms};
   int rc = rx_http_init(&r->http, loop, &ho);
   if (rc == 0) {
     r->http_open = true;

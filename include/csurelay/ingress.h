@@ -27,6 +27,10 @@
 #include "csurelay/metrics.h"
 #include "csurelay/reactor.h"
 
+#define CS_INGRESS_MAX_IN_FLIGHT                                                                   \
+  8 /* attempts against the CSU at once (dynamics-api section 2.6)                                 \
+     */
+
 struct pl_store_emitter;
 struct pl_tokens;
 struct pl_admit;

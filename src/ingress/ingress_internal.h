@@ -21,7 +21,6 @@
 
 #define CS_JOB_ID_LEN    32  /* hex characters of a job id */
 #define CS_ACCOUNT_MAX   128 /* an AccountNumber (digits, or an async customer's GUID) */
-#define CS_MAX_IN_FLIGHT 8   /* attempts against the CSU at once (dynamics-api section 2.6) */
 
 struct cs_run;
 struct cs_equeue;

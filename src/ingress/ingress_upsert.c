@@ -374,7 +374,7 @@ void cs__usink_init(struct cs_ingress *g) {
   struct cs_usink *s = &g->sink;
   memset(s, 0, sizeof(*s));
   s->conf.name = "ingress";
-  s->conf.max_in_flight = CS_MAX_IN_FLIGHT;
+  s->conf.max_in_flight = CS_INGRESS_MAX_IN_FLIGHT;
   s->base.ops = &cs__usink_ops;
   s->base.conf = &s->conf;
   s->g = g;

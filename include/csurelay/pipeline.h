@@ -253,12 +253,13 @@ void pl_tokens_destroy(struct pl_tokens *t, void (*cb)(void *arg), void *arg);
  * - Per-CSU window: at most `window` GETs per CSU hold a slot (from the token request to the
  *   answer, a 401 retry included); further GETs wait in FIFO order. The window starts at 8 and
  *   adapts between min_in_flight and max_in_flight once per round (a window's worth of answers):
- *   it grows by an eighth while a full window's shortest round trip stays near the shortest seen
- *   lately, shrinks by an eighth once even that one is longer by a queue's worth (TCP Vegas's
- *   rule), and halves on a 429 or 503. So a distant CSU gets the GETs its round trip needs, and
- *   one whose answers wait (at the CSU, or in this loop) gets fewer. The queue itself is not
- *   bounded here: it is bounded by the pipeline's live-event budget (limits.max_live_events),
- *   since each live event has at most one order and one customer fetch outstanding.
+ *   it grows by an eighth (it doubles until a round first sees a queue) while a full window's
+ *   shortest round trip stays near the shortest seen lately, shrinks by an eighth once even that
+ *   one is longer by a queue's worth (TCP Vegas's rule), and halves on a 429 or 503. So a distant
+ *   CSU gets the GETs its round trip needs, and one whose answers wait (at the CSU, or in this
+ *   loop) gets fewer. The queue itself is not bounded here: it is bounded by the pipeline's
+ *   live-event budget (limits.max_live_events), since each live event has at most one order and
+ *   one customer fetch outstanding.
  * - Outcomes (every waiter of a GET gets the same one):
  *     PL_FETCH_OK         2xx with a JSON object: `doc`.
  *     PL_FETCH_NOT_FOUND  404 (Commerce's ObjectNotFound / CustomerNotFound). Not decided here:

@@ -16,10 +16,11 @@
  * Vegas does, is what makes the rule usable here: single round trips jitter by this loop's own
  * turn (tens of milliseconds under load), which would otherwise read as a queue at a distant CSU
  * and keep its window small. While a round stays near the shortest and the window was full, the
- * CSU answers as fast as it is asked and the window grows by an eighth, up to max_in_flight; once
- * even the round's shortest is longer by a queue's worth, every request waited somewhere (at the
- * CSU, or in this relay's loop, busy with every sink's traffic) and it shrinks by an eighth, down
- * to min_in_flight. A CSU 250 ms away that is asked for 120 documents a second needs ~30 GETs in
+ * CSU answers as fast as it is asked and the window grows by an eighth (it doubles until the first
+ * round that sees a queue: Vegas's slow start), up to max_in_flight; once even the round's
+ * shortest is longer by a queue's worth, every request waited somewhere (at the CSU, or in this
+ * relay's loop, busy with every sink's traffic) and it shrinks by an eighth, down to
+ * min_in_flight. A CSU 250 ms away that is asked for 120 documents a second needs ~30 GETs in
  * flight; one on loopback, whose round trip is the loop's own turn, gains nothing beyond a few.
  * 429 and 503 halve the window at once.
  *
@@ -83,6 +84,7 @@ struct window {
   uint64_t round_min; /* the shortest of this round so far */
   unsigned round_n;   /* answers in this round */
   unsigned round_full; /* of which sent while the window was full */
+  bool slow_start;     /* no round has seen a queue yet: the window doubles */
 };
 
 struct csu_state {
@@ -567,6 +569,7 @@ static void window_set(struct csu_state *u, const struct pl_enrich *e, double li
 
 static void window_init(struct csu_state *u, const struct pl_enrich *e) {
   window_set(u, e, START_WINDOW);
+  u->win.slow_start = true;
 }
 
 static void shortest_rtt(struct window *w, uint64_t rtt, uint64_t now_ms) {
@@ -589,16 +592,21 @@ static void window_resize(struct csu_state *u, const struct pl_enrich *e, double
 
 /* A round's end: Vegas's estimate of the requests queued, limit * (1 - rtt_min / round_min),
  * against thresholds that grow with log10 of the limit. Growing needs a round sent mostly into a
- * full window (an idle CSU's short round trips say nothing about more load); shrinking does not. */
+ * full window (an idle CSU's short round trips say nothing about more load); shrinking does not.
+ * Until the first round that sees a queue the window doubles (Vegas's slow start): a CSU 250 ms
+ * away reaches 64 in three rounds instead of eighteen, before a backlog builds. */
 static void window_round(struct csu_state *u, const struct pl_enrich *e) {
-  const struct window *w = &u->win;
+  struct window *w = &u->win;
   double limit = w->limit, step = limit / 8 > 1 ? limit / 8 : 1;
   double queued = limit * (1.0 - (double)w->rtt_min / (double)w->round_min);
   double alpha = 3 * log10(limit) > 2 ? 3 * log10(limit) : 2, beta = 2 * alpha;
+  bool grow = queued < alpha && 2 * w->round_full >= w->round_n;
+  if (queued >= alpha)
+    w->slow_start = false;
   if (queued > beta)
     window_resize(u, e, limit - step);
-  else if (queued < alpha && 2 * w->round_full >= w->round_n)
-    window_resize(u, e, limit + step);
+  else if (grow)
+    window_resize(u, e, w->slow_start ? 2 * limit : limit + step);
   else
     window_resize(u, e, limit);
 }
@@ -608,6 +616,7 @@ static void window_sample(struct flight *f) {
   struct csu_state *u = f->csu;
   struct pl_enrich *e = f->e;
   if (f->http.status == 429 || f->http.status == 503) {
+    u->win.slow_start = false;
     window_resize(u, e, u->win.limit / 2);
     return;
   }

@@ -311,15 +311,14 @@ static void fit_open_files(unsigned need) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
     return;
-  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
-  if (want > rl.rlim_cur) {
-    rl.rlim_cur = want;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-      want = 0;
-  }
-  if (want < need)
-    CSR_LOG(CSR_WARN, "open files: the hard limit is below what the configuration may hold",
-            CSR_KI("limit", (int64_t)rl.rlim_max), CSR_KI("wanted", (int64_t)need));
+  rlim_t soft = rl.rlim_cur;
+  rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+  if (rl.rlim_cur > soft && setrlimit(RLIMIT_NOFILE, &rl) == 0)
+    soft = rl.rlim_cur;
+  if (soft < need)
+    CSR_LOG(CSR_WARN, "open files: the limit is below what the configuration may hold",
+            CSR_KI("limit", (int64_t)soft), CSR_KI("hard_limit", (int64_t)rl.rlim_max),
+            CSR_KI("wanted", (int64_t)need));
 }
 
 int csr_relay_open(struct rx_loop *loop, const struct csr_config *cfg, struct csr_metrics *metrics,

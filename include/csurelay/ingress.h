@@ -27,9 +27,8 @@
 #include "csurelay/metrics.h"
 #include "csurelay/reactor.h"
 
-#define CS_INGRESS_MAX_IN_FLIGHT                                                                   \
-  8 /* attempts against the CSU at once (dynamics-api section 2.6)                                 \
-     */
+/* Attempts against the CSU at once (dynamics-api section 2.6). */
+#define CS_INGRESS_MAX_IN_FLIGHT 8
 
 struct pl_store_emitter;
 struct pl_tokens;

@@ -408,9 +408,6 @@ CSR_NODISCARD int pl_enrich_url(const char *csu_url, enum pl_fetch_kind kind, co
 
 const struct pl_enrich_stats *pl_enrich_stats(const struct pl_enrich *e);
 
-/** GETs in flight per CSU at most (pl_enrich_opts.max_in_flight, after its default). */
-unsigned pl_enrich_max_in_flight(const struct pl_enrich *e);
-
 /** The per-CSU share of `csu` (by name), or NULL when it is not one of the fetcher's. */
 const struct pl_enrich_csu_stats *pl_enrich_csu_stats(const struct pl_enrich *e,
                                                       const struct csr_csu *csu);

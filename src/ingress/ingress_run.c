@@ -4,7 +4,7 @@
  * A run's life: its JOB is appended (durable future) and applied at once, like an ADMIT, so the
  * state's order is the log's; once durable it joins its email's FIFO. The head of a FIFO is
  * submitted to the scheduler (at most CS_INGRESS_MAX_IN_FLIGHT attempts at once over all emails,
- * full- jitter backoff, Retry-After and max_attempts from cfg->retry); the others wait, so a second
+ * full-jitter backoff, Retry-After and max_attempts from cfg->retry); the others wait, so a second
  * job for a new email runs only after the first has created the customer and set the mapping.
  * A final outcome becomes a JOB_END, appended (durable) and applied at once; once durable the
  * waiting requests are answered and the email's next job starts.

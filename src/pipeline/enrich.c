@@ -994,10 +994,6 @@ const struct pl_enrich_stats *pl_enrich_stats(const struct pl_enrich *e) {
   return &e->stats;
 }
 
-unsigned pl_enrich_max_in_flight(const struct pl_enrich *e) {
-  return e->opts.max_in_flight;
-}
-
 const struct pl_enrich_csu_stats *pl_enrich_csu_stats(const struct pl_enrich *e,
                                                       const struct csr_csu *csu) {
   const struct csu_state *u = find_csu(e, csu);
